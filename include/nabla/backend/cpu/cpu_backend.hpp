@@ -1,0 +1,135 @@
+#pragma once
+// The CPU backend: maps each Backend entry point to a typed CPU kernel, dispatching on dtype.
+// Kernels run on the calling thread plus OpenMP workers for large problems.
+
+#include "../backend.hpp"
+#include "elementwise.hpp"
+#include "index.hpp"
+#include "reduce.hpp"
+
+namespace nabla {
+namespace cpu {
+
+class CpuBackend final : public Backend {
+ public:
+  Storage allocate(size_t nbytes, Device) override { return detail::cpu_allocate(nbytes); }
+
+  void copy(const Tensor& dst, const Tensor& src) override { copy_kernel(dst, src); }
+  void fill(const Tensor& dst, const Scalar& value) override { fill_kernel(dst, value); }
+  void arange(const Tensor& out, double start, double step) override { arange_kernel(out, start, step); }
+  void random(const Tensor& out, const RandomParams& params) override { random_kernel(out, params); }
+
+  void unary(UnaryOp op, const Tensor& out, const Tensor& in, const UnaryParams& p) override {
+    switch (op) {
+#define NABLA_ANY(name) \
+  case UnaryOp::name: return unary_any(out, in, fn::name{});
+#define NABLA_FLOAT(name) \
+  case UnaryOp::name: return unary_float(out, in, fn::name{});
+      NABLA_UNARY_ANY_OPS(NABLA_ANY)
+      NABLA_UNARY_FLOAT_OPS(NABLA_FLOAT)
+#undef NABLA_ANY
+#undef NABLA_FLOAT
+      case UnaryOp::LeakyRelu: return unary_any(out, in, fn::LeakyRelu{p.a});
+      case UnaryOp::Clamp: return unary_any(out, in, fn::Clamp{p.a, p.b});
+    }
+  }
+
+  void binary(BinaryOp op, const Tensor& out, const Tensor& a, const Tensor& b) override {
+    switch (op) {
+#define NABLA_CASE(name) \
+  case BinaryOp::name: return run_binary(out, a, b, fn::name{});
+      NABLA_BINARY_OPS(NABLA_CASE)
+#undef NABLA_CASE
+    }
+  }
+
+  void where(const Tensor& out, const Tensor& cond, const Tensor& a, const Tensor& b) override {
+    dispatch_all(out.dtype(), "where", [&](auto tag) { where_loop<typename decltype(tag)::type>(out, cond, a, b); });
+  }
+
+  void reduce(ReduceOp op, const Tensor& out, const Tensor& in) override {
+    dispatch_all(in.dtype(), "reduce", [&](auto tag) {
+      using T = typename decltype(tag)::type;
+      using Wide = std::conditional_t<std::is_integral_v<T>, int64_t, T>;  // integer sums write int64
+      switch (op) {
+        case ReduceOp::Sum: return reduce_loop<T, Wide>(out, in, SumReducer<T>{});
+        case ReduceOp::Mean: return reduce_loop<T, Wide>(out, in, MeanReducer<T>{});
+        case ReduceOp::Prod: return reduce_loop<T, Wide>(out, in, ProdReducer<T>{});
+        case ReduceOp::Max: return reduce_loop<T, T>(out, in, ExtremumReducer<T, true>{});
+        case ReduceOp::Min: return reduce_loop<T, T>(out, in, ExtremumReducer<T, false>{});
+      }
+    });
+  }
+
+  void arg_reduce(ArgReduceOp op, const Tensor& out, const Tensor& in, int64_t dim) override {
+    dispatch_all(in.dtype(), "argmax", [&](auto tag) {
+      arg_reduce_loop<typename decltype(tag)::type>(op == ArgReduceOp::ArgMax, out, in, dim);
+    });
+  }
+
+  void softmax(const Tensor& out, const Tensor& in, int64_t dim, bool log) override {
+    dispatch_floating(in.dtype(), "softmax", [&](auto tag) { softmax_loop<typename decltype(tag)::type>(out, in, dim, log); });
+  }
+
+  void matmul(const Tensor& out, const Tensor& a, const Tensor& b) override {
+    DType t = out.dtype();
+    if (t == kFloat16 || t == kBFloat16) {  // no 16-bit GEMM on the CPU: compute in float32
+      auto to_float = [&](const Tensor& x) {
+        Tensor f = detail::make_tensor(allocate(x.numel() * 4, Device::cpu()), 0, x.sizes(),
+                                       contiguous_strides(x.sizes()), kFloat32);
+        copy_kernel(f, x);
+        return f;
+      };
+      Tensor fo = to_float(out);
+      matmul_typed<float>(fo, to_float(a), to_float(b));
+      copy_kernel(out, fo);
+      return;
+    }
+    dispatch_numeric(t, "matmul", [&](auto tag) {
+      using T = typename decltype(tag)::type;
+      if constexpr (std::is_same_v<T, Half> || std::is_same_v<T, BFloat16>) return;
+      else matmul_typed<T>(out, a, b);
+    });
+  }
+
+  void index_select(const Tensor& out, const Tensor& in, int64_t dim, const Tensor& index) override {
+    index_select_kernel(out, in, dim, index);
+  }
+  void gather(const Tensor& out, const Tensor& in, int64_t dim, const Tensor& index) override {
+    gather_kernel(out, in, dim, index);
+  }
+  void scatter_add(const Tensor& self, int64_t dim, const Tensor& index, const Tensor& src) override {
+    scatter_add_kernel(self, dim, index, src, "scatter_add");
+  }
+  void index_add(const Tensor& self, int64_t dim, const Tensor& index, const Tensor& src) override {
+    scatter_add_kernel(self, dim, index_along(index, src.sizes(), dim), src, "index_add");
+  }
+
+ private:
+  template <class F>
+  static void unary_any(const Tensor& out, const Tensor& in, F f) {
+    dispatch_all(out.dtype(), "unary", [&](auto tag) { unary_loop<typename decltype(tag)::type>(out, in, f); });
+  }
+  template <class F>
+  static void unary_float(const Tensor& out, const Tensor& in, F f) {
+    dispatch_floating(out.dtype(), "unary", [&](auto tag) { unary_loop<typename decltype(tag)::type>(out, in, f); });
+  }
+  template <class F>
+  static void run_binary(const Tensor& out, const Tensor& a, const Tensor& b, F f) {
+    dispatch_all(a.dtype(), "binary", [&](auto tag) {
+      using T = typename decltype(tag)::type;
+      using R = decltype(f(std::declval<compute_t<T>>(), std::declval<compute_t<T>>()));
+      if constexpr (std::is_same_v<R, bool>) binary_loop<T, bool>(out, a, b, f);
+      else binary_loop<T, T>(out, a, b, f);
+    });
+  }
+};
+
+}  // namespace cpu
+
+inline Backend& cpu_backend() {
+  static cpu::CpuBackend instance;
+  return instance;
+}
+
+}  // namespace nabla

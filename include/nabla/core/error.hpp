@@ -1,0 +1,39 @@
+#pragma once
+// nabla's exception hierarchy. Every error a user can cause by bad input is one of these,
+// with a message naming the op, the shapes, dtypes and devices, and what was expected.
+
+#include <sstream>
+#include <stdexcept>
+#include <string>
+
+namespace nabla {
+
+class Error : public std::runtime_error {
+ public:
+  using std::runtime_error::runtime_error;
+};
+class ShapeError : public Error { public: using Error::Error; };
+class DTypeError : public Error { public: using Error::Error; };
+class DeviceError : public Error { public: using Error::Error; };
+class IndexError : public Error { public: using Error::Error; };
+class ValueError : public Error { public: using Error::Error; };       // bad argument value
+class AutogradError : public Error { public: using Error::Error; };
+class OutOfMemory : public Error { public: using Error::Error; };
+
+namespace detail {
+template <class... Args>
+std::string cat(const Args&... args) {
+  std::ostringstream os;
+  (os << ... << args);
+  return os.str();
+}
+}  // namespace detail
+
+}  // namespace nabla
+
+// NABLA_CHECK(cond, ErrorType, message parts...): throw ErrorType("nabla::" + parts) unless cond.
+#define NABLA_CHECK(cond, ErrorType, ...)                                       \
+  do {                                                                          \
+    if (!(cond)) [[unlikely]]                                                   \
+      throw ErrorType(::nabla::detail::cat("nabla::", __VA_ARGS__));            \
+  } while (0)

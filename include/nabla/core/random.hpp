@@ -1,0 +1,104 @@
+#pragma once
+// Counter-based Philox4x32-10 RNG. Element i of a random tensor is a pure function of
+// (seed, offset, i), so the CPU and CUDA backends produce the same numbers for the same seed.
+
+#include <cmath>
+#include <cstdint>
+#include <mutex>
+
+#include "macros.hpp"
+
+namespace nabla {
+
+struct Philox4x32 {
+  uint32_t c[4];
+
+  // 10 rounds of Philox4x32 on counter (ctr_lo, ctr_hi, 0, 0) with key = seed.
+  NABLA_HOST_DEVICE static Philox4x32 generate(uint64_t seed, uint64_t counter) {
+    uint32_t c0 = static_cast<uint32_t>(counter), c1 = static_cast<uint32_t>(counter >> 32), c2 = 0, c3 = 0;
+    uint32_t k0 = static_cast<uint32_t>(seed), k1 = static_cast<uint32_t>(seed >> 32);
+    for (int r = 0; r < 10; ++r) {
+      uint64_t p0 = static_cast<uint64_t>(0xD2511F53u) * c0;
+      uint64_t p1 = static_cast<uint64_t>(0xCD9E8D57u) * c2;
+      uint32_t hi0 = static_cast<uint32_t>(p0 >> 32), lo0 = static_cast<uint32_t>(p0);
+      uint32_t hi1 = static_cast<uint32_t>(p1 >> 32), lo1 = static_cast<uint32_t>(p1);
+      c0 = hi1 ^ c1 ^ k0;
+      c1 = lo1;
+      c2 = hi0 ^ c3 ^ k1;
+      c3 = lo0;
+      k0 += 0x9E3779B9u;
+      k1 += 0xBB67AE85u;
+    }
+    return Philox4x32{{c0, c1, c2, c3}};
+  }
+};
+
+enum class RandomKind : uint8_t { Uniform, Normal, Integer };
+
+// Parameters of one random fill; element i uses Philox block (offset + i / 4), lane i % 4.
+struct RandomParams {
+  RandomKind kind = RandomKind::Uniform;
+  uint64_t seed = 0;
+  uint64_t offset = 0;
+  double a = 0.0;  // uniform: low, normal: mean, integer: low
+  double b = 1.0;  // uniform: high, normal: std, integer: high (exclusive)
+};
+
+NABLA_HOST_DEVICE inline double random_value(const RandomParams& p, uint64_t i) {
+  Philox4x32 r = Philox4x32::generate(p.seed, p.offset + i / 4);
+  unsigned lane = static_cast<unsigned>(i % 4);
+  switch (p.kind) {
+    case RandomKind::Uniform: {
+      double u = (r.c[lane] >> 8) * (1.0 / 16777216.0);  // 24 bits: exact in float32, in [0, 1)
+      return p.a + (p.b - p.a) * u;
+    }
+    case RandomKind::Normal: {
+      // Box-Muller on lanes (0,1) and (2,3); u1 in (0, 1] so log(u1) is finite.
+      unsigned pair = lane & 2u;
+      double u1 = ((r.c[pair] >> 8) + 1) * (1.0 / 16777216.0);
+      double u2 = (r.c[pair + 1] >> 8) * (1.0 / 16777216.0);
+      double radius = std::sqrt(-2.0 * std::log(u1));
+      double theta = 6.283185307179586 * u2;
+      double z = (lane & 1u) ? radius * std::sin(theta) : radius * std::cos(theta);
+      return p.a + p.b * z;
+    }
+    case RandomKind::Integer: {
+      uint64_t range = static_cast<uint64_t>(p.b - p.a);
+      uint64_t bits = (static_cast<uint64_t>(r.c[lane]) << 32) | r.c[(lane + 1) % 4];
+      return p.a + static_cast<double>(bits % range);
+    }
+  }
+  return 0.0;
+}
+
+// The default generator: a seed and a running offset (in Philox blocks).
+class Generator {
+ public:
+  explicit Generator(uint64_t seed = 67280421310721ull) : seed_(seed) {}
+  void manual_seed(uint64_t seed) {
+    std::lock_guard<std::mutex> lock(mu_);
+    seed_ = seed;
+    offset_ = 0;
+  }
+  uint64_t seed() const { return seed_; }
+  // Reserves the blocks needed for n values and returns the first block index.
+  uint64_t advance(uint64_t n) {
+    std::lock_guard<std::mutex> lock(mu_);
+    uint64_t start = offset_;
+    offset_ += (n + 3) / 4;
+    return start;
+  }
+
+ private:
+  std::mutex mu_;
+  uint64_t seed_;
+  uint64_t offset_ = 0;
+};
+
+inline Generator& default_generator() {
+  static Generator gen;
+  return gen;
+}
+inline void manual_seed(uint64_t seed) { default_generator().manual_seed(seed); }
+
+}  // namespace nabla

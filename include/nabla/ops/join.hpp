@@ -1,0 +1,82 @@
+#pragma once
+// cat and stack (split, chunk and unbind are views, in view.hpp). cat copies each input into
+// its slice of the output; its gradient is the matching slice of the output's gradient.
+
+#include <vector>
+
+#include "reduce.hpp"
+
+namespace nabla {
+
+inline Tensor cat(const std::vector<Tensor>& tensors, int64_t dim = 0) {
+  NABLA_CHECK(!tensors.empty(), ValueError, "cat: expected a non-empty list of tensors");
+  for (const auto& t : tensors) detail::check_defined(t, "cat");
+  const Tensor& first = tensors[0];
+  NABLA_CHECK(first.dim() > 0, ShapeError, "cat: zero-dimensional tensors cannot be concatenated; use stack");
+  int64_t d = wrap_dim(dim, first.dim(), "cat");
+  Shape shape = first.sizes();
+  int64_t total = 0;
+  detail::ResultType rt;
+  std::optional<Device> dev;
+  for (size_t i = 0; i < tensors.size(); ++i) {
+    const Tensor& t = tensors[i];
+    NABLA_CHECK(t.dim() == first.dim(), ShapeError, "cat: tensor ", i, " has rank ", t.dim(), " but tensor 0 has rank ",
+                first.dim(), " (", detail::describe(t), " vs ", detail::describe(first), ")");
+    for (int64_t k = 0; k < t.dim(); ++k)
+      NABLA_CHECK(k == d || t.sizes()[k] == shape[k], ShapeError, "cat: sizes must match except in dimension ", d,
+                  "; tensor ", i, " is ", detail::describe(t), ", tensor 0 is ", detail::describe(first));
+    NABLA_CHECK(!dev || *dev == t.device(), DeviceError, "cat: expected all tensors on one device, tensor ", i, " is ",
+                detail::describe(t), ", tensor 0 is ", detail::describe(first));
+    dev = t.device();
+    total += t.sizes()[d];
+    rt.add(t);
+  }
+  shape[d] = total;
+  Tensor out = empty(shape, TensorOptions(rt.get()).device(*dev));
+  int64_t off = 0;
+  std::vector<int64_t> offsets;
+  for (const auto& t : tensors) {
+    offsets.push_back(off);
+    int64_t n = t.sizes()[d];
+    if (n > 0 && t.numel() > 0) {
+      Shape ds = shape;
+      ds[d] = n;
+      Tensor dst = detail::alias(out, ds, out.strides(), off * out.strides()[d]);
+      backend(*dev).copy(dst, t);
+    }
+    off += n;
+  }
+  if (autograd::needs_grad_list(tensors)) {
+    std::vector<int64_t> lengths;
+    for (const auto& t : tensors) lengths.push_back(t.sizes()[d]);
+    autograd::record("CatBackward", out, tensors, [d, offsets, lengths](const Tensor& g, autograd::NeedsGrad need) {
+      TensorList grads(lengths.size());
+      for (size_t i = 0; i < lengths.size(); ++i)
+        if (need[i]) grads[i] = g.narrow(d, offsets[i], lengths[i]);
+      return grads;
+    });
+  }
+  return out;
+}
+
+inline Tensor stack(const std::vector<Tensor>& tensors, int64_t dim = 0) {
+  NABLA_CHECK(!tensors.empty(), ValueError, "stack: expected a non-empty list of tensors");
+  detail::check_defined(tensors[0], "stack");
+  int64_t d = wrap_dim(dim, tensors[0].dim() + 1, "stack");
+  std::vector<Tensor> parts;
+  for (size_t i = 0; i < tensors.size(); ++i) {
+    detail::check_defined(tensors[i], "stack");
+    NABLA_CHECK(tensors[i].sizes() == tensors[0].sizes(), ShapeError, "stack: all tensors must have the same shape; tensor ",
+                i, " is ", detail::describe(tensors[i]), ", tensor 0 is ", detail::describe(tensors[0]));
+    parts.push_back(tensors[i].unsqueeze(d));
+  }
+  return cat(parts, d);
+}
+
+inline std::vector<Tensor> split(const Tensor& t, int64_t split_size, int64_t dim = 0) { return t.split(split_size, dim); }
+inline std::vector<Tensor> chunk(const Tensor& t, int64_t chunks, int64_t dim = 0) { return t.chunk(chunks, dim); }
+inline std::vector<Tensor> unbind(const Tensor& t, int64_t dim = 0) { return t.unbind(dim); }
+
+}  // namespace nabla
+
+#include "all.hpp"  // NOLINT: definitions of the members used above

@@ -1,0 +1,241 @@
+#pragma once
+// Reductions over one or several dims, with keepdim: sum mean prod amax amin max min argmax
+// argmin var std logsumexp, and sum_to (the inverse of broadcasting, used by the engine).
+// var, std and logsumexp are composites, so their gradients come for free.
+
+#include <cmath>
+#include <limits>
+#include <tuple>
+#include <vector>
+
+#include "unary.hpp"
+
+namespace nabla {
+namespace detail {
+
+struct ReducePlan {
+  std::vector<bool> reduced;  // per input dim
+  Shape keep_shape;           // input shape with 1 in reduced dims
+  int64_t count = 1;          // elements folded into each output
+};
+
+inline ReducePlan plan_reduce(const Tensor& x, const Dims& dims, const char* op) {
+  const int64_t r = x.dim();
+  ReducePlan p;
+  p.reduced.assign(static_cast<size_t>(r), dims.empty());
+  for (int64_t d : dims) {
+    int64_t w = wrap_dim(d, r, op);
+    if (r == 0) continue;
+    NABLA_CHECK(!p.reduced[w] || dims.empty(), ValueError, op, ": dimension ", d, " appears more than once in ",
+                shape_str(dims));
+    p.reduced[w] = true;
+  }
+  p.keep_shape = x.sizes();
+  for (int64_t d = 0; d < r; ++d)
+    if (p.reduced[d]) {
+      p.count *= x.sizes()[d];
+      p.keep_shape[d] = 1;
+    }
+  return p;
+}
+
+// Drops the reduced dims of a keepdim result (metadata only).
+inline Tensor drop_reduced(const Tensor& out, const ReducePlan& p) {
+  Shape s;
+  Strides st;
+  for (size_t d = 0; d < p.reduced.size(); ++d)
+    if (!p.reduced[d]) {
+      s.push_back(out.sizes()[d]);
+      st.push_back(out.strides()[d]);
+    }
+  return make_tensor(out.storage(), out.storage_offset(), s, st, out.dtype());
+}
+
+inline Tensor reduce_forward(ReduceOp op, const char* name, const Tensor& x, const ReducePlan& p, bool keepdim) {
+  DType dt = x.dtype();
+  if (op == ReduceOp::Mean) {
+    NABLA_CHECK(is_floating_point(dt), DTypeError, name, ": expected a floating-point input, got ", describe(x),
+                "; convert it with .to(kFloat32) first");
+  } else if (op == ReduceOp::Sum || op == ReduceOp::Prod) {
+    if (!is_floating_point(dt)) dt = kInt64;
+  } else {
+    for (size_t d = 0; d < p.reduced.size(); ++d)
+      NABLA_CHECK(!(p.reduced[d] && x.sizes()[d] == 0), IndexError, name, ": cannot reduce over the zero-size dimension ",
+                  d, " of ", describe(x));
+  }
+  Tensor out = empty(p.keep_shape, TensorOptions(dt).device(x.device()));
+  if (out.numel() > 0) backend(x.device()).reduce(op, out, x);
+  return keepdim ? out : drop_reduced(out, p);
+}
+
+// The gradient of a reduction's output, broadcast back over the input's shape.
+inline Tensor expand_grad(const Tensor& g, const Shape& keep_shape, const Shape& in_shape) {
+  return g.reshape(keep_shape).expand(in_shape);
+}
+
+inline Tensor extremum_all(ReduceOp op, const char* name, const Tensor& x, const Dims& dims, bool keepdim) {
+  check_defined(x, name);
+  ReducePlan p = plan_reduce(x, dims, name);
+  Tensor out = reduce_forward(op, name, x, p, keepdim);
+  if (autograd::needs_grad(x))  // ties share the gradient evenly
+    autograd::record(op == ReduceOp::Max ? "AmaxBackward" : "AminBackward", out, {x},
+                     [sx = autograd::save(x), so = autograd::save_output(out), p](const Tensor& g, autograd::NeedsGrad) {
+                       Tensor xv = sx.unpack();
+                       Tensor mask = xv.eq(so.unpack().reshape(p.keep_shape)).to(g.dtype());
+                       Dims rd;
+                       for (size_t d = 0; d < p.reduced.size(); ++d)
+                         if (p.reduced[d]) rd.push_back(static_cast<int64_t>(d));
+                       Tensor count = rd.empty() ? mask : mask.sum(rd, true);
+                       return TensorList{expand_grad(g, p.keep_shape, xv.sizes()) * mask / count};
+                     });
+  return out;
+}
+
+}  // namespace detail
+
+inline Tensor sum(const Tensor& x, const Dims& dims, bool keepdim = false) {
+  detail::check_defined(x, "sum");
+  detail::ReducePlan p = detail::plan_reduce(x, dims, "sum");
+  Tensor out = detail::reduce_forward(ReduceOp::Sum, "sum", x, p, keepdim);
+  if (autograd::needs_grad(x))
+    autograd::record("SumBackward", out, {x}, [keep = p.keep_shape, in = x.sizes()](const Tensor& g, autograd::NeedsGrad) {
+      return TensorList{detail::expand_grad(g, keep, in)};
+    });
+  return out;
+}
+inline Tensor sum(const Tensor& x) { return sum(x, Dims()); }
+
+inline Tensor mean(const Tensor& x, const Dims& dims, bool keepdim = false) {
+  detail::check_defined(x, "mean");
+  detail::ReducePlan p = detail::plan_reduce(x, dims, "mean");
+  Tensor out = detail::reduce_forward(ReduceOp::Mean, "mean", x, p, keepdim);
+  if (autograd::needs_grad(x))
+    autograd::record("MeanBackward", out, {x}, [p, in = x.sizes()](const Tensor& g, autograd::NeedsGrad) {
+      return TensorList{detail::expand_grad(g, p.keep_shape, in) / static_cast<double>(p.count)};
+    });
+  return out;
+}
+inline Tensor mean(const Tensor& x) { return mean(x, Dims()); }
+
+inline Tensor prod(const Tensor& x, const Dims& dims, bool keepdim = false) {
+  detail::check_defined(x, "prod");
+  detail::ReducePlan p = detail::plan_reduce(x, dims, "prod");
+  Tensor out = detail::reduce_forward(ReduceOp::Prod, "prod", x, p, keepdim);
+  if (autograd::needs_grad(x))
+    // d prod / d x_i = product of the others; computed without dividing by x_i so zeros work:
+    // with one zero in a slice only that position gets a gradient, with two or more none does.
+    autograd::record("ProdBackward", out, {x}, [sx = autograd::save(x), p](const Tensor& g, autograd::NeedsGrad) {
+      Tensor xv = sx.unpack();
+      Dims rd;
+      for (size_t d = 0; d < p.reduced.size(); ++d)
+        if (p.reduced[d]) rd.push_back(static_cast<int64_t>(d));
+      Tensor zero = xv.eq(detail::zero_like_scalar(xv));
+      Tensor zeros_in_slice = zero.sum(rd, true);
+      Tensor nonzero_prod = where(zero, detail::scalar_to_tensor(1, xv.dtype()), xv).prod(rd, true);
+      Tensor gk = detail::expand_grad(g, p.keep_shape, xv.sizes());
+      Tensor none = zeros_in_slice.eq(detail::scalar_to_tensor(0, kInt64));
+      Tensor one = zeros_in_slice.eq(detail::scalar_to_tensor(1, kInt64)).logical_and(zero);
+      Tensor z = detail::zero_like_scalar(xv);
+      return TensorList{gk * where(none, nonzero_prod / where(zero, detail::scalar_to_tensor(1, xv.dtype()), xv),
+                                   where(one, nonzero_prod.expand(xv.sizes()), z))};
+    });
+  return out;
+}
+inline Tensor prod(const Tensor& x) { return prod(x, Dims()); }
+
+inline Tensor amax(const Tensor& x, const Dims& dims, bool keepdim = false) {
+  return detail::extremum_all(ReduceOp::Max, "amax", x, dims, keepdim);
+}
+inline Tensor amin(const Tensor& x, const Dims& dims, bool keepdim = false) {
+  return detail::extremum_all(ReduceOp::Min, "amin", x, dims, keepdim);
+}
+
+namespace detail {
+inline Tensor arg_extremum(ArgReduceOp op, const char* name, const Tensor& x, std::optional<int64_t> dim, bool keepdim) {
+  check_defined(x, name);
+  NABLA_CHECK(x.dtype() != kBool, DTypeError, name, ": not supported for bool tensors (", describe(x), ")");
+  if (!dim) {
+    NABLA_CHECK(x.numel() > 0, IndexError, name, ": cannot take the ", name, " of an empty tensor ", describe(x));
+    Tensor flat = x.reshape({-1});
+    return arg_extremum(op, name, flat, 0, false);
+  }
+  if (x.dim() == 0) return zeros({}, TensorOptions(kInt64).device(x.device()));
+  int64_t d = wrap_dim(*dim, x.dim(), name);
+  NABLA_CHECK(x.sizes()[d] > 0, IndexError, name, ": cannot reduce over the zero-size dimension ", d, " of ", describe(x));
+  Shape keep = x.sizes();
+  keep[d] = 1;
+  Tensor out = empty(keep, TensorOptions(kInt64).device(x.device()));
+  if (out.numel() > 0) backend(x.device()).arg_reduce(op, out, x, d);
+  return keepdim ? out : out.squeeze(d);
+}
+}  // namespace detail
+
+inline Tensor argmax(const Tensor& x, std::optional<int64_t> dim = std::nullopt, bool keepdim = false) {
+  return detail::arg_extremum(ArgReduceOp::ArgMax, "argmax", x, dim, keepdim);
+}
+inline Tensor argmin(const Tensor& x, std::optional<int64_t> dim = std::nullopt, bool keepdim = false) {
+  return detail::arg_extremum(ArgReduceOp::ArgMin, "argmin", x, dim, keepdim);
+}
+
+// var over dims; unbiased divides by N - 1 (Bessel's correction), as torch.var does by default.
+inline Tensor var(const Tensor& x, const Dims& dims, bool unbiased = true, bool keepdim = false) {
+  detail::check_defined(x, "var");
+  NABLA_CHECK(is_floating_point(x.dtype()), DTypeError, "var: expected a floating-point input, got ", detail::describe(x));
+  detail::ReducePlan p = detail::plan_reduce(x, dims, "var");
+  Tensor d = x - x.mean(dims, true);
+  double denom = static_cast<double>(p.count) - (unbiased ? 1.0 : 0.0);
+  return (d * d).sum(dims, keepdim) / (denom > 0 ? denom : 0.0);
+}
+inline Tensor std(const Tensor& x, const Dims& dims, bool unbiased = true, bool keepdim = false) {
+  return var(x, dims, unbiased, keepdim).sqrt();
+}
+
+inline Tensor logsumexp(const Tensor& x, const Dims& dims, bool keepdim = false) {
+  detail::check_defined(x, "logsumexp");
+  Tensor xf = is_floating_point(x.dtype()) ? x : x.to(kFloat32);
+  Tensor m = xf.detach().amax(dims, true);
+  // shifting by the max keeps exp() in range; an infinite max would give inf - inf, so use 0
+  m = where(m.abs().eq(detail::scalar_to_tensor(std::numeric_limits<double>::infinity())), detail::zero_like_scalar(m), m);
+  Tensor out = (xf - m).exp().sum(dims, true).log() + m;
+  if (keepdim) return out;
+  detail::ReducePlan p = detail::plan_reduce(xf, dims, "logsumexp");
+  Shape s;
+  for (size_t d = 0; d < p.reduced.size(); ++d)
+    if (!p.reduced[d]) s.push_back(xf.sizes()[d]);
+  return out.reshape(s);
+}
+
+// Sums g over broadcast dims so that it has `shape` (g's shape must be a broadcast of it).
+inline Tensor sum_to(const Tensor& g, const Shape& shape) {
+  if (g.sizes() == shape) return g;
+  const int64_t lead = g.dim() - static_cast<int64_t>(shape.size());
+  Dims dims;
+  for (int64_t d = 0; d < g.dim(); ++d)
+    if (d < lead || (shape[d - lead] == 1 && g.sizes()[d] != 1)) dims.push_back(d);
+  Tensor r = dims.empty() ? g : g.sum(dims, true);
+  return r.reshape(shape);
+}
+
+// ---- Tensor members -----------------------------------------------------------------------
+
+inline Tensor Tensor::sum() const { return nabla::sum(*this); }
+inline Tensor Tensor::sum(const Dims& dims, bool keepdim) const { return nabla::sum(*this, dims, keepdim); }
+inline Tensor Tensor::mean() const { return nabla::mean(*this); }
+inline Tensor Tensor::mean(const Dims& dims, bool keepdim) const { return nabla::mean(*this, dims, keepdim); }
+inline Tensor Tensor::prod() const { return nabla::prod(*this); }
+inline Tensor Tensor::prod(const Dims& dims, bool keepdim) const { return nabla::prod(*this, dims, keepdim); }
+inline Tensor Tensor::amax(const Dims& dims, bool keepdim) const { return nabla::amax(*this, dims, keepdim); }
+inline Tensor Tensor::amin(const Dims& dims, bool keepdim) const { return nabla::amin(*this, dims, keepdim); }
+inline Tensor Tensor::max() const { return nabla::amax(*this, Dims()); }
+inline Tensor Tensor::min() const { return nabla::amin(*this, Dims()); }
+inline Tensor Tensor::argmax(std::optional<int64_t> dim, bool keepdim) const { return nabla::argmax(*this, dim, keepdim); }
+inline Tensor Tensor::argmin(std::optional<int64_t> dim, bool keepdim) const { return nabla::argmin(*this, dim, keepdim); }
+inline Tensor Tensor::var(bool unbiased) const { return nabla::var(*this, Dims(), unbiased); }
+inline Tensor Tensor::var(const Dims& dims, bool unbiased, bool keepdim) const { return nabla::var(*this, dims, unbiased, keepdim); }
+inline Tensor Tensor::std(bool unbiased) const { return nabla::std(*this, Dims(), unbiased); }
+inline Tensor Tensor::std(const Dims& dims, bool unbiased, bool keepdim) const { return nabla::std(*this, dims, unbiased, keepdim); }
+inline Tensor Tensor::logsumexp(const Dims& dims, bool keepdim) const { return nabla::logsumexp(*this, dims, keepdim); }
+
+}  // namespace nabla
+
+#include "all.hpp"  // NOLINT: definitions of the members used above
