@@ -3,11 +3,14 @@
 // selected AVX-512 / AVX2 / portable micro-kernels and OpenMP threading (gemm_native), plus a
 // thin dispatcher (gemm) that forwards BLAS-compatible layouts to CBLAS when NABLA_HAS_CBLAS is set.
 #include <algorithm>
+#include <atomic>
+#include <chrono>
 #include <climits>
 #include <cstddef>
 #include <cstdint>
 #include <cstring>
 #include <new>
+#include <thread>
 #include <type_traits>
 
 #if (defined(__x86_64__) || defined(__i386__)) && defined(__GNUC__)
@@ -329,12 +332,32 @@ inline void* scratch(size_t bytes) {
   return s.get(bytes);
 }
 
+inline int64_t now_ns() {
+  return std::chrono::duration_cast<std::chrono::nanoseconds>(
+             std::chrono::steady_clock::now().time_since_epoch())
+      .count();
+}
+
+// When other processes occupy the cores, libgomp's spin-waiting fork/join costs whole
+// scheduler time slices (measured with one busy core: a 256^3 call went from 0.13 ms to 7 ms,
+// while serial took 0.3 ms). A worker that starts late is the symptom; after seeing one,
+// mid-sized problems run serially for a while before trying threads again.
+inline std::atomic<int64_t>& contended_until_ns() {
+  static std::atomic<int64_t> t{0};
+  return t;
+}
+constexpr int64_t kLateStartNs = 500'000, kContentionBackoffNs = 100'000'000;
+
 inline int gemm_threads(int64_t M, int64_t N, int64_t K) {
 #ifdef _OPENMP
   // Nested calls run serially: the caller already owns the cores.
   if (omp_in_parallel()) return 1;
   const double work = double(M) * double(N) * double(K);
   if (work < 64.0 * 64.0 * 64.0) return 1;
+  // Large problems amortise even slow fork/joins, so only mid-sized ones back off.
+  if (work < 768.0 * 768.0 * 768.0 &&
+      now_ns() < contended_until_ns().load(std::memory_order_relaxed))
+    return 1;
   // Keep at least ~1 MFLOP-ish per thread so fork/join stays in the noise.
   const int64_t cap = std::max<int64_t>(1, int64_t(work / (48.0 * 48.0 * 48.0)));
   return int(std::min<int64_t>(omp_get_max_threads(), cap));
@@ -349,9 +372,40 @@ inline void split_range(int64_t n, int nt, int t, int64_t& b, int64_t& e) {
   e = n * (t + 1) / nt;
 }
 
-// Loop nest (BLIS order): jc over NC columns of B, pc over KC of the depth (B panel packed
-// cooperatively and shared), ic over MC rows of A (each thread packs its own A block), then
-// jr/ir over micro-tiles. Threads split rows when there are enough of them, else columns.
+// Barrier that yields the CPU after a short spin. libgomp's barriers spin on `pause` for
+// milliseconds, which turns into whole scheduler time slices when another process shares the
+// cores; yielding lets a co-scheduled teammate run. (libgomp's own fork/join still spins, so
+// on an oversubscribed machine OMP_WAIT_POLICY=passive is the real cure.)
+class YieldBarrier {
+ public:
+  explicit YieldBarrier(int n) : n_(n) {}
+  void wait() {
+    const int gen = gen_.load(std::memory_order_acquire);
+    if (count_.fetch_add(1, std::memory_order_acq_rel) == n_ - 1) {
+      count_.store(0, std::memory_order_relaxed);
+      gen_.fetch_add(1, std::memory_order_release);
+      return;
+    }
+    for (int spins = 0; gen_.load(std::memory_order_acquire) == gen; ++spins) {
+      if (spins < 256) {
+#ifdef NABLA_GEMM_X86
+        __builtin_ia32_pause();
+#endif
+      } else {
+        std::this_thread::yield();
+      }
+    }
+  }
+
+ private:
+  std::atomic<int> count_{0};
+  std::atomic<int> gen_{0};
+  int n_;
+};
+
+// Loop nest (BLIS order): jc over NC columns of B, pc over KC of the depth (pack the KC x NC
+// panel of B), ic over MC rows of A (each thread packs its own A block into its L2), then
+// jr/ir over micro-tiles, the B sliver staying in L1 across the ir loop.
 template <class T, class KT>
 void gemm_blocked(int64_t M, int64_t N, int64_t K, const T* A, int64_t rsA, int64_t csA,
                   const T* B, int64_t rsB, int64_t csB, T* C, int64_t rsC, int64_t csC, bool acc) {
@@ -366,8 +420,16 @@ void gemm_blocked(int64_t M, int64_t N, int64_t K, const T* A, int64_t rsA, int6
 
   const int64_t mpanels = ceil_div(M, MR);
 
+  YieldBarrier barrier(nt);
+
   auto body = [&](int tid, int nth) {
-    const bool split_rows = mpanels >= 4 * nth || mpanels * MR >= ncmax;
+    // Splitting columns keeps each thread on B panels it packed itself (hot in its own L2) and
+    // needs no barriers; the price is packing the A block once per thread, which is small
+    // next to the compute when every thread gets several panels. Otherwise split rows and share
+    // a cooperatively packed B panel.
+    const bool split_rows = ncmax / NR < 4 * nth;
+    // Panel slots are spaced by the full KC, not this pass's kc: without barriers a thread may
+    // already pack its panels for a shorter final pass while another still reads the last one.
     T* Bp = buf;
     T* Ap = buf + bsz + tid * asz;
     for (int64_t jc = 0; jc < N; jc += NC) {
@@ -378,19 +440,11 @@ void gemm_blocked(int64_t M, int64_t N, int64_t K, const T* A, int64_t rsA, int6
         const bool beta = acc || pc > 0;
         int64_t p0, p1;
         split_range(npanels, nth, tid, p0, p1);
-#ifdef _OPENMP
-        if (nth > 1 && split_rows) {
-#pragma omp barrier
-        }
-#endif
+        if (nth > 1 && split_rows) barrier.wait();
         for (int64_t p = p0; p < p1; ++p)
           pack_b<T, NR>(kc, std::min(NR, nc - p * NR), B + pc * rsB + (jc + p * NR) * csB, rsB,
-                        csB, Bp + p * NR * kc);
-#ifdef _OPENMP
-        if (nth > 1 && split_rows) {
-#pragma omp barrier
-        }
-#endif
+                        csB, Bp + p * NR * kcmax);
+        if (nth > 1 && split_rows) barrier.wait();
         int64_t r0 = 0, r1 = M, q0 = 0, q1 = npanels;
         if (split_rows) {
           split_range(mpanels, nth, tid, r0, r1);
@@ -399,7 +453,7 @@ void gemm_blocked(int64_t M, int64_t N, int64_t K, const T* A, int64_t rsA, int6
         } else {
           q0 = p0, q1 = p1;
         }
-        if (r1 <= r0 || q1 <= q0) continue;
+        if (r1 <= r0 || q1 <= q0) continue;  // still take part in the barriers
         // Equal-sized row blocks avoid a thin, inefficient last block.
         const int64_t nblk = ceil_div(r1 - r0, MC);
         const int64_t mcb = round_up(ceil_div(r1 - r0, nblk), MR);
@@ -407,7 +461,7 @@ void gemm_blocked(int64_t M, int64_t N, int64_t K, const T* A, int64_t rsA, int6
           const int64_t mc = std::min(mcb, r1 - ic);
           pack_a<T, MR>(mc, kc, A + ic * rsA + pc * csA, rsA, csA, Ap);
           for (int64_t q = q0; q < q1; ++q) {
-            const T* bp = Bp + q * NR * kc;
+            const T* bp = Bp + q * NR * kcmax;
             const int64_t nr = std::min(NR, nc - q * NR);
             T* cq = C + ic * rsC + (jc + q * NR) * csC;
             for (int64_t ir = 0; ir < mc; ir += MR)
@@ -424,9 +478,17 @@ void gemm_blocked(int64_t M, int64_t N, int64_t K, const T* A, int64_t rsA, int6
     return;
   }
 #ifdef _OPENMP
-  // The runtime may hand out fewer threads than asked, so partition by the actual team size.
+  const int64_t fork_ns = now_ns();
 #pragma omp parallel num_threads(nt)
-  body(omp_get_thread_num(), omp_get_num_threads());
+  {
+    const int nth = omp_get_num_threads();
+    if (omp_get_thread_num() != 0 && now_ns() - fork_ns > kLateStartNs)
+      contended_until_ns().store(now_ns() + kContentionBackoffNs, std::memory_order_relaxed);
+    if (nth == nt)
+      body(omp_get_thread_num(), nth);
+    else if (omp_get_thread_num() == 0)
+      body(0, 1);  // the runtime gave us fewer threads than asked: run serially
+  }
 #endif
 }
 

@@ -1,0 +1,146 @@
+// The parity-table runner: one parameterised test per registered row (see parity.hpp).
+
+#include "parity.hpp"
+
+namespace nabla_test {
+namespace {
+
+Tensor make_input(const InputSpec& s, std::mt19937_64& g) {
+  switch (s.domain) {
+    case Domain::Any: return uniform(s.shape, -2.0, 2.0, g);
+    case Domain::Positive: return uniform(s.shape, 0.5, 2.0, g);
+    case Domain::Unit: return uniform(s.shape, -0.9, 0.9, g);
+    case Domain::NonZero: {
+      Tensor m = uniform(s.shape, 0.5, 2.0, g), sg = uniform(s.shape, -1.0, 1.0, g);
+      return where(sg > 0, m, -m);
+    }
+    case Domain::Index: {
+      std::uniform_int_distribution<int64_t> d(0, std::max<int64_t>(s.index_range - 1, 0));
+      std::vector<int64_t> v(static_cast<size_t>(numel_of(s.shape)));
+      for (auto& x : v) x = d(g);
+      return from_vector(v, s.shape, kInt64);
+    }
+    case Domain::Bool: return uniform(s.shape, 0.0, 1.0, g) > 0.5;
+  }
+  return Tensor();
+}
+
+// Inputs of dtype dt (floating inputs only; index and bool inputs keep theirs).
+TensorList cast_inputs(const TensorList& xs, const std::vector<InputSpec>& specs, DType dt, bool noncontig) {
+  TensorList out;
+  for (size_t i = 0; i < xs.size(); ++i) {
+    Tensor t = specs[i].differentiable() ? xs[i].to(dt) : xs[i];
+    out.push_back(noncontig ? non_contiguous(t) : t);
+  }
+  return out;
+}
+
+std::string case_name(const ParityCase& c, size_t i) {
+  std::string s = c.op + "_" + c.label + "_" + std::to_string(i);
+  for (auto& ch : s)
+    if (!std::isalnum(static_cast<unsigned char>(ch))) ch = '_';
+  return s;
+}
+
+class Parity : public ::testing::TestWithParam<size_t> {
+ protected:
+  const ParityCase& row() const { return parity_registry()[GetParam()]; }
+  TensorList fresh_inputs() const {
+    auto g = rng_for(case_name(row(), GetParam()));
+    TensorList xs;
+    for (const auto& s : row().inputs) xs.push_back(make_input(s, g));
+    return xs;
+  }
+};
+
+TEST_P(Parity, ForwardMatchesFloat64Reference) {
+  const ParityCase& c = row();
+  TensorList base = fresh_inputs();
+  for (DType dt : c.dtypes) {
+    for (bool nc : {false, true}) {
+      if (nc && !c.non_contiguous) continue;
+      TensorList xs = cast_inputs(base, c.inputs, dt, nc);
+      // the reference sees exactly the (rounded) values nabla sees
+      std::vector<Ref> refs;
+      for (const auto& x : xs) refs.push_back(Ref::of(x));
+      Ref expected = c.ref(refs);
+      Tensor got;
+      {
+        NoGradGuard no_grad;
+        got = c.fn(xs);
+      }
+      Tolerance tol = tolerance_for(is_floating_point(got.dtype()) ? got.dtype() : dt);
+      if (!is_floating_point(got.dtype())) tol = {0, 0};
+      ASSERT_EQ(got.sizes(), expected.shape) << c.op << " " << dtype_name(dt);
+      EXPECT_TRUE(all_close(got, expected.tensor(), tol.atol * c.tol_scale, tol.rtol * c.tol_scale))
+          << c.op << " (" << c.label << ") dtype " << dtype_name(dt) << (nc ? " non-contiguous" : " contiguous");
+    }
+  }
+}
+
+TEST_P(Parity, GradientsMatchFiniteDifferences) {
+  const ParityCase& c = row();
+  if (!c.grad) GTEST_SKIP() << c.op << " is not differentiable";
+  TensorList base = fresh_inputs();
+  for (DType dt : {kFloat64, kFloat32}) {
+    for (bool nc : {false, true}) {
+      if (nc && !c.non_contiguous) continue;
+      TensorList xs = cast_inputs(base, c.inputs, dt, nc);
+      for (size_t i = 0; i < xs.size(); ++i)
+        if (c.inputs[i].differentiable()) xs[i] = xs[i].detach().requires_grad_();
+      try {
+        EXPECT_TRUE(gradcheck(c.fn, xs)) << c.op;
+      } catch (const AutogradError& e) {
+        ADD_FAILURE() << c.op << " (" << c.label << ") dtype " << dtype_name(dt) << (nc ? " non-contiguous" : "") << ": "
+                      << e.what();
+      }
+    }
+  }
+}
+
+TEST_P(Parity, SecondDerivativesMatchFiniteDifferences) {
+  const ParityCase& c = row();
+  if (!c.grad || !c.grad2) GTEST_SKIP() << c.op << ": second derivatives not checked for this row";
+  TensorList xs = fresh_inputs();
+  for (size_t i = 0; i < xs.size(); ++i)
+    if (c.inputs[i].differentiable()) xs[i] = xs[i].detach().requires_grad_();
+  try {
+    EXPECT_TRUE(gradgradcheck(c.fn, xs)) << c.op;
+  } catch (const AutogradError& e) {
+    ADD_FAILURE() << c.op << " (" << c.label << "): " << e.what();
+  }
+}
+
+TEST_P(Parity, CudaMatchesCpu) {
+  if (!cuda::is_available()) GTEST_SKIP() << "no CUDA device (this build or machine has none): CUDA column not run";
+  const ParityCase& c = row();
+  TensorList base = fresh_inputs();
+  for (DType dt : c.dtypes) {
+    TensorList xs = cast_inputs(base, c.inputs, dt, false), xg;
+    for (auto& x : xs) {
+      if (is_floating_point(x.dtype()) && c.grad) x = x.detach().requires_grad_();
+      Tensor d = x.detach().to(Device::cuda());
+      xg.push_back(x.requires_grad() ? d.requires_grad_() : d);
+    }
+    Tensor yc = c.fn(xs), yg = c.fn(xg);
+    Tolerance tol = tolerance_for(is_floating_point(yc.dtype()) ? yc.dtype() : dt);
+    if (!is_floating_point(yc.dtype())) tol = {0, 0};
+    EXPECT_TRUE(all_close(yg, yc, tol.atol * c.tol_scale * 10, tol.rtol * c.tol_scale * 10)) << c.op << " " << dtype_name(dt);
+    if (c.grad && yc.requires_grad()) {
+      Tensor go = rand_like(yc.detach());
+      yc.backward(go);
+      yg.backward(go.to(Device::cuda()));
+      for (size_t i = 0; i < xs.size(); ++i)
+        if (xs[i].requires_grad() && xs[i].grad().defined())
+          EXPECT_TRUE(all_close(xg[i].grad(), xs[i].grad(), tol.atol * 10, tol.rtol * 10)) << c.op << " grad of input " << i;
+    }
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(Ops, Parity, ::testing::Range<size_t>(0, parity_registry().size()),
+                         [](const ::testing::TestParamInfo<size_t>& info) {
+                           return case_name(parity_registry()[info.param], info.param);
+                         });
+
+}  // namespace
+}  // namespace nabla_test
