@@ -90,7 +90,7 @@ inline void format_rec(std::ostream& os, const Tensor& t, const Formatter& f, bo
       if (t.dim() == 1) os << ", ";
       else os << ',' << std::string(static_cast<size_t>(t.dim() - 1), '\n') << std::string(static_cast<size_t>(indent + 1), ' ');
     }
-    if (idx[k] < 0) os << "...";
+    if (idx[k] < 0) os << (t.dim() == 1 ? " ..." : "...");  // PyTorch pads the 1-D marker
     else format_rec(os, t.select(0, idx[k]), f, summarize, indent + 1);
   }
   os << ']';
@@ -117,7 +117,10 @@ inline std::string Tensor::str() const {
   const bool summarize = c.numel() > detail::kPrintThreshold;
   if (c.numel() == 0) {
     os << "[]";
-    if (c.dim() != 1) os << ", size=" << shape_str(c.sizes());
+    if (c.dim() != 1) {
+      std::string s = shape_str(c.sizes());
+      os << ", size=(" << s.substr(1, s.size() - 2) << (c.dim() == 1 ? ",)" : ")");
+    }
   } else {
     std::vector<double> vals;
     detail::collect(c, summarize, vals);
