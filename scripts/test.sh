@@ -1,0 +1,73 @@
+#!/usr/bin/env bash
+# The test command: installs what is missing (apt-get, when run as root), builds nabla's tests
+# in Release and again with AddressSanitizer + UndefinedBehaviorSanitizer, runs both with
+# ctest, then installs nabla and builds the consumer project against the installed package
+# (and through add_subdirectory and FetchContent).
+#
+#   bash scripts/test.sh            # everything
+#   NABLA_SKIP_SANITIZE=1 bash scripts/test.sh   # Release only (faster)
+#   NABLA_BUILD_DIR=/tmp/nb bash scripts/test.sh  # build somewhere else (default: build/)
+set -euo pipefail
+
+root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+build=${NABLA_BUILD_DIR:-$root/build}
+jobs=${NABLA_JOBS:-$(nproc)}
+export OMP_NUM_THREADS=${OMP_NUM_THREADS:-$(nproc)}
+export OMP_WAIT_POLICY=${OMP_WAIT_POLICY:-passive}  # shared machines: do not spin idle threads
+
+step() { printf '\n==== %s ====\n' "$*"; }
+
+# ---- dependencies -------------------------------------------------------------------------------
+packages=(cmake g++ make libgtest-dev libbenchmark-dev libopenblas-dev zlib1g-dev)
+[ "${NABLA_WITH_LIBTORCH:-1}" = 1 ] && packages+=(libtorch-dev)
+missing=()
+for p in "${packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    step "installing ${missing[*]}"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq
+    apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  else
+    echo "nabla: missing packages (${missing[*]}); install them or run as root" >&2
+  fi
+fi
+
+# ---- Release build and tests -------------------------------------------------------------------
+step "Release build"
+cmake -S "$root" -B "$build/release" -DCMAKE_BUILD_TYPE=Release -DNABLA_BUILD_BENCHMARKS=ON \
+  -DNABLA_BUILD_EXAMPLES=ON ${NABLA_CMAKE_ARGS:-}
+cmake --build "$build/release" -j "$jobs"
+step "Release tests"
+ctest --test-dir "$build/release" --output-on-failure -j "$jobs"
+
+# ---- sanitizers ---------------------------------------------------------------------------------
+if [ "${NABLA_SKIP_SANITIZE:-0}" != 1 ]; then
+  step "ASan + UBSan build"
+  cmake -S "$root" -B "$build/asan" -DCMAKE_BUILD_TYPE=Debug -DCMAKE_CXX_FLAGS_DEBUG="-O1 -g" \
+    -DNABLA_SANITIZE=ON -DNABLA_NATIVE=OFF -DNABLA_BUILD_BENCHMARKS=OFF -DNABLA_BUILD_EXAMPLES=OFF \
+    -DNABLA_WITH_LIBTORCH=OFF ${NABLA_CMAKE_ARGS:-}
+  cmake --build "$build/asan" -j "$jobs" --target nabla_tests
+  step "ASan + UBSan tests"
+  ASAN_OPTIONS=detect_leaks=1:abort_on_error=0 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
+    ctest --test-dir "$build/asan" --output-on-failure -j "$jobs" -E headers_self_contained
+fi
+
+# ---- install + consumer project ----------------------------------------------------------------
+step "install and build the consumer against the installed package"
+rm -rf "$build/install"
+cmake --install "$build/release" --prefix "$build/install" >/dev/null
+for mode in package subdirectory fetchcontent; do
+  cmake -S "$root/tests/consumer" -B "$build/consumer-$mode" -DCMAKE_BUILD_TYPE=Release \
+    -DNABLA_CONSUMER_MODE=$mode -DNABLA_SOURCE_DIR="$root" -DCMAKE_PREFIX_PATH="$build/install" >/dev/null
+  cmake --build "$build/consumer-$mode" -j "$jobs" >/dev/null
+  "$build/consumer-$mode/consumer"
+done
+# the installed config must not name the build machine's paths
+if grep -rn "$root" "$build/install/lib/cmake/nabla" >/dev/null; then
+  echo "nabla: the installed CMake package contains absolute paths to the source tree" >&2
+  exit 1
+fi
+step "all tests passed"
