@@ -37,8 +37,11 @@ fi
 
 # ---- Release build and tests -------------------------------------------------------------------
 step "Release build"
+# CUDA: built when nvcc exists. Without a GPU one architecture is enough to prove it compiles
+# and links (NABLA_CUDA_ARCHS overrides; on a GPU machine use "native").
+[ -x /usr/local/cuda/bin/nvcc ] && export PATH=$PATH:/usr/local/cuda/bin
 cmake -S "$root" -B "$build/release" -DCMAKE_BUILD_TYPE=Release -DNABLA_BUILD_BENCHMARKS=ON \
-  -DNABLA_BUILD_EXAMPLES=ON ${NABLA_CMAKE_ARGS:-}
+  -DNABLA_BUILD_EXAMPLES=ON -DCMAKE_CUDA_ARCHITECTURES="${NABLA_CUDA_ARCHS:-80}" ${NABLA_CMAKE_ARGS:-}
 cmake --build "$build/release" -j "$jobs"
 step "Release tests"
 ctest --test-dir "$build/release" --output-on-failure -j "$jobs"
@@ -48,7 +51,7 @@ if [ "${NABLA_SKIP_SANITIZE:-0}" != 1 ]; then
   step "ASan + UBSan build"
   cmake -S "$root" -B "$build/asan" -DCMAKE_BUILD_TYPE=Debug -DCMAKE_CXX_FLAGS_DEBUG="-O1 -g" \
     -DNABLA_SANITIZE=ON -DNABLA_NATIVE=OFF -DNABLA_BUILD_BENCHMARKS=OFF -DNABLA_BUILD_EXAMPLES=OFF \
-    -DNABLA_WITH_LIBTORCH=OFF ${NABLA_CMAKE_ARGS:-}
+    -DNABLA_WITH_LIBTORCH=OFF -DNABLA_WITH_CUDA=OFF ${NABLA_CMAKE_ARGS:-}
   cmake --build "$build/asan" -j "$jobs" --target nabla_tests
   step "ASan + UBSan tests"
   ASAN_OPTIONS=detect_leaks=1:abort_on_error=0 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
@@ -65,6 +68,13 @@ for mode in package subdirectory fetchcontent; do
   cmake --build "$build/consumer-$mode" -j "$jobs" >/dev/null
   "$build/consumer-$mode/consumer"
 done
+if command -v nvcc >/dev/null || [ -x /usr/local/cuda/bin/nvcc ]; then
+  step "consumer linking nabla::cuda (plain C++ user code; the backend compiled once with nvcc)"
+  cmake -S "$root/tests/consumer" -B "$build/consumer-cuda" -DCMAKE_BUILD_TYPE=Release -DNABLA_CONSUMER_CUDA=ON \
+    -DCMAKE_PREFIX_PATH="$build/install" -DCMAKE_CUDA_ARCHITECTURES="${NABLA_CUDA_ARCHS:-80}" >/dev/null
+  cmake --build "$build/consumer-cuda" -j "$jobs" >/dev/null
+  "$build/consumer-cuda/consumer"   # no GPU: runs on the CPU, proving a driverless machine is fine
+fi
 # the installed config must not name the build machine's paths
 if grep -rn "$root" "$build/install/lib/cmake/nabla" >/dev/null; then
   echo "nabla: the installed CMake package contains absolute paths to the source tree" >&2

@@ -148,6 +148,14 @@ TEST(Print, LooksLikePyTorch) {
   EXPECT_EQ(os.str(), "tensor([0, 1, 2])");
 }
 
+TEST(Settings, MatmulPrecisionIsValidated) {
+  EXPECT_EQ(float32_matmul_precision(), MatmulPrecision::Highest);
+  set_float32_matmul_precision("high");
+  EXPECT_EQ(float32_matmul_precision(), MatmulPrecision::High);
+  set_float32_matmul_precision("highest");
+  EXPECT_THROW(set_float32_matmul_precision("fast"), ValueError);
+}
+
 TEST(Rank, HighRankTensorsWork) {
   Shape s(9, 2);  // rank 9: beyond the inline capacity of Shape
   Tensor a = arange(512, kFloat32).view(s);

@@ -1,4 +1,5 @@
 // Fits y = 3x - 1 with nabla from a separate project; exits non-zero if it does not learn.
+// Runs on the GPU when the project links nabla::cuda and a GPU is present.
 #include <nabla/nabla.hpp>
 
 #include <cmath>
@@ -7,9 +8,10 @@
 int main() {
   namespace nb = nabla;
   nb::manual_seed(0);
-  nb::Tensor x = nb::randn({256, 1});
+  const nb::Device dev = nb::cuda::is_available() ? nb::Device::cuda() : nb::Device::cpu();
+  nb::Tensor x = nb::randn({256, 1}, dev);
   nb::Tensor y = x * 3 - 1;
-  nb::Tensor w = nb::zeros({1, 1}).requires_grad_(), b = nb::zeros({1}).requires_grad_();
+  nb::Tensor w = nb::zeros({1, 1}, dev).requires_grad_(), b = nb::zeros({1}, dev).requires_grad_();
   float loss = 0;
   for (int step = 0; step < 200; ++step) {
     nb::Tensor l = nb::mse_loss(nb::matmul(x, w) + b, y);
@@ -21,6 +23,6 @@ int main() {
     b.mutable_grad().zero_();
     loss = l.item<float>();
   }
-  std::printf("consumer: w=%.4f b=%.4f loss=%.2e\n", w.item<float>(), b.item<float>(), loss);
+  std::printf("consumer (%s): w=%.4f b=%.4f loss=%.2e\n", dev.str().c_str(), w.item<float>(), b.item<float>(), loss);
   return (loss < 1e-6f && std::abs(w.item<float>() - 3) < 1e-3f) ? 0 : 1;
 }

@@ -6,6 +6,8 @@
 #include <cstdint>
 
 #include "../core/random.hpp"
+#include "../core/settings.hpp"
+#include "cuda/api.hpp"
 #include "../core/tensor.hpp"
 
 namespace nabla {
@@ -87,18 +89,12 @@ class Backend {
 
 inline Backend& cpu_backend();  // defined in backend/cpu/cpu_backend.hpp
 
-namespace cuda {
 #if defined(NABLA_WITH_CUDA)
+namespace cuda {
 // Defined in backend/cuda/backend.cu, the one CUDA translation unit of nabla::cuda.
 Backend& backend();
-bool is_available();
-int device_count();
-#else
-// Without the CUDA backend there is no GPU to use; nothing here touches a driver.
-inline bool is_available() { return false; }
-inline int device_count() { return 0; }
-#endif
 }  // namespace cuda
+#endif
 
 inline Backend& backend(Device device) {
   if (device.is_cpu()) return cpu_backend();

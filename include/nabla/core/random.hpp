@@ -57,9 +57,9 @@ NABLA_HOST_DEVICE inline double random_value(const RandomParams& p, uint64_t i) 
       unsigned pair = lane & 2u;
       double u1 = ((r.c[pair] >> 8) + 1) * (1.0 / 16777216.0);
       double u2 = (r.c[pair + 1] >> 8) * (1.0 / 16777216.0);
-      double radius = std::sqrt(-2.0 * std::log(u1));
+      double radius = ::sqrt(-2.0 * ::log(u1));  // global overloads exist on host and device
       double theta = 6.283185307179586 * u2;
-      double z = (lane & 1u) ? radius * std::sin(theta) : radius * std::cos(theta);
+      double z = (lane & 1u) ? radius * ::sin(theta) : radius * ::cos(theta);
       return p.a + p.b * z;
     }
     case RandomKind::Integer: {

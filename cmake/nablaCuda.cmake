@@ -1,0 +1,50 @@
+# nabla::cuda: compiles nabla's one CUDA translation unit (backend.cu) once per build tree, for
+# the consumer's CMAKE_CUDA_ARCHITECTURES, and links it with the CUDA runtime and cuBLAS(Lt)
+# (and cuDNN when found). Used by nabla's own build and by the installed nablaConfig.cmake, so
+# `find_package(nabla CONFIG REQUIRED COMPONENTS cuda)` gives the same target.
+#
+#   CMAKE_CUDA_ARCHITECTURES  default: "native" when a GPU is visible, else 70;80;90 (+PTX for 90)
+#   CUDNN_ROOT                where cuDNN lives when not under the CUDA toolkit (e.g. inside a
+#                             PyTorch wheel: .../site-packages/nvidia/cudnn)
+include_guard(GLOBAL)
+
+# Call before enable_language(CUDA): picks the default architectures when the user set none.
+macro(nabla_default_cuda_architectures)
+  if(NOT DEFINED CMAKE_CUDA_ARCHITECTURES)
+    execute_process(COMMAND nvidia-smi -L RESULT_VARIABLE _nabla_smi_rc OUTPUT_QUIET ERROR_QUIET)
+    if(_nabla_smi_rc EQUAL 0)
+      set(CMAKE_CUDA_ARCHITECTURES native)
+    else()
+      set(CMAKE_CUDA_ARCHITECTURES 70-real 80-real 90)  # SASS for Volta/Ampere, SASS + PTX for Hopper
+    endif()
+  endif()
+endmacro()
+
+function(nabla_add_cuda_target backend_source kernels_parent)
+  if(TARGET nabla_cuda_backend)
+    return()
+  endif()
+  find_package(CUDAToolkit REQUIRED)
+  set(archs ${CMAKE_CUDA_ARCHITECTURES})
+  add_library(nabla_cuda_backend STATIC ${backend_source})
+  set_target_properties(nabla_cuda_backend PROPERTIES
+    CUDA_ARCHITECTURES "${archs}" POSITION_INDEPENDENT_CODE ON CUDA_SEPARABLE_COMPILATION OFF)
+  target_include_directories(nabla_cuda_backend PRIVATE ${kernels_parent})
+  target_compile_options(nabla_cuda_backend PRIVATE
+    # CMake < 3.26 cannot map CUDA_STANDARD 20 for nvcc, so ask for C++20 directly
+    $<$<COMPILE_LANGUAGE:CUDA>:-std=c++20 --expt-relaxed-constexpr -diag-suppress=186,1675 -Xcompiler=-Wno-unknown-pragmas>)
+  target_compile_definitions(nabla_cuda_backend PUBLIC NABLA_WITH_CUDA)
+  target_link_libraries(nabla_cuda_backend PUBLIC nabla::nabla CUDA::cudart CUDA::cublas CUDA::cublasLt)
+
+  find_library(NABLA_CUDNN_LIBRARY cudnn HINTS ${CUDNN_ROOT} $ENV{CUDNN_ROOT} ${CUDAToolkit_LIBRARY_DIR}
+               PATH_SUFFIXES lib lib64)
+  find_path(NABLA_CUDNN_INCLUDE_DIR cudnn.h HINTS ${CUDNN_ROOT} $ENV{CUDNN_ROOT} ${CUDAToolkit_INCLUDE_DIRS}
+            PATH_SUFFIXES include)
+  if(NABLA_CUDNN_LIBRARY AND NABLA_CUDNN_INCLUDE_DIR)
+    target_include_directories(nabla_cuda_backend PUBLIC ${NABLA_CUDNN_INCLUDE_DIR})
+    target_link_libraries(nabla_cuda_backend PUBLIC ${NABLA_CUDNN_LIBRARY})
+    target_compile_definitions(nabla_cuda_backend PUBLIC NABLA_HAS_CUDNN)
+  endif()
+  add_library(nabla::cuda ALIAS nabla_cuda_backend)
+  message(STATUS "nabla: CUDA backend for architectures ${archs}")
+endfunction()

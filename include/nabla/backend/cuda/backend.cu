@@ -1,0 +1,219 @@
+// The CUDA backend: the one translation unit that nabla::cuda compiles (with nvcc, once per
+// build tree). It defines nabla::cuda::backend() and the runtime API declared in api.hpp;
+// headers reach it only through those functions, so user code never needs nvcc.
+// Without CMake: nvcc -std=c++20 -DNABLA_WITH_CUDA -I<prefix>/include -I<prefix>/include/nabla
+//                -c backend.cu, and link with -lcudart -lcublas.
+
+#ifndef NABLA_WITH_CUDA
+#define NABLA_WITH_CUDA 1
+#endif
+
+#include <kernels/elementwise.cuh>
+#include <kernels/index.cuh>
+#include <kernels/matmul.cuh>
+#include <kernels/reduce.cuh>
+
+namespace nabla {
+namespace cuda {
+namespace {
+
+class CudaBackend final : public Backend {
+ public:
+  Storage allocate(size_t nbytes, Device device) override { return detail::allocate(nbytes, device.index); }
+
+  void copy(const Tensor& dst, const Tensor& src) override {
+    NoGradGuard no_grad;
+    if (dst.numel() == 0) return;
+    if (dst.is_cuda() && src.is_cuda() && dst.device() == src.device()) {
+      detail::DeviceGuard g(dst.device().index);
+      launch_copy(dst, src);
+    } else if (dst.is_cuda() && src.is_cuda()) {  // across GPUs: through the host (rare)
+      copy(dst, src.to(Device::cpu()));
+    } else if (dst.is_cuda()) {
+      to_device(dst, src);
+    } else {
+      to_host(dst, src);
+    }
+  }
+
+  void fill(const Tensor& dst, const Scalar& value) override {
+    detail::DeviceGuard g(dst.device().index);
+    launch_fill(dst, value);
+  }
+  void arange(const Tensor& out, double start, double step) override {
+    detail::DeviceGuard g(out.device().index);
+    launch_arange(out, start, step);
+  }
+  void random(const Tensor& out, const RandomParams& params) override {
+    detail::DeviceGuard g(out.device().index);
+    launch_random(out, params);
+  }
+
+  void unary(UnaryOp op, const Tensor& out, const Tensor& in, const UnaryParams& p) override {
+    detail::DeviceGuard g(out.device().index);
+    switch (op) {
+#define NABLA_ANY(name) \
+  case UnaryOp::name: return unary_all(out, in, fn::name{});
+#define NABLA_FLOAT(name) \
+  case UnaryOp::name: return unary_float(out, in, fn::name{});
+      NABLA_UNARY_ANY_OPS(NABLA_ANY)
+      NABLA_UNARY_FLOAT_OPS(NABLA_FLOAT)
+#undef NABLA_ANY
+#undef NABLA_FLOAT
+      case UnaryOp::LeakyRelu: return unary_all(out, in, fn::LeakyRelu{p.a});
+      case UnaryOp::Clamp: return unary_all(out, in, fn::Clamp{p.a, p.b});
+    }
+  }
+
+  void binary(BinaryOp op, const Tensor& out, const Tensor& a, const Tensor& b) override {
+    detail::DeviceGuard g(out.device().index);
+    switch (op) {
+#define NABLA_CASE(name) \
+  case BinaryOp::name: return run_binary(out, a, b, fn::name{});
+      NABLA_BINARY_OPS(NABLA_CASE)
+#undef NABLA_CASE
+    }
+  }
+
+  void where(const Tensor& out, const Tensor& cond, const Tensor& a, const Tensor& b) override {
+    detail::DeviceGuard g(out.device().index);
+    dispatch_all(out.dtype(), "where", [&](auto tag) { launch_where<typename decltype(tag)::type>(out, cond, a, b); });
+  }
+
+  void reduce(ReduceOp op, const Tensor& out, const Tensor& in) override {
+    detail::DeviceGuard g(out.device().index);
+    launch_reduce(op, out, in);
+  }
+  void arg_reduce(ArgReduceOp op, const Tensor& out, const Tensor& in, int64_t dim) override {
+    detail::DeviceGuard g(out.device().index);
+    launch_arg_reduce(op == ArgReduceOp::ArgMax, out, in, dim);
+  }
+  void softmax(const Tensor& out, const Tensor& in, int64_t dim, bool log) override {
+    detail::DeviceGuard g(out.device().index);
+    launch_softmax(out, in, dim, log);
+  }
+  void matmul(const Tensor& out, const Tensor& a, const Tensor& b) override {
+    detail::DeviceGuard g(out.device().index);
+    launch_matmul(out, a, b);
+  }
+
+  void index_select(const Tensor& out, const Tensor& in, int64_t dim, const Tensor& index) override {
+    detail::DeviceGuard g(out.device().index);
+    launch_gather_like("index_select", out, cpu::along_dim_base(in, out.sizes(), dim),
+                       cpu::index_along(index, out.sizes(), dim), dim, in.size(dim), in.stride(dim));
+  }
+  void gather(const Tensor& out, const Tensor& in, int64_t dim, const Tensor& index) override {
+    detail::DeviceGuard g(out.device().index);
+    launch_gather_like("gather", out, cpu::along_dim_base(in, index.sizes(), dim), index, dim, in.size(dim),
+                       in.stride(dim));
+  }
+  void scatter_add(const Tensor& self, int64_t dim, const Tensor& index, const Tensor& src) override {
+    detail::DeviceGuard g(self.device().index);
+    launch_scatter_add("scatter_add", self, dim, index, src);
+  }
+  void index_add(const Tensor& self, int64_t dim, const Tensor& index, const Tensor& src) override {
+    detail::DeviceGuard g(self.device().index);
+    launch_scatter_add("index_add", self, dim, cpu::index_along(index, src.sizes(), dim), src);
+  }
+
+  void synchronize(Device d) override {
+    detail::DeviceGuard g(d.index);
+    NABLA_CUDA_CHECK(cudaStreamSynchronize(detail::stream(d.index)));
+  }
+
+ private:
+  template <class F>
+  static void unary_all(const Tensor& out, const Tensor& in, F f) {
+    dispatch_all(out.dtype(), "unary", [&](auto tag) { launch_unary<typename decltype(tag)::type>(out, in, f); });
+  }
+  template <class F>
+  static void unary_float(const Tensor& out, const Tensor& in, F f) {
+    dispatch_floating(out.dtype(), "unary", [&](auto tag) { launch_unary<typename decltype(tag)::type>(out, in, f); });
+  }
+  template <class F>
+  static void run_binary(const Tensor& out, const Tensor& a, const Tensor& b, F f) {
+    dispatch_all(a.dtype(), "binary", [&](auto tag) {
+      using T = typename decltype(tag)::type;
+      using R = decltype(f(std::declval<compute_t<T>>(), std::declval<compute_t<T>>()));
+      if constexpr (std::is_same_v<R, bool>) launch_binary<T, bool>(out, a, b, f);
+      else launch_binary<T, T>(out, a, b, f);
+    });
+  }
+
+  // host -> device: convert and densify on the host, one memcpy, then broadcast on the device
+  static void to_device(const Tensor& dst, const Tensor& src) {
+    const int dev = dst.device().index;
+    detail::DeviceGuard g(dev);
+    Tensor host = ::nabla::detail::cast(src, dst.dtype()).contiguous();
+    const bool direct = dst.is_contiguous() && dst.sizes() == src.sizes();
+    Tensor target = direct ? dst : empty(src.sizes(), dst.options());
+    NABLA_CUDA_CHECK(cudaMemcpyAsync(target.data_ptr(), host.data_ptr(), host.nbytes(), cudaMemcpyHostToDevice,
+                                     detail::stream(dev)));
+    // the host buffer may be freed (or reused by the caller) as soon as we return
+    NABLA_CUDA_CHECK(cudaStreamSynchronize(detail::stream(dev)));
+    if (!direct) launch_copy(dst, target);
+  }
+
+  // device -> host: convert and densify on the device, one memcpy, synchronise
+  static void to_host(const Tensor& dst, const Tensor& src) {
+    const int dev = src.device().index;
+    detail::DeviceGuard g(dev);
+    Tensor dense = src;
+    if (src.dtype() != dst.dtype() || !src.is_contiguous()) {
+      dense = empty(src.sizes(), TensorOptions(dst.dtype()).device(src.device()));
+      launch_copy(dense, src);
+    }
+    const bool direct = dst.is_contiguous() && dst.sizes() == src.sizes();
+    Tensor host = direct ? dst : empty(src.sizes(), dst.dtype());
+    NABLA_CUDA_CHECK(cudaMemcpyAsync(host.data_ptr(), dense.data_ptr(), dense.nbytes(), cudaMemcpyDeviceToHost,
+                                     detail::stream(dev)));
+    NABLA_CUDA_CHECK(cudaStreamSynchronize(detail::stream(dev)));
+    if (!direct) cpu::copy_kernel(dst, host);
+  }
+};
+
+}  // namespace
+
+Backend& backend() {
+  NABLA_CHECK(is_available(), DeviceError,
+              "cuda: a CUDA tensor was requested but no CUDA device is available (no driver or no GPU)");
+  static CudaBackend instance;
+  return instance;
+}
+
+bool is_available() { return detail::probe_device_count() > 0; }
+int device_count() { return detail::probe_device_count(); }
+
+void synchronize(int device) {
+  if (!is_available()) return;
+  if (device < 0) NABLA_CUDA_CHECK(cudaGetDevice(&device));
+  backend().synchronize(Device::cuda(device));
+}
+
+MemoryStats memory_stats(int device) {
+  MemoryStats m;
+  if (!is_available()) return m;
+  auto& s = detail::device_state(device);
+  m.in_use = s.in_use.load();
+  m.peak = s.peak.load();
+  uint64_t reserved = 0;
+  NABLA_CUDA_CHECK(cudaMemPoolGetAttribute(s.pool, cudaMemPoolAttrReservedMemCurrent, &reserved));
+  m.reserved = static_cast<size_t>(reserved);
+  return m;
+}
+
+void reset_peak_memory_stats(int device) {
+  if (!is_available()) return;
+  auto& s = detail::device_state(device);
+  s.peak = s.in_use.load();
+}
+
+void empty_cache(int device) {
+  if (!is_available()) return;
+  auto& s = detail::device_state(device);
+  NABLA_CUDA_CHECK(cudaStreamSynchronize(s.stream));
+  NABLA_CUDA_CHECK(cudaMemPoolTrimTo(s.pool, 0));
+}
+
+}  // namespace cuda
+}  // namespace nabla

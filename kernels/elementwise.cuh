@@ -1,0 +1,162 @@
+#pragma once
+// Elementwise CUDA kernels and their host launchers: unary, binary, where, copy with dtype
+// conversion, fill, arange and Philox random. One kernel per (op, dtype); a uniform branch
+// picks flat indexing when every operand is dense, strided offsets otherwise. The math comes
+// from the functors in ops/functors.hpp that the CPU uses too.
+
+#include "common.cuh"
+
+namespace nabla {
+namespace cuda {
+
+template <class T, class F>
+__global__ void unary_kernel(int64_t n, StridedArgs<2> a, F f) {
+  using C = compute_t<T>;
+  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n; i += int64_t(gridDim.x) * blockDim.x) {
+    if (a.contiguous) {
+      reinterpret_cast<T*>(a.base[0])[i] = static_cast<T>(f(static_cast<C>(a.template load<T>(1, i * int64_t(sizeof(T))))));
+    } else {
+      int64_t off[2];
+      a.offsets(i, off);
+      *a.template ptr<T>(0, off[0]) = static_cast<T>(f(static_cast<C>(a.template load<T>(1, off[1]))));
+    }
+  }
+}
+
+template <class T, class Out, class F>
+__global__ void binary_kernel(int64_t n, StridedArgs<3> a, F f) {
+  using C = compute_t<T>;
+  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n; i += int64_t(gridDim.x) * blockDim.x) {
+    if (a.contiguous) {
+      const int64_t o = i * int64_t(sizeof(T));
+      reinterpret_cast<Out*>(a.base[0])[i] =
+          static_cast<Out>(f(static_cast<C>(a.template load<T>(1, o)), static_cast<C>(a.template load<T>(2, o))));
+    } else {
+      int64_t off[3];
+      a.offsets(i, off);
+      *a.template ptr<Out>(0, off[0]) =
+          static_cast<Out>(f(static_cast<C>(a.template load<T>(1, off[1])), static_cast<C>(a.template load<T>(2, off[2]))));
+    }
+  }
+}
+
+template <class T>
+__global__ void where_kernel(int64_t n, StridedArgs<4> a) {
+  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n; i += int64_t(gridDim.x) * blockDim.x) {
+    int64_t off[4];
+    a.offsets(i, off);
+    *a.template ptr<T>(0, off[0]) = a.template load<bool>(1, off[1]) ? a.template load<T>(2, off[2]) : a.template load<T>(3, off[3]);
+  }
+}
+
+template <class D, class S>
+__device__ __forceinline__ D convert_value(S v) {
+  if constexpr (std::is_same_v<D, bool>) return static_cast<compute_t<S>>(v) != compute_t<S>(0);
+  else if constexpr (std::is_same_v<D, S>) return v;
+  else return static_cast<D>(static_cast<compute_t<S>>(v));
+}
+
+template <class D, class S>
+__global__ void copy_kernel(int64_t n, StridedArgs<2> a) {
+  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n; i += int64_t(gridDim.x) * blockDim.x) {
+    int64_t off[2];
+    a.offsets(i, off);
+    *a.template ptr<D>(0, off[0]) = convert_value<D>(a.template load<S>(1, off[1]));
+  }
+}
+
+template <class T>
+__global__ void fill_kernel(int64_t n, StridedArgs<1> a, T value) {
+  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n; i += int64_t(gridDim.x) * blockDim.x) {
+    int64_t off[1];
+    a.offsets(i, off);
+    *a.template ptr<T>(0, off[0]) = value;
+  }
+}
+
+template <class T>
+__global__ void arange_kernel(int64_t n, T* out, double start, double step) {
+  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n; i += int64_t(gridDim.x) * blockDim.x)
+    out[i] = static_cast<T>(start + static_cast<double>(i) * step);
+}
+
+template <class T>
+__global__ void random_kernel(int64_t n, T* out, RandomParams p) {
+  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n; i += int64_t(gridDim.x) * blockDim.x)
+    out[i] = static_cast<T>(random_value(p, static_cast<uint64_t>(i)));
+}
+
+// ---- host launchers -----------------------------------------------------------------------------
+
+template <class T, class F>
+void launch_unary(const Tensor& out, const Tensor& in, F f) {
+  const int dev = out.device().index;
+  auto a = make_args<2>({&out, &in}, out.sizes(), "unary");
+  unary_kernel<T><<<grid_for(out.numel(), dev), kThreads, 0, detail::stream(dev)>>>(out.numel(), a, f);
+  NABLA_CUDA_LAUNCH_CHECK();
+}
+
+template <class T, class Out, class F>
+void launch_binary(const Tensor& out, const Tensor& x, const Tensor& y, F f) {
+  const int dev = out.device().index;
+  auto a = make_args<3>({&out, &x, &y}, out.sizes(), "binary");
+  binary_kernel<T, Out><<<grid_for(out.numel(), dev), kThreads, 0, detail::stream(dev)>>>(out.numel(), a, f);
+  NABLA_CUDA_LAUNCH_CHECK();
+}
+
+template <class T>
+void launch_where(const Tensor& out, const Tensor& cond, const Tensor& x, const Tensor& y) {
+  const int dev = out.device().index;
+  auto a = make_args<4>({&out, &cond, &x, &y}, out.sizes(), "where");
+  where_kernel<T><<<grid_for(out.numel(), dev), kThreads, 0, detail::stream(dev)>>>(out.numel(), a);
+  NABLA_CUDA_LAUNCH_CHECK();
+}
+
+// Device-to-device copy with dtype conversion and broadcasting (both tensors on `dst`'s device).
+inline void launch_copy(const Tensor& dst, const Tensor& src) {
+  if (dst.numel() == 0) return;
+  const int dev = dst.device().index;
+  auto a = make_args<2>({&dst, &src}, dst.sizes(), "copy_");
+  dispatch_all(dst.dtype(), "copy_", [&](auto dt) {
+    dispatch_all(src.dtype(), "copy_", [&](auto st) {
+      copy_kernel<typename decltype(dt)::type, typename decltype(st)::type>
+          <<<grid_for(dst.numel(), dev), kThreads, 0, detail::stream(dev)>>>(dst.numel(), a);
+    });
+  });
+  NABLA_CUDA_LAUNCH_CHECK();
+}
+
+inline void launch_fill(const Tensor& dst, const Scalar& value) {
+  if (dst.numel() == 0) return;
+  const int dev = dst.device().index;
+  auto a = make_args<1>({&dst}, dst.sizes(), "fill_");
+  dispatch_all(dst.dtype(), "fill_", [&](auto tag) {
+    using T = typename decltype(tag)::type;
+    T v = value.is_floating_point() ? cpu::convert<T>(value.to_double()) : cpu::convert<T>(value.to_long());
+    fill_kernel<T><<<grid_for(dst.numel(), dev), kThreads, 0, detail::stream(dev)>>>(dst.numel(), a, v);
+  });
+  NABLA_CUDA_LAUNCH_CHECK();
+}
+
+inline void launch_arange(const Tensor& out, double start, double step) {
+  const int dev = out.device().index;
+  dispatch_numeric(out.dtype(), "arange", [&](auto tag) {
+    using T = typename decltype(tag)::type;
+    arange_kernel<T><<<grid_for(out.numel(), dev), kThreads, 0, detail::stream(dev)>>>(
+        out.numel(), static_cast<T*>(out.data_ptr()), start, step);
+  });
+  NABLA_CUDA_LAUNCH_CHECK();
+}
+
+inline void launch_random(const Tensor& out, const RandomParams& p) {
+  const int dev = out.device().index;
+  dispatch_numeric(out.dtype(), "random", [&](auto tag) {
+    using T = typename decltype(tag)::type;
+    random_kernel<T><<<grid_for(out.numel(), dev), kThreads, 0, detail::stream(dev)>>>(
+        out.numel(), static_cast<T*>(out.data_ptr()), p);
+  });
+  NABLA_CUDA_LAUNCH_CHECK();
+}
+
+}  // namespace cuda
+}  // namespace nabla
