@@ -1,0 +1,89 @@
+// nabla on the GPU: the cases of benchmarks/gpu/bench_torch.py, printed as one JSON object per
+// line ({"case": ..., "seconds": ..., "metric": ..., "value": ...}) so compare.py can pair them.
+// Each case runs warm-up iterations, then times N iterations between device synchronisations.
+
+#include <chrono>
+#include <cstdio>
+#include <functional>
+#include <string>
+
+#include <nabla/nabla.hpp>
+
+namespace nb = nabla;
+
+namespace {
+
+double time_it(const std::function<void()>& f, int iters) {
+  for (int i = 0; i < 3; ++i) f();
+  nb::cuda::synchronize();
+  auto t0 = std::chrono::steady_clock::now();
+  for (int i = 0; i < iters; ++i) f();
+  nb::cuda::synchronize();
+  return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count() / iters;
+}
+
+void report(const std::string& name, double seconds, const char* metric, double value) {
+  std::printf("{\"case\": \"%s\", \"seconds\": %.9g, \"metric\": \"%s\", \"value\": %.6g}\n", name.c_str(), seconds,
+              metric, value);
+  std::fflush(stdout);
+}
+
+}  // namespace
+
+int main() {
+  if (!nb::cuda::is_available()) {
+    std::fprintf(stderr, "nabla_bench_gpu: no CUDA device\n");
+    return 1;
+  }
+  const nb::Device gpu = nb::Device::cuda();
+  nb::NoGradGuard no_grad;
+  nb::manual_seed(0);
+
+  // ---- bandwidth-bound ops on 64M float32 (GB/s = bytes read + written / time) -------------------
+  const int64_t n = int64_t{64} << 20;
+  nb::Tensor x = nb::randn({n}, gpu), y = nb::randn({n}, gpu);
+  const double b2 = 2.0 * n * 4, b3 = 3.0 * n * 4;
+  double t = time_it([&] { (void)x.clone(); }, 20);
+  report("copy_64M_f32", t, "GB/s", b2 / t / 1e9);
+  t = time_it([&] { (void)(x + y); }, 20);
+  report("add_64M_f32", t, "GB/s", b3 / t / 1e9);
+  t = time_it([&] { (void)(x * y); }, 20);
+  report("mul_64M_f32", t, "GB/s", b3 / t / 1e9);
+  t = time_it([&] { (void)nb::gelu(x); }, 20);
+  report("gelu_64M_f32", t, "GB/s", b2 / t / 1e9);
+
+  // ---- reductions over rows ----------------------------------------------------------------------
+  nb::Tensor m = nb::randn({8192, 8192}, gpu);
+  const double mb = 8192.0 * 8192 * 4;
+  t = time_it([&] { (void)m.sum(1); }, 20);
+  report("sum_rows_8192x8192_f32", t, "GB/s", mb / t / 1e9);
+  t = time_it([&] { (void)m.softmax(1); }, 20);
+  report("softmax_rows_8192x8192_f32", t, "GB/s", 2 * mb / t / 1e9);
+
+  // ---- matmul ------------------------------------------------------------------------------------
+  for (int64_t s : {4096, 8192}) {
+    const double flops = 2.0 * s * s * s;
+    for (const char* kind : {"f32", "tf32", "bf16"}) {
+      std::string k = kind;
+      nb::DType dt = k == "bf16" ? nb::kBFloat16 : nb::kFloat32;
+      nb::set_float32_matmul_precision(k == "tf32" ? "high" : "highest");
+      nb::Tensor a = nb::randn({s, s}, nb::TensorOptions(dt).device(gpu));
+      nb::Tensor b = nb::randn({s, s}, nb::TensorOptions(dt).device(gpu));
+      t = time_it([&] { (void)nb::matmul(a, b); }, s == 4096 ? 20 : 5);
+      report("matmul_" + std::to_string(s) + "_" + k, t, "TFLOP/s", flops / t / 1e12);
+    }
+    nb::set_float32_matmul_precision("highest");
+  }
+
+  // ---- host overhead per op on tiny tensors ------------------------------------------------------
+  nb::Tensor u = nb::randn({4}, gpu), v = nb::randn({4}, gpu);
+  t = time_it([&] { (void)(u + v); }, 20000);
+  report("tiny_add_launch", t, "us/op", t * 1e6);
+  {
+    nb::EnableGradGuard grad;
+    nb::Tensor w = nb::randn({4}, gpu).requires_grad_();
+    t = time_it([&] { ((u * w).relu().sum()).backward(); }, 5000);
+    report("tiny_fwd_bwd", t, "us/iter", t * 1e6);
+  }
+  return 0;
+}
