@@ -152,6 +152,10 @@ inline void launch_reduce(ReduceOp op, const Tensor& out, const Tensor& in) {
     if (red[d]) R *= in.size(d);
   }
   const int64_t K = out.numel();
+  if (R == 0) {  // empty reductions: the identity (mean of nothing is NaN, as in PyTorch)
+    launch_fill(out, op == ReduceOp::Prod ? Scalar(1) : op == ReduceOp::Mean ? Scalar(NAN) : Scalar(0));
+    return;
+  }
   Tensor dense = move_dims_last(in.detach(), red);
   Tensor o = out.is_contiguous() ? out : empty(out.sizes(), out.options());
   dispatch_all(in.dtype(), "reduce", [&](auto tag) {
