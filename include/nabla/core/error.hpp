@@ -19,6 +19,7 @@ class IndexError : public Error { public: using Error::Error; };
 class ValueError : public Error { public: using Error::Error; };       // bad argument value
 class AutogradError : public Error { public: using Error::Error; };
 class OutOfMemory : public Error { public: using Error::Error; };
+class IOError : public Error { public: using Error::Error; };          // files: missing, unwritable, corrupt
 
 namespace detail {
 template <class... Args>

@@ -1,0 +1,90 @@
+#pragma once
+// Model files and training checkpoints, both plain safetensors (readable from Python):
+// nabla::save(module, path) / nabla::load(module, path) hold the state_dict under PyTorch's
+// names; save_checkpoint adds "optimizer.*", "scheduler.*" and the step, written atomically.
+
+#include <cstdint>
+#include <string>
+
+#include "../optim/lr_scheduler.hpp"
+#include "safetensors.hpp"
+
+namespace nabla {
+namespace io {
+
+// The module's state_dict as a safetensors file (replaced atomically).
+inline void save(const nn::Module& module, const std::string& path, const Metadata& metadata = {}) {
+  save_safetensors(path, module.state_dict(), metadata);
+}
+
+// Loads a file written by save() (or by Python's safetensors.torch.save_file(model.state_dict())).
+inline nn::LoadStateDictResult load(nn::Module& module, const std::string& path, bool strict = true) {
+  SafetensorsFile f = load_safetensors(path);
+  try {
+    return module.load_state_dict(f.tensors, strict);
+  } catch (const Error& e) {
+    throw IOError("nabla::io: " + path + ": " + e.what());
+  }
+}
+
+inline constexpr const char* kCheckpointFormat = "nabla.checkpoint.v1";
+
+// One file with the model ("model.<name>"), the optimizer ("optimizer.state.<i>.<name>",
+// "optimizer.param_groups.<g>.<option>"), the scheduler ("scheduler.*") and the step (in the
+// metadata). Written to path.tmp, fsynced, renamed over path: a crash leaves the old file.
+inline void save_checkpoint(const std::string& path, const nn::Module& model, const optim::Optimizer* optimizer = nullptr,
+                            const optim::LRScheduler* scheduler = nullptr, int64_t step = 0, Metadata metadata = {}) {
+  nn::OrderedDict<Tensor> all;
+  for (const auto& [k, t] : model.state_dict()) all.insert("model." + k, t);
+  if (optimizer)
+    for (const auto& [k, t] : optimizer->state_dict()) all.insert("optimizer." + k, t);
+  if (scheduler)
+    for (const auto& [k, t] : scheduler->state_dict()) all.insert("scheduler." + k, t);
+  metadata["format"] = kCheckpointFormat;
+  metadata["step"] = std::to_string(step);
+  save_safetensors(path, all, metadata);
+}
+
+// Restores what save_checkpoint wrote into the given objects (each optional) and returns the
+// step. The model is loaded strictly; a missing optimizer or scheduler section is an error
+// when that object is given.
+inline int64_t load_checkpoint(const std::string& path, nn::Module& model, optim::Optimizer* optimizer = nullptr,
+                               optim::LRScheduler* scheduler = nullptr) {
+  SafetensorsFile f = load_safetensors(path);
+  auto it = f.metadata.find("format");
+  if (it == f.metadata.end() || it->second != kCheckpointFormat)
+    detail::io_fail(path, std::string("not a nabla checkpoint (metadata \"format\" is not \"") + kCheckpointFormat + "\")");
+  nn::OrderedDict<Tensor> sections[3];
+  const char* prefixes[3] = {"model.", "optimizer.", "scheduler."};
+  for (const auto& [k, t] : f.tensors) {
+    bool placed = false;
+    for (int s = 0; s < 3 && !placed; ++s) {
+      std::string p = prefixes[s];
+      if (k.rfind(p, 0) == 0) sections[s].insert(k.substr(p.size()), t), placed = true;
+    }
+    if (!placed) detail::io_fail(path, "entry \"" + k + "\" belongs to no checkpoint section");
+  }
+  try {
+    model.load_state_dict(sections[0], true);
+    if (optimizer) {
+      if (sections[1].empty()) detail::io_fail(path, "the checkpoint has no optimizer state");
+      optimizer->load_state_dict(sections[1]);
+    }
+    if (scheduler) {
+      if (sections[2].empty()) detail::io_fail(path, "the checkpoint has no scheduler state");
+      scheduler->load_state_dict(sections[2]);
+    }
+  } catch (const IOError&) {
+    throw;
+  } catch (const Error& e) {
+    detail::io_fail(path, e.what());
+  }
+  return std::stoll(f.metadata.at("step"));
+}
+
+}  // namespace io
+
+using io::load;
+using io::save;
+
+}  // namespace nabla

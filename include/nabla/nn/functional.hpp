@@ -1,0 +1,107 @@
+#pragma once
+// nn::functional: the stateless layer functions that nn modules call -- linear, layer_norm,
+// dropout, embedding, flatten. Each is a composite of nabla ops, so its gradient (and higher
+// derivatives) come from those ops' backward rules; nothing here records a node of its own.
+
+#include <cmath>
+#include <vector>
+
+#include "../ops/all.hpp"
+
+namespace nabla {
+namespace nn {
+namespace functional {
+
+// y = x @ w^T + b, with PyTorch's layout: w is [out_features, in_features], b is [out_features].
+// x may have any number of leading dims ([..., in_features] -> [..., out_features]).
+inline Tensor linear(const Tensor& x, const Tensor& weight, const Tensor& bias = Tensor()) {
+  detail::check_defined(x, "linear");
+  detail::check_defined(weight, "linear");
+  NABLA_CHECK(weight.dim() == 2, ShapeError, "linear: weight must be [out_features, in_features], got ",
+              detail::describe(weight));
+  NABLA_CHECK(x.dim() >= 1 && x.size(-1) == weight.size(1), ShapeError, "linear: input ", detail::describe(x),
+              " has ", x.dim() >= 1 ? x.size(-1) : 0, " features but weight ", detail::describe(weight), " expects ",
+              weight.size(1));
+  Tensor y = matmul(x, weight.t());
+  if (bias.defined()) {
+    NABLA_CHECK(bias.dim() == 1 && bias.size(0) == weight.size(0), ShapeError, "linear: bias ", detail::describe(bias),
+                " must be [", weight.size(0), "] for weight ", detail::describe(weight));
+    y = y + bias;
+  }
+  return y;
+}
+
+// Normalises over the trailing dims named by normalized_shape (biased variance, as PyTorch),
+// then applies the optional elementwise affine weight and bias (both of normalized_shape).
+inline Tensor layer_norm(const Tensor& x, const Shape& normalized_shape, const Tensor& weight = Tensor(),
+                         const Tensor& bias = Tensor(), double eps = 1e-5) {
+  detail::check_defined(x, "layer_norm");
+  const int64_t k = static_cast<int64_t>(normalized_shape.size());
+  NABLA_CHECK(k >= 1 && x.dim() >= k, ShapeError, "layer_norm: normalized_shape ", shape_str(normalized_shape),
+              " does not fit input ", detail::describe(x));
+  for (int64_t i = 0; i < k; ++i)
+    NABLA_CHECK(x.size(x.dim() - k + i) == normalized_shape[i], ShapeError, "layer_norm: input ", detail::describe(x),
+                " does not end in normalized_shape ", shape_str(normalized_shape));
+  for (const Tensor* p : {&weight, &bias})
+    NABLA_CHECK(!p->defined() || p->sizes() == normalized_shape, ShapeError, "layer_norm: weight/bias ",
+                detail::describe(*p), " must have shape ", shape_str(normalized_shape));
+  Dims dims;
+  for (int64_t i = 0; i < k; ++i) dims.push_back(-1 - i);
+  Tensor mu = x.mean(dims, true);
+  Tensor xc = x - mu;
+  Tensor var = (xc * xc).mean(dims, true);
+  Tensor y = xc * (var + eps).rsqrt();
+  if (weight.defined()) y = y * weight;
+  if (bias.defined()) y = y + bias;
+  return y;
+}
+
+// The keep-mask dropout uses: true where a uniform Philox draw is >= p. rand() takes its
+// numbers from the default generator, element i from (seed, offset, i) only, so the same
+// seed gives the same mask on every device.
+inline Tensor dropout_mask(const Shape& shape, double p, Device device = Device::cpu()) {
+  NABLA_CHECK(p >= 0.0 && p <= 1.0, ValueError, "dropout: probability must be in [0, 1], got ", p);
+  return rand(shape, TensorOptions(kFloat32).device(device)) >= p;
+}
+
+// Zeroes each element with probability p and scales the rest by 1 / (1 - p) in training;
+// the identity otherwise. The gradient is mask * 1 / (1 - p) (it flows through the product).
+inline Tensor dropout(const Tensor& x, double p = 0.5, bool training = true) {
+  detail::check_defined(x, "dropout");
+  NABLA_CHECK(p >= 0.0 && p <= 1.0, ValueError, "dropout: probability must be in [0, 1], got ", p);
+  NABLA_CHECK(x.is_floating_point(), DTypeError, "dropout: expected a floating-point input, got ", detail::describe(x));
+  if (!training || p == 0.0) return x;
+  if (p == 1.0) return x * 0;
+  Tensor mask = dropout_mask(x.sizes(), p, x.device());
+  return x * (mask.to(x.dtype()) * (1.0 / (1.0 - p)));
+}
+
+// Rows of weight [num_embeddings, dim] picked by integer indices of any shape:
+// result indices.shape + [dim]. The gradient reaches weight through index_select's backward
+// (an index_add of the output gradient), summing over repeated indices.
+inline Tensor embedding(const Tensor& indices, const Tensor& weight) {
+  detail::check_defined(indices, "embedding");
+  detail::check_defined(weight, "embedding");
+  NABLA_CHECK(weight.dim() == 2, ShapeError, "embedding: weight must be [num_embeddings, embedding_dim], got ",
+              detail::describe(weight));
+  NABLA_CHECK(indices.dtype() == kInt64 || indices.dtype() == kInt32, DTypeError,
+              "embedding: indices must be int64 or int32, got ", detail::describe(indices));
+  if (indices.numel() > 0) {
+    int64_t lo = indices.min().to(kInt64).item<int64_t>(), hi = indices.max().to(kInt64).item<int64_t>();
+    NABLA_CHECK(lo >= 0 && hi < weight.size(0), IndexError, "embedding: indices must be in [0, ", weight.size(0),
+                "), got values in [", lo, ", ", hi, "] for weight ", detail::describe(weight));
+  }
+  Shape out = indices.sizes();
+  out.push_back(weight.size(1));
+  return weight.index_select(0, indices.reshape({-1})).reshape(out);
+}
+
+inline Tensor flatten(const Tensor& x, int64_t start_dim = 1, int64_t end_dim = -1) {
+  detail::check_defined(x, "flatten");
+  return x.flatten(start_dim, end_dim);
+}
+
+}  // namespace functional
+namespace F = functional;
+}  // namespace nn
+}  // namespace nabla

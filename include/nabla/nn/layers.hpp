@@ -1,0 +1,152 @@
+#pragma once
+// Layers: Linear Embedding LayerNorm Dropout ReLU GELU Tanh Sigmoid Flatten Identity, each a
+// Module over the functions of functional.hpp, initialised as PyTorch initialises them.
+// New layers (Conv2d, BatchNorm2d, pools) follow the same pattern: register parameters and
+// buffers in the constructor, reset_parameters() with PyTorch's init, forward via functional.
+
+#include <cmath>
+#include <string>
+
+#include "functional.hpp"
+#include "init.hpp"
+#include "module.hpp"
+
+namespace nabla {
+namespace nn {
+
+namespace detail {
+inline const char* py_bool(bool b) { return b ? "True" : "False"; }
+}  // namespace detail
+
+// y = x @ weight^T + bias; weight [out_features, in_features].
+class Linear : public Module {
+ public:
+  Tensor weight, bias;
+  int64_t in_features, out_features;
+
+  Linear(int64_t in, int64_t out, bool with_bias = true, TensorOptions options = {}) : in_features(in), out_features(out) {
+    NABLA_CHECK(in >= 0 && out >= 0, ValueError, "nn::Linear: feature counts must be non-negative, got ", in, " and ", out);
+    weight = register_parameter("weight", empty({out, in}, options.requires_grad(false)));
+    if (with_bias) bias = register_parameter("bias", empty({out}, options.requires_grad(false)));
+    reset_parameters();
+  }
+  // PyTorch: kaiming_uniform_(a = sqrt(5)) for weight, i.e. U(-1/sqrt(in), 1/sqrt(in)), and the
+  // same bound for bias.
+  void reset_parameters() {
+    init::kaiming_uniform_(weight, std::sqrt(5.0));
+    if (bias.defined()) {
+      double bound = in_features > 0 ? 1.0 / std::sqrt(static_cast<double>(in_features)) : 0.0;
+      init::uniform_(bias, -bound, bound);
+    }
+  }
+  Tensor forward(const Tensor& x) override { return functional::linear(x, weight, bias); }
+  std::string type_name() const override { return "Linear"; }
+  std::string extra_repr() const override {
+    return nabla::detail::cat("in_features=", in_features, ", out_features=", out_features,
+                              ", bias=", detail::py_bool(bias.defined()));
+  }
+};
+
+// A lookup table: forward(indices) -> indices.shape + [embedding_dim]. weight ~ N(0, 1).
+class Embedding : public Module {
+ public:
+  Tensor weight;
+  int64_t num_embeddings, embedding_dim;
+
+  Embedding(int64_t num, int64_t dim, TensorOptions options = {}) : num_embeddings(num), embedding_dim(dim) {
+    weight = register_parameter("weight", empty({num, dim}, options.requires_grad(false)));
+    reset_parameters();
+  }
+  void reset_parameters() { init::normal_(weight, 0.0, 1.0); }
+  Tensor forward(const Tensor& indices) override { return functional::embedding(indices, weight); }
+  std::string type_name() const override { return "Embedding"; }
+  std::string extra_repr() const override { return nabla::detail::cat(num_embeddings, ", ", embedding_dim); }
+};
+
+// Normalises over the trailing normalized_shape dims; weight = 1, bias = 0 initially.
+class LayerNorm : public Module {
+ public:
+  Tensor weight, bias;
+  Shape normalized_shape;
+  double eps;
+
+  explicit LayerNorm(Shape shape, double eps_ = 1e-5, bool elementwise_affine = true, TensorOptions options = {})
+      : normalized_shape(std::move(shape)), eps(eps_) {
+    if (elementwise_affine) {
+      weight = register_parameter("weight", ones(normalized_shape, options.requires_grad(false)));
+      bias = register_parameter("bias", zeros(normalized_shape, options.requires_grad(false)));
+    }
+  }
+  explicit LayerNorm(int64_t features, double eps_ = 1e-5, bool elementwise_affine = true, TensorOptions options = {})
+      : LayerNorm(Shape{features}, eps_, elementwise_affine, options) {}
+  void reset_parameters() {
+    if (weight.defined()) init::ones_(weight);
+    if (bias.defined()) init::zeros_(bias);
+  }
+  Tensor forward(const Tensor& x) override { return functional::layer_norm(x, normalized_shape, weight, bias, eps); }
+  std::string type_name() const override { return "LayerNorm"; }
+  std::string extra_repr() const override {
+    std::string s = "(";
+    for (size_t i = 0; i < normalized_shape.size(); ++i) s += std::to_string(normalized_shape[i]) + ",";
+    if (normalized_shape.size() > 1) s.pop_back();
+    return nabla::detail::cat(s, "), eps=", eps, ", elementwise_affine=", detail::py_bool(weight.defined()));
+  }
+};
+
+// Active in training mode only (module.train() / eval()).
+class Dropout : public Module {
+ public:
+  double p;
+  explicit Dropout(double p_ = 0.5) : p(p_) {
+    NABLA_CHECK(p >= 0.0 && p <= 1.0, ValueError, "nn::Dropout: probability must be in [0, 1], got ", p);
+  }
+  Tensor forward(const Tensor& x) override { return functional::dropout(x, p, is_training()); }
+  std::string type_name() const override { return "Dropout"; }
+  std::string extra_repr() const override { return nabla::detail::cat("p=", p, ", inplace=False"); }
+};
+
+class ReLU : public Module {
+ public:
+  Tensor forward(const Tensor& x) override { return relu(x); }
+  std::string type_name() const override { return "ReLU"; }
+};
+
+class GELU : public Module {
+ public:
+  std::string approximate;
+  explicit GELU(std::string approx = "none") : approximate(std::move(approx)) {}
+  Tensor forward(const Tensor& x) override { return gelu(x, approximate); }
+  std::string type_name() const override { return "GELU"; }
+  std::string extra_repr() const override { return "approximate='" + approximate + "'"; }
+};
+
+class Tanh : public Module {
+ public:
+  Tensor forward(const Tensor& x) override { return tanh(x); }
+  std::string type_name() const override { return "Tanh"; }
+};
+
+class Sigmoid : public Module {
+ public:
+  Tensor forward(const Tensor& x) override { return sigmoid(x); }
+  std::string type_name() const override { return "Sigmoid"; }
+};
+
+class Identity : public Module {
+ public:
+  Tensor forward(const Tensor& x) override { return x; }
+  std::string type_name() const override { return "Identity"; }
+};
+
+// Flattens dims start_dim..end_dim (default: all but the batch dim, as nn.Flatten).
+class Flatten : public Module {
+ public:
+  int64_t start_dim, end_dim;
+  explicit Flatten(int64_t start = 1, int64_t end = -1) : start_dim(start), end_dim(end) {}
+  Tensor forward(const Tensor& x) override { return functional::flatten(x, start_dim, end_dim); }
+  std::string type_name() const override { return "Flatten"; }
+  std::string extra_repr() const override { return nabla::detail::cat("start_dim=", start_dim, ", end_dim=", end_dim); }
+};
+
+}  // namespace nn
+}  // namespace nabla

@@ -1,0 +1,238 @@
+#pragma once
+// optim::Optimizer: the interface every optimizer implements (step, zero_grad, per-group
+// hyperparameters by name, state_dict), OptimizerBase (param groups + per-parameter state
+// shared by SGD/Adam/AdamW), NABLA_OPTION for LibTorch-style chainable options, and
+// clip_grad_norm_.
+
+#include <cmath>
+#include <limits>
+#include <optional>
+#include <string>
+#include <unordered_map>
+#include <utility>
+#include <vector>
+
+#include "../nn/module.hpp"
+
+// Declares an option with LibTorch's accessors: opts.lr() reads, opts.lr(0.1) sets and chains.
+#define NABLA_OPTION(T, NAME, DEFAULT)              \
+ public:                                            \
+  auto& NAME(T value) {                             \
+    NAME##_ = value;                                \
+    return *this;                                   \
+  }                                                 \
+  T NAME() const { return NAME##_; }                \
+                                                    \
+ private:                                           \
+  T NAME##_ = DEFAULT
+
+namespace nabla {
+namespace optim {
+
+using nn::OrderedDict;
+using nn::StateDict;
+
+// One set of parameters with its own hyperparameters; options left empty take the
+// optimizer's defaults.
+template <class Options>
+struct ParamGroup {
+  std::vector<Tensor> params;
+  std::optional<Options> options;
+  ParamGroup(std::vector<Tensor> p) : params(std::move(p)) {}  // NOLINT: a list of tensors is a group
+  ParamGroup(std::vector<Tensor> p, Options o) : params(std::move(p)), options(std::move(o)) {}
+};
+
+class Optimizer {
+ public:
+  virtual ~Optimizer() = default;
+  virtual void step() = 0;
+  // PyTorch 2's default: gradients are dropped (set_to_none) rather than zeroed.
+  virtual void zero_grad(bool set_to_none = true) = 0;
+
+  virtual size_t num_param_groups() const = 0;
+  virtual const std::vector<Tensor>& params(size_t group) const = 0;
+  // Hyperparameters by name: "lr", "weight_decay", "momentum", "beta1", ... (what schedulers
+  // and checkpoints use; the typed options are on the concrete optimizer).
+  virtual bool has_option(size_t group, const std::string& name) const = 0;
+  virtual double get_option(size_t group, const std::string& name) const = 0;
+  virtual void set_option(size_t group, const std::string& name, double value) = 0;
+  double lr(size_t group = 0) const { return get_option(group, "lr"); }
+  void set_lr(size_t group, double value) { set_option(group, "lr", value); }
+
+  // Per-parameter state: "momentum_buffer" (SGD), "step" "exp_avg" "exp_avg_sq"
+  // "max_exp_avg_sq" (Adam); null when the parameter has none yet.
+  virtual const OrderedDict<Tensor>* state(const Tensor& param) const = 0;
+
+  // "state.<i>.<name>" (i counts parameters across groups in order, as PyTorch numbers them)
+  // and "param_groups.<g>.<option>" as 0-dim float64 tensors.
+  virtual StateDict state_dict() const = 0;
+  virtual void load_state_dict(const StateDict& dict) = 0;
+};
+
+template <class Options>
+class OptimizerBase : public Optimizer {
+ public:
+  struct Group {
+    std::vector<Tensor> params;
+    Options options;
+  };
+
+  OptimizerBase(std::vector<ParamGroup<Options>> groups, Options defaults) : defaults_(std::move(defaults)) {
+    for (auto& g : groups) add_param_group(std::move(g));
+  }
+  void add_param_group(ParamGroup<Options> g) {
+    for (const Tensor& p : g.params) {
+      NABLA_CHECK(p.defined() && p.is_leaf(), ValueError, "optim: can only optimize defined leaf tensors, got ",
+                  nabla::detail::describe(p));
+      for (const auto& other : groups_)
+        for (const Tensor& q : other.params)
+          NABLA_CHECK(!q.is_same(p), ValueError, "optim: a parameter appears in more than one parameter group");
+    }
+    groups_.push_back(Group{std::move(g.params), g.options.value_or(defaults_)});
+  }
+
+  std::vector<Group>& param_groups() { return groups_; }
+  const std::vector<Group>& param_groups() const { return groups_; }
+  const Options& defaults() const { return defaults_; }
+
+  void zero_grad(bool set_to_none = true) override {
+    for (auto& g : groups_)
+      for (Tensor& p : g.params) {
+        if (!p.grad().defined()) continue;
+        if (set_to_none) p.set_grad(Tensor());
+        else {
+          NoGradGuard no_grad;
+          p.mutable_grad().zero_();
+        }
+      }
+  }
+
+  size_t num_param_groups() const override { return groups_.size(); }
+  const std::vector<Tensor>& params(size_t group) const override { return group_at(group).params; }
+  bool has_option(size_t group, const std::string& name) const override {
+    bool found = false;
+    const_cast<Options&>(group_at(group).options).visit([&](const char* n, auto&) { found = found || name == n; });
+    return found;
+  }
+  double get_option(size_t group, const std::string& name) const override {
+    double out = 0;
+    bool found = false;
+    const_cast<Options&>(group_at(group).options).visit([&](const char* n, auto& v) {
+      if (name == n) out = static_cast<double>(v), found = true;
+    });
+    NABLA_CHECK(found, ValueError, "optim: this optimizer has no option \"", name, "\"");
+    return out;
+  }
+  void set_option(size_t group, const std::string& name, double value) override {
+    bool found = false;
+    group_at(group).options.visit([&](const char* n, auto& v) {
+      if (name == n) v = static_cast<std::decay_t<decltype(v)>>(value), found = true;
+    });
+    NABLA_CHECK(found, ValueError, "optim: this optimizer has no option \"", name, "\"");
+  }
+
+  const OrderedDict<Tensor>* state(const Tensor& param) const override {
+    auto it = state_.find(param.impl());
+    return it == state_.end() ? nullptr : &it->second;
+  }
+
+  StateDict state_dict() const override {
+    StateDict out;
+    size_t i = 0;
+    for (const auto& g : groups_)
+      for (const Tensor& p : g.params) {
+        if (const auto* s = state(p))
+          for (const auto& [name, t] : *s) out.insert("state." + std::to_string(i) + "." + name, t.detach());
+        ++i;
+      }
+    for (size_t gi = 0; gi < groups_.size(); ++gi)
+      const_cast<Options&>(groups_[gi].options).visit([&](const char* n, auto& v) {
+        out.insert("param_groups." + std::to_string(gi) + "." + n, scalar_tensor(static_cast<double>(v), kFloat64));
+      });
+    return out;
+  }
+
+  void load_state_dict(const StateDict& dict) override {
+    std::vector<Tensor> flat;
+    for (const auto& g : groups_) flat.insert(flat.end(), g.params.begin(), g.params.end());
+    std::unordered_map<TensorImpl*, OrderedDict<Tensor>> loaded;
+    for (const auto& [key, t] : dict) {
+      auto bad = [&](const std::string& why) {
+        return ValueError("nabla::optim::load_state_dict: entry \"" + key + "\": " + why);
+      };
+      size_t dot1 = key.find('.'), dot2 = key.find('.', dot1 + 1);
+      if (dot1 == std::string::npos || dot2 == std::string::npos) throw bad("expected state.<i>.<name> or param_groups.<g>.<option>");
+      std::string kind = key.substr(0, dot1), name = key.substr(dot2 + 1);
+      size_t idx = std::stoul(key.substr(dot1 + 1, dot2 - dot1 - 1));
+      if (kind == "state") {
+        if (idx >= flat.size()) throw bad("the optimizer has only " + std::to_string(flat.size()) + " parameters");
+        const Tensor& p = flat[idx];
+        bool scalar = name == "step";  // kept as a float64 CPU number
+        Tensor v = scalar ? t.to(Device::cpu(), kFloat64).clone() : t.to(p.device(), p.dtype()).clone();
+        if (!scalar && v.sizes() != p.sizes()) throw bad("shape " + shape_str(v.sizes()) + " does not match the parameter's " + shape_str(p.sizes()));
+        loaded[p.impl()].insert(name, v);
+      } else if (kind == "param_groups") {
+        if (idx >= groups_.size()) throw bad("the optimizer has only " + std::to_string(groups_.size()) + " groups");
+        if (!has_option(idx, name)) throw bad("unknown option");
+      } else {
+        throw bad("unknown section \"" + kind + "\"");
+      }
+    }
+    for (const auto& [key, t] : dict)
+      if (key.rfind("param_groups.", 0) == 0) {
+        size_t dot2 = key.find('.', 13);
+        set_option(std::stoul(key.substr(13, dot2 - 13)), key.substr(dot2 + 1), t.to(kFloat64).template item<double>());
+      }
+    state_ = std::move(loaded);
+  }
+
+ protected:
+  Group& group_at(size_t i) {
+    NABLA_CHECK(i < groups_.size(), IndexError, "optim: parameter group ", i, " out of range (", groups_.size(), " groups)");
+    return groups_[i];
+  }
+  const Group& group_at(size_t i) const { return const_cast<OptimizerBase*>(this)->group_at(i); }
+  OrderedDict<Tensor>& state_for(const Tensor& p) { return state_[p.impl()]; }
+  // The "step" counter of a parameter's state, incremented; created at 0 on first use.
+  static double increment_step(OrderedDict<Tensor>& s) {
+    Tensor* t = s.find("step");
+    if (!t) t = &s.insert("step", scalar_tensor(0.0, kFloat64));
+    double step = t->template item<double>() + 1;
+    t->fill_(step);
+    return step;
+  }
+
+  std::vector<Group> groups_;
+  Options defaults_;
+  std::unordered_map<TensorImpl*, OrderedDict<Tensor>> state_;
+};
+
+// Scales the gradients of `params` in place so that their joint norm is at most max_norm, as
+// torch.nn.utils.clip_grad_norm_; returns the total norm before clipping. norm_type may be
+// infinity. Parameters without a gradient are skipped.
+inline double clip_grad_norm_(const std::vector<Tensor>& params, double max_norm, double norm_type = 2.0) {
+  NABLA_CHECK(norm_type > 0, ValueError, "clip_grad_norm_: norm_type must be positive, got ", norm_type);
+  NoGradGuard no_grad;
+  std::vector<Tensor> grads;
+  for (const Tensor& p : params)
+    if (p.grad().defined()) grads.push_back(p.grad());
+  if (grads.empty()) return 0.0;
+  const bool inf = std::isinf(norm_type);
+  double total = 0.0;
+  for (const Tensor& g : grads) {
+    if (g.numel() == 0) continue;
+    Tensor a = g.abs();
+    if (inf) total = std::max(total, a.max().to(kFloat64).item<double>());
+    else if (norm_type == 2.0) total += (a * a).sum().to(kFloat64).item<double>();
+    else if (norm_type == 1.0) total += a.sum().to(kFloat64).item<double>();
+    else total += a.pow(norm_type).sum().to(kFloat64).item<double>();
+  }
+  if (!inf) total = std::pow(total, 1.0 / norm_type);
+  double coef = max_norm / (total + 1e-6);
+  if (coef < 1.0)
+    for (Tensor g : grads) g.mul_(coef);
+  return total;
+}
+
+}  // namespace optim
+}  // namespace nabla
