@@ -8,6 +8,7 @@
 #include <array>
 
 #include <nabla/nabla.hpp>
+#include <nabla/backend/cpu/index.hpp>  // host-side layout helpers shared with the CPU kernels
 #include <nabla/backend/cuda/runtime.hpp>
 
 namespace nabla {

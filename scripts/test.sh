@@ -64,7 +64,8 @@ rm -rf "$build/install"
 cmake --install "$build/release" --prefix "$build/install" >/dev/null
 for mode in package subdirectory fetchcontent; do
   cmake -S "$root/tests/consumer" -B "$build/consumer-$mode" -DCMAKE_BUILD_TYPE=Release \
-    -DNABLA_CONSUMER_MODE=$mode -DNABLA_SOURCE_DIR="$root" -DCMAKE_PREFIX_PATH="$build/install" >/dev/null
+    -DNABLA_CONSUMER_MODE=$mode -DNABLA_SOURCE_DIR="$root" -DCMAKE_PREFIX_PATH="$build/install" \
+    -DNABLA_WITH_CUDA=OFF >/dev/null
   cmake --build "$build/consumer-$mode" -j "$jobs" >/dev/null
   "$build/consumer-$mode/consumer"
 done

@@ -94,8 +94,13 @@ TEST(BFloat16, RoundsToNearestEven) {
     }
     // reference: the two bf16 neighbours of f, the nearer one, ties to even
     uint32_t down = u & 0xffff0000u, up = down + 0x10000u;
-    double d = std::abs(static_cast<double>(f) - static_cast<double>(std::bit_cast<float>(down)));
-    double du = std::abs(static_cast<double>(std::bit_cast<float>(up)) - static_cast<double>(f));
+    // the step past the largest finite value is 2^128 (it rounds to infinity, per IEEE)
+    auto value_of = [](uint32_t bits) {
+      float v = std::bit_cast<float>(bits);
+      return std::isinf(v) ? std::copysign(std::ldexp(1.0, 128), v) : static_cast<double>(v);
+    };
+    double d = std::abs(static_cast<double>(f) - value_of(down));
+    double du = std::abs(value_of(up) - static_cast<double>(f));
     if (std::isinf(std::bit_cast<float>(down))) continue;
     uint16_t expect = static_cast<uint16_t>((d < du || (d == du && ((down >> 16) & 1) == 0) ? down : up) >> 16);
     EXPECT_EQ(BFloat16(f).bits, expect) << "value " << f;

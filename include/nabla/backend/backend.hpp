@@ -109,4 +109,17 @@ inline Backend& backend(Device device) {
 
 }  // namespace nabla
 
+// The CPU backend's kernels are instantiated for every dtype, which is heavy. Header-only use
+// compiles them wherever nabla.hpp is included; with NABLA_CPU_BACKEND_COMPILED (what the CMake
+// target sets) they are compiled once, in backend/cpu/cpu_backend.cpp, and headers only call it.
+#if defined(NABLA_CPU_BACKEND_COMPILED)
+namespace nabla {
+namespace detail {
+Backend& compiled_cpu_backend();  // backend/cpu/cpu_backend.cpp
+}  // namespace detail
+inline Backend& cpu_backend() { return detail::compiled_cpu_backend(); }
+}  // namespace nabla
+#endif
+#if !defined(NABLA_CPU_BACKEND_COMPILED) || defined(NABLA_CPU_BACKEND_IMPLEMENTATION)
 #include "cpu/cpu_backend.hpp"  // NOLINT: after the interface it implements
+#endif

@@ -127,9 +127,11 @@ class CpuBackend final : public Backend {
 
 }  // namespace cpu
 
+#if !defined(NABLA_CPU_BACKEND_COMPILED)  // else backend/cpu/cpu_backend.cpp holds the instance
 inline Backend& cpu_backend() {
   static cpu::CpuBackend instance;
   return instance;
 }
+#endif
 
 }  // namespace nabla
