@@ -23,24 +23,29 @@ struct GradcheckOptions {
 namespace detail {
 
 // Element j (row-major order) of t, addressed through its strides.
-inline double* element_f64(const Tensor& t, int64_t j) {
+template <class T>
+T* element_at(const Tensor& t, int64_t j) {
   int64_t off = 0;
   for (int64_t d = t.dim() - 1; d >= 0; --d) {
     off += (j % t.sizes()[d]) * t.strides()[d];
     j /= t.sizes()[d];
   }
-  return static_cast<double*>(t.data_ptr()) + off;
-}
-inline float* element_f32(const Tensor& t, int64_t j) {
-  int64_t off = 0;
-  for (int64_t d = t.dim() - 1; d >= 0; --d) {
-    off += (j % t.sizes()[d]) * t.strides()[d];
-    j /= t.sizes()[d];
-  }
-  return static_cast<float*>(t.data_ptr()) + off;
+  return static_cast<T*>(t.data_ptr()) + off;
 }
 
 inline std::vector<double> flat_values(const Tensor& t) { return t.detach().to(Device::cpu()).to_vector<double>(); }
+
+// f(inputs) evaluated with element j of x moved by delta (then restored).
+template <class T>
+std::vector<double> evaluate_shifted(const std::function<Tensor(const TensorList&)>& fn, const TensorList& inputs,
+                                     const Tensor& x, int64_t j, double delta) {
+  T* p = element_at<T>(x, j);
+  const T orig = *p;
+  *p = static_cast<T>(orig + delta);
+  std::vector<double> r = flat_values(fn(inputs));
+  *p = orig;
+  return r;
+}
 
 }  // namespace detail
 
@@ -79,26 +84,12 @@ inline bool gradcheck(const std::function<Tensor(const TensorList&)>& fn, const 
     // numerical Jacobian, column by column
     std::vector<double> numeric(static_cast<size_t>(n_in * n_out));
     for (int64_t j = 0; j < n_in; ++j) {
-      std::vector<double> plus, minus;
-      {  // grad mode stays on: gradgradcheck's function differentiates inside
-        if (x.dtype() == kFloat64) {
-          double* p = detail::element_f64(x, j);
-          double orig = *p;
-          *p = orig + opt.eps;
-          plus = detail::flat_values(fn(inputs));
-          *p = orig - opt.eps;
-          minus = detail::flat_values(fn(inputs));
-          *p = orig;
-        } else {
-          float* p = detail::element_f32(x, j);
-          float orig = *p;
-          *p = static_cast<float>(orig + opt.eps);
-          plus = detail::flat_values(fn(inputs));
-          *p = static_cast<float>(orig - opt.eps);
-          minus = detail::flat_values(fn(inputs));
-          *p = orig;
-        }
-      }
+      // grad mode stays on: gradgradcheck's function differentiates inside
+      const bool f64 = x.dtype() == kFloat64;
+      std::vector<double> plus = f64 ? detail::evaluate_shifted<double>(fn, inputs, x, j, opt.eps)
+                                     : detail::evaluate_shifted<float>(fn, inputs, x, j, opt.eps);
+      std::vector<double> minus = f64 ? detail::evaluate_shifted<double>(fn, inputs, x, j, -opt.eps)
+                                      : detail::evaluate_shifted<float>(fn, inputs, x, j, -opt.eps);
       for (int64_t i = 0; i < n_out; ++i)
         numeric[static_cast<size_t>(i * n_in + j)] = (plus[i] - minus[i]) / (2 * opt.eps);
     }
