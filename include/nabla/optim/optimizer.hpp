@@ -81,9 +81,12 @@ class OptimizerBase : public Optimizer {
     for (auto& g : groups) add_param_group(std::move(g));
   }
   void add_param_group(ParamGroup<Options> g) {
-    for (const Tensor& p : g.params) {
+    for (size_t i = 0; i < g.params.size(); ++i) {
+      const Tensor& p = g.params[i];
       NABLA_CHECK(p.defined() && p.is_leaf(), ValueError, "optim: can only optimize defined leaf tensors, got ",
                   nabla::detail::describe(p));
+      for (size_t j = 0; j < i; ++j)
+        NABLA_CHECK(!g.params[j].is_same(p), ValueError, "optim: parameter ", i, " appears twice in one parameter group");
       for (const auto& other : groups_)
         for (const Tensor& q : other.params)
           NABLA_CHECK(!q.is_same(p), ValueError, "optim: a parameter appears in more than one parameter group");
