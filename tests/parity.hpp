@@ -10,6 +10,8 @@
 //      reason when no GPU is present).
 // Register rows from any test file with `static RegisterParity reg([](auto& t) { ... });`.
 
+#include <algorithm>
+#include <cmath>
 #include <functional>
 #include <string>
 #include <vector>
@@ -121,7 +123,7 @@ inline Ref ref_matmul(const Ref& a, const Ref& b) {
   os.push_back(N);
   Ref out(os);
   Ref idxspace(batch);
-  for (int64_t bi = 0; bi < std::max<int64_t>(idxspace.numel(), 1); ++bi) {
+  for (int64_t bi = 0; bi < idxspace.numel(); ++bi) {  // numel of [] is 1
     Shape bidx = batch.empty() ? Shape{} : idxspace.index_of(bi);
     for (int64_t m = 0; m < M; ++m)
       for (int64_t n = 0; n < N; ++n) {
@@ -141,9 +143,193 @@ inline Ref ref_matmul(const Ref& a, const Ref& b) {
   return out;
 }
 
+// out[idx] = f(idx) for every multi-index of `shape`.
+inline Ref ref_generate(const Shape& shape, const std::function<double(const Shape&)>& f) {
+  Ref r(shape);
+  for (int64_t i = 0; i < r.numel(); ++i) r.v[static_cast<size_t>(i)] = f(r.index_of(i));
+  return r;
+}
+inline double ref_at(const Ref& a, const Shape& idx) { return a.v[static_cast<size_t>(a.linear_of(idx))]; }
+inline int64_t ref_wrap(int64_t d, int64_t rank) { return d < 0 ? d + rank : d; }
+
+// Folds for ref_reduce.
+inline double fold_sum(const std::vector<double>& v) {
+  double s = 0;
+  for (double x : v) s += x;
+  return s;
+}
+inline double fold_mean(const std::vector<double>& v) { return fold_sum(v) / static_cast<double>(v.size()); }
+inline double fold_prod(const std::vector<double>& v) {
+  double p = 1;
+  for (double x : v) p *= x;
+  return p;
+}
+inline double fold_max(const std::vector<double>& v) {
+  double m = v[0];
+  for (double x : v) m = std::max(m, x);
+  return m;
+}
+inline double fold_min(const std::vector<double>& v) {
+  double m = v[0];
+  for (double x : v) m = std::min(m, x);
+  return m;
+}
+inline std::function<double(const std::vector<double>&)> fold_var(bool unbiased, bool take_sqrt = false) {
+  return [=](const std::vector<double>& v) {
+    double m = fold_mean(v), s = 0;
+    for (double x : v) s += (x - m) * (x - m);
+    double r = s / (static_cast<double>(v.size()) - (unbiased ? 1.0 : 0.0));
+    return take_sqrt ? std::sqrt(r) : r;
+  };
+}
+inline double fold_logsumexp(const std::vector<double>& v) {
+  double m = fold_max(v), s = 0;
+  for (double x : v) s += std::exp(x - m);
+  return std::log(s) + m;
+}
+// Position of the first maximum (minimum) of v.
+inline double fold_argmax(const std::vector<double>& v) {
+  size_t b = 0;
+  for (size_t i = 1; i < v.size(); ++i)
+    if (v[i] > v[b]) b = i;
+  return static_cast<double>(b);
+}
+inline double fold_argmin(const std::vector<double>& v) {
+  size_t b = 0;
+  for (size_t i = 1; i < v.size(); ++i)
+    if (v[i] < v[b]) b = i;
+  return static_cast<double>(b);
+}
+
+// softmax / log_softmax of a along dim (a 0-dim input is a single-element row).
+inline Ref ref_softmax(const Ref& a, int64_t dim, bool log) {
+  if (a.dim() == 0) return Ref(Shape{}, {log ? 0.0 : 1.0});
+  const int64_t d = ref_wrap(dim, a.dim());
+  return ref_generate(a.shape, [&](const Shape& idx) {
+    Shape j = idx;
+    double m = -INFINITY, s = 0;
+    for (j[d] = 0; j[d] < a.shape[d]; ++j[d]) m = std::max(m, ref_at(a, j));
+    for (j[d] = 0; j[d] < a.shape[d]; ++j[d]) s += std::exp(ref_at(a, j) - m);
+    double x = ref_at(a, idx) - m;
+    return log ? x - std::log(s) : std::exp(x) / s;
+  });
+}
+
+// NumPy matmul: 1-D operands are promoted to matrices and the added dim dropped again.
+inline Ref ref_matmul_any(const Ref& a, const Ref& b) {
+  Ref a2 = a, b2 = b;
+  if (a.dim() == 1) a2.shape = Shape{1, a.shape[0]};
+  if (b.dim() == 1) b2.shape = Shape{b.shape[0], 1};
+  Ref out = ref_matmul(a2, b2);
+  Shape s = out.shape;
+  if (b.dim() == 1) s.erase(s.end() - 1);
+  if (a.dim() == 1) s.erase(s.end() - (b.dim() == 1 ? 1 : 2));
+  out.shape = s;
+  return out;
+}
+
+// Views as index maps.
+inline Ref ref_permute(const Ref& a, const std::vector<int64_t>& perm) {
+  Shape s;
+  for (int64_t p : perm) s.push_back(a.shape[static_cast<size_t>(ref_wrap(p, a.dim()))]);
+  return ref_generate(s, [&](const Shape& idx) {
+    Shape j(a.shape.size());
+    for (size_t i = 0; i < perm.size(); ++i) j[static_cast<size_t>(ref_wrap(perm[i], a.dim()))] = idx[i];
+    return ref_at(a, j);
+  });
+}
+// Elements start, start + step, ... below end along dim (start and end already in range).
+inline Ref ref_slice(const Ref& a, int64_t dim, int64_t start, int64_t end, int64_t step) {
+  const int64_t d = ref_wrap(dim, a.dim());
+  Shape s = a.shape;
+  s[d] = end > start ? (end - start + step - 1) / step : 0;
+  return ref_generate(s, [&](const Shape& idx) {
+    Shape j = idx;
+    j[d] = start + idx[d] * step;
+    return ref_at(a, j);
+  });
+}
+inline Ref ref_select(const Ref& a, int64_t dim, int64_t index) {
+  const int64_t d = ref_wrap(dim, a.dim());
+  Ref r = ref_slice(a, d, index, index + 1, 1);
+  r.shape.erase(r.shape.begin() + d);
+  return r;
+}
+inline Ref ref_reshape(const Ref& a, const Shape& s) { return Ref(s, a.v); }
+inline Ref ref_expand(const Ref& a, const Shape& s) {
+  return ref_generate(s, [&](const Shape& idx) { return a.broadcast_at(idx); });
+}
+inline Ref ref_cat(const std::vector<Ref>& parts, int64_t dim) {
+  const int64_t d = ref_wrap(dim, parts[0].dim());
+  Shape s = parts[0].shape;
+  s[d] = 0;
+  for (const auto& p : parts) s[d] += p.shape[d];
+  return ref_generate(s, [&](const Shape& idx) {
+    Shape j = idx;
+    for (const auto& p : parts) {
+      if (j[d] < p.shape[d]) return ref_at(p, j);
+      j[d] -= p.shape[d];
+    }
+    return std::nan("");
+  });
+}
+inline Ref ref_stack(const std::vector<Ref>& parts, int64_t dim) {
+  std::vector<Ref> u;
+  const int64_t d = ref_wrap(dim, parts[0].dim() + 1);
+  for (const auto& p : parts) {
+    Ref q = p;
+    q.shape.insert(q.shape.begin() + d, 1);
+    u.push_back(q);
+  }
+  return ref_cat(u, d);
+}
+
+// Index ops (index values arrive as doubles).
+inline Ref ref_index_select(const Ref& a, int64_t dim, const Ref& index) {
+  const int64_t d = ref_wrap(dim, a.dim());
+  Shape s = a.shape;
+  s[d] = index.numel();
+  return ref_generate(s, [&](const Shape& idx) {
+    Shape j = idx;
+    j[d] = static_cast<int64_t>(index.v[static_cast<size_t>(idx[d])]);
+    return ref_at(a, j);
+  });
+}
+inline Ref ref_gather(const Ref& a, int64_t dim, const Ref& index) {
+  const int64_t d = ref_wrap(dim, a.dim());
+  return ref_generate(index.shape, [&](const Shape& idx) {
+    Shape j = idx;
+    j[d] = static_cast<int64_t>(ref_at(index, idx));
+    return ref_at(a, j);
+  });
+}
+inline Ref ref_scatter_add(const Ref& self, int64_t dim, const Ref& index, const Ref& src) {
+  const int64_t d = ref_wrap(dim, self.dim());
+  Ref out = self;
+  for (int64_t i = 0; i < index.numel(); ++i) {
+    Shape idx = index.index_of(i), j = idx;
+    j[d] = static_cast<int64_t>(index.v[static_cast<size_t>(i)]);
+    out.v[static_cast<size_t>(out.linear_of(j))] += ref_at(src, idx);
+  }
+  return out;
+}
+inline Ref ref_index_add(const Ref& self, int64_t dim, const Ref& index, const Ref& source) {
+  const int64_t d = ref_wrap(dim, self.dim());
+  Ref out = self;
+  for (int64_t i = 0; i < source.numel(); ++i) {
+    Shape idx = source.index_of(i), j = idx;
+    j[d] = static_cast<int64_t>(index.v[static_cast<size_t>(idx[d])]);
+    out.v[static_cast<size_t>(out.linear_of(j))] += source.v[static_cast<size_t>(i)];
+  }
+  return out;
+}
+
 // ---- the table --------------------------------------------------------------------------------
 
-enum class Domain { Any, Positive, Unit, NonZero, Index, Bool };
+// OffGrid: values in [-2, 2] at least 0.05 away from every multiple of 0.25, so finite
+// differences never cross a kink placed on that grid (0 for abs/relu, integers and halves for
+// floor/ceil/round, clamp bounds chosen on it).
+enum class Domain { Any, Positive, Unit, NonZero, Index, Bool, OffGrid };
 
 struct InputSpec {
   Shape shape;

@@ -21,6 +21,13 @@ Tensor make_input(const InputSpec& s, std::mt19937_64& g) {
       return from_vector(v, s.shape, kInt64);
     }
     case Domain::Bool: return uniform(s.shape, 0.0, 1.0, g) > 0.5;
+    case Domain::OffGrid: {  // a random cell of the 0.25 grid, and a point at least 0.05 inside it
+      std::uniform_int_distribution<int> cell(-8, 7);
+      std::uniform_real_distribution<double> at(0.05, 0.2);
+      std::vector<double> v(static_cast<size_t>(numel_of(s.shape)));
+      for (auto& x : v) x = cell(g) * 0.25 + at(g);
+      return from_vector(v, s.shape, kFloat64);
+    }
   }
   return Tensor();
 }
