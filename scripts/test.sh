@@ -35,6 +35,12 @@ if [ ${#missing[@]} -gt 0 ]; then
   fi
 fi
 
+# Python's safetensors lets tests/test_io.cpp exchange files with the reference implementation
+# (those two tests skip, saying why, when it cannot be installed).
+if command -v python3 >/dev/null && ! python3 -c 'import safetensors, numpy' 2>/dev/null; then
+  python3 -m pip install -q safetensors numpy >/dev/null 2>&1 || echo "nabla: could not pip install safetensors numpy" >&2
+fi
+
 # ---- Release build and tests -------------------------------------------------------------------
 step "Release build"
 # CUDA: built when nvcc exists. Without a GPU one architecture is enough to prove it compiles
