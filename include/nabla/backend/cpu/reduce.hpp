@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "loops.hpp"
+#include "vec_math.hpp"
 
 namespace nabla {
 namespace cpu {
@@ -226,18 +227,40 @@ void arg_reduce_loop(bool is_max, const Tensor& out, const Tensor& in, int64_t d
   }, std::max<int64_t>(1, kParallelGrain / std::max<int64_t>(D, 1)));
 }
 
+// One contiguous row: max, exp into y, sum, then scale (or x - logsumexp for log_softmax).
+template <class C>
+void softmax_row(const C* x, C* y, int64_t D, bool log) {
+  const C mx = lane_max(x, D);
+  for (int64_t k = 0; k < D; ++k) y[k] = FastExp{}(x[k] - mx);
+  const C sum = lane_sum(y, D);
+  if (log) {
+    const C lse = mx + fn::log(sum);
+    for (int64_t k = 0; k < D; ++k) y[k] = x[k] - lse;
+  } else {
+    const C inv = C(1) / sum;
+    for (int64_t k = 0; k < D; ++k) y[k] *= inv;
+  }
+}
+
 template <class T>
 void softmax_loop(const Tensor& out, const Tensor& in, int64_t dim, bool log) {
   using C = std::conditional_t<std::is_same_v<T, double>, double, float>;
   const int64_t D = in.size(dim);
   const int64_t si = in.stride(dim) * static_cast<int64_t>(sizeof(T));
   const int64_t so = out.stride(dim) * static_cast<int64_t>(sizeof(T));
+  constexpr int64_t kElem = static_cast<int64_t>(sizeof(T));
   Tensor orow = row_starts(out, dim), irow = row_starts(in, dim);
   auto L = make_loop<2>({&orow, &irow}, orow.sizes());
   run<2>(L, [&](char* const* p, const int64_t* s, int64_t n) {
     for (int64_t i = 0; i < n; ++i) {
       const char* x = p[1] + i * s[1];
       char* y = p[0] + i * s[0];
+      if constexpr (std::is_same_v<T, C>) {
+        if (si == kElem && so == kElem) {  // contiguous rows: vectorised passes over one row in cache
+          softmax_row(reinterpret_cast<const C*>(x), reinterpret_cast<C*>(y), D, log);
+          continue;
+        }
+      }
       auto xv = [&](int64_t k) { return static_cast<C>(*reinterpret_cast<const T*>(x + k * si)); };
       C mx = -std::numeric_limits<C>::infinity();
       for (int64_t k = 0; k < D; ++k) {
@@ -245,13 +268,13 @@ void softmax_loop(const Tensor& out, const Tensor& in, int64_t dim, bool log) {
         mx = (fn::is_nan(v) || v > mx) ? v : mx;
       }
       C sum = 0;
-      for (int64_t k = 0; k < D; ++k) sum += fn::exp(xv(k) - mx);
+      for (int64_t k = 0; k < D; ++k) sum += FastExp{}(xv(k) - mx);
       if (log) {
         C lse = mx + fn::log(sum);
         for (int64_t k = 0; k < D; ++k) *reinterpret_cast<T*>(y + k * so) = static_cast<T>(xv(k) - lse);
       } else {
         C inv = C(1) / sum;
-        for (int64_t k = 0; k < D; ++k) *reinterpret_cast<T*>(y + k * so) = static_cast<T>(fn::exp(xv(k) - mx) * inv);
+        for (int64_t k = 0; k < D; ++k) *reinterpret_cast<T*>(y + k * so) = static_cast<T>(FastExp{}(xv(k) - mx) * inv);
       }
     }
   }, std::max<int64_t>(1, kParallelGrain / std::max<int64_t>(D, 1)));
