@@ -23,9 +23,11 @@ inline Tensor empty_like(const Tensor& t, TensorOptions options) { return empty(
 
 namespace detail {
 
-// A plain number as a 0-dim CPU tensor that promotes like a Python scalar.
+// A plain number as a 0-dim CPU tensor that promotes like a Python scalar. A wrapped float is
+// held in float64 (ResultType still promotes it as the default float), so x * 0.9 on a float64
+// x multiplies by 0.9, not by float(0.9) -- as in LibTorch.
 inline Tensor scalar_to_tensor(const Scalar& s, std::optional<DType> dtype = std::nullopt) {
-  DType dt = dtype.value_or(s.default_dtype());
+  DType dt = dtype.value_or(s.is_floating_point() ? kFloat64 : s.default_dtype());
   Tensor t = empty({}, dt);
   cpu_backend().fill(t, s);
   t.impl()->is_wrapped_number = !dtype.has_value();
