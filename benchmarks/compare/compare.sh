@@ -13,7 +13,7 @@ filter="${FILTER:-.}"
 
 if [[ ! -f "$build/CMakeCache.txt" ]]; then
   cmake -S "$root" -B "$build" -DCMAKE_BUILD_TYPE=Release -DNABLA_BUILD_BENCHMARKS=ON \
-    -DNABLA_BUILD_TESTS=OFF -DNABLA_BUILD_EXAMPLES=OFF >/dev/null
+    -DNABLA_BUILD_TESTS=OFF -DNABLA_BUILD_EXAMPLES=OFF -DNABLA_WITH_CUDA=OFF >/dev/null
 fi
 targets=(nabla_bench_ops nabla_bench_gemm)
 if cmake --build "$build" --target help 2>/dev/null | grep -q nabla_bench_libtorch; then
