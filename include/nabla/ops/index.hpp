@@ -74,9 +74,19 @@ inline Tensor scatter_add(const Tensor& self, int64_t dim, const Tensor& index, 
   Tensor out = self.detach().clone();
   if (idx.numel() > 0) backend(self.device()).scatter_add(out, d, idx, detail::cast(src, self.dtype()));
   if (autograd::needs_grad(self, src))
-    autograd::record("ScatterAddBackward", out, {self, src}, [d, i = autograd::save(idx)](const Tensor& g, autograd::NeedsGrad need) {
-      return TensorList{g, need[1] ? g.gather(d, i.unpack()) : Tensor()};
-    });
+    autograd::record("ScatterAddBackward", out, {self, src},
+                     [d, i = autograd::save(idx), src_shape = src.sizes()](const Tensor& g, autograd::NeedsGrad need) {
+                       if (!need[1]) return TensorList{g, Tensor()};
+                       // src may be larger than index; the elements past index's extent were unused (zero grad)
+                       Tensor gs = g.gather(d, i.unpack());
+                       for (int64_t k = 0; k < gs.dim(); ++k)
+                         if (gs.size(k) != src_shape[k]) {
+                           Shape s = gs.sizes();
+                           s[k] = src_shape[k];
+                           gs = detail::slice_backward(gs, s, k, 0, gs.size(k), 1);
+                         }
+                       return TensorList{g, gs};
+                     });
   return out;
 }
 
