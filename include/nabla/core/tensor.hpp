@@ -290,9 +290,16 @@ inline Tensor make_tensor(Storage storage, int64_t offset, Shape shape, Strides 
 // ---- inline metadata accessors --------------------------------------------------------------
 
 inline const Shape& Tensor::sizes() const { return impl_->shape; }
-inline int64_t Tensor::size(int64_t d) const { return impl_->shape[wrap_dim(d, dim(), "size")]; }
+// A 0-dim tensor has no sizes or strides (wrap_dim lets dim 0 / -1 through for rank 0).
+inline int64_t Tensor::size(int64_t d) const {
+  NABLA_CHECK(dim() > 0, IndexError, "size: dimension ", d, " out of range for a tensor of rank 0 (", detail::describe(*this), ")");
+  return impl_->shape[wrap_dim(d, dim(), "size")];
+}
 inline const Strides& Tensor::strides() const { return impl_->strides; }
-inline int64_t Tensor::stride(int64_t d) const { return impl_->strides[wrap_dim(d, dim(), "stride")]; }
+inline int64_t Tensor::stride(int64_t d) const {
+  NABLA_CHECK(dim() > 0, IndexError, "stride: dimension ", d, " out of range for a tensor of rank 0 (", detail::describe(*this), ")");
+  return impl_->strides[wrap_dim(d, dim(), "stride")];
+}
 inline int64_t Tensor::dim() const { return static_cast<int64_t>(impl_->shape.size()); }
 inline int64_t Tensor::numel() const { return impl_->numel; }
 inline DType Tensor::dtype() const { return impl_->dtype; }
