@@ -101,6 +101,8 @@ inline Tensor cross_entropy(const Tensor& input, const Tensor& target, const Cro
               detail::describe(input));
   NABLA_CHECK(opt.label_smoothing >= 0.0 && opt.label_smoothing <= 1.0, ValueError,
               "cross_entropy: label_smoothing must be in [0, 1], got ", opt.label_smoothing);
+  NABLA_CHECK(input.dim() >= 1, ShapeError, "cross_entropy: input must have at least one (class) dimension, got ",
+              detail::describe(input));
   const int64_t class_dim = input.dim() == 1 ? 0 : 1;
   Tensor logp = log_softmax(input, class_dim);
   const int64_t C = input.size(class_dim);
