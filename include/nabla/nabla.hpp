@@ -19,6 +19,7 @@
 #include "nn/init.hpp"
 #include "nn/module.hpp"
 #include "nn/layers.hpp"
+#include "nn/conv_layers.hpp"
 #include "optim/optimizer.hpp"
 #include "optim/sgd.hpp"
 #include "optim/adam.hpp"

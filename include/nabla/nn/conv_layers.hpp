@@ -1,0 +1,139 @@
+#pragma once
+// Convolution layers: Conv2d BatchNorm2d MaxPool2d AvgPool2d AdaptiveAvgPool2d, over the
+// composites of ops/conv.hpp, with PyTorch's initialisation and state_dict names.
+
+#include <cmath>
+#include <optional>
+#include <string>
+
+#include "../ops/conv.hpp"
+#include "layers.hpp"
+
+namespace nabla {
+namespace nn {
+
+namespace functional {
+using nabla::adaptive_avg_pool2d;
+using nabla::avg_pool2d;
+using nabla::batch_norm;
+using nabla::conv2d;
+using nabla::im2col;
+using nabla::max_pool2d;
+using nabla::pad;
+}  // namespace functional
+
+namespace detail {
+inline std::string pair_str(Pair2d p) { return nabla::detail::cat("(", p.h, ", ", p.w, ")"); }
+}  // namespace detail
+
+// weight [out, in / groups, kh, kw], bias [out].
+class Conv2d : public Module {
+ public:
+  Tensor weight, bias;
+  int64_t in_channels, out_channels, groups;
+  Pair2d kernel_size, stride, dilation;
+  Padding2d padding;
+
+  Conv2d(int64_t in, int64_t out, Pair2d kernel, Pair2d stride_ = 1, Padding2d padding_ = 0, Pair2d dilation_ = 1,
+         int64_t groups_ = 1, bool with_bias = true, TensorOptions options = {})
+      : in_channels(in), out_channels(out), groups(groups_), kernel_size(kernel), stride(stride_), dilation(dilation_),
+        padding(std::move(padding_)) {
+    NABLA_CHECK(in > 0 && out > 0 && groups > 0 && in % groups == 0 && out % groups == 0, ValueError,
+                "nn::Conv2d: channels (", in, ", ", out, ") must be positive and divisible by groups=", groups);
+    weight = register_parameter("weight", empty({out, in / groups, kernel.h, kernel.w}, options.requires_grad(false)));
+    if (with_bias) bias = register_parameter("bias", empty({out}, options.requires_grad(false)));
+    reset_parameters();
+  }
+  // PyTorch: kaiming_uniform_(a = sqrt(5)) -> U(+-1/sqrt(fan_in)); bias U(+-1/sqrt(fan_in)).
+  void reset_parameters() {
+    init::kaiming_uniform_(weight, std::sqrt(5.0));
+    if (bias.defined()) {
+      const double fan_in = static_cast<double>(in_channels / groups * kernel_size.h * kernel_size.w);
+      init::uniform_(bias, -1.0 / std::sqrt(fan_in), 1.0 / std::sqrt(fan_in));
+    }
+  }
+  Tensor forward(const Tensor& x) override { return conv2d(x, weight, bias, stride, padding, dilation, groups); }
+  std::string type_name() const override { return "Conv2d"; }
+  std::string extra_repr() const override {
+    std::string s = nabla::detail::cat(in_channels, ", ", out_channels, ", kernel_size=", detail::pair_str(kernel_size),
+                                       ", stride=", detail::pair_str(stride));
+    if (!padding.mode.empty()) s += ", padding=" + padding.mode;
+    else if (padding.h || padding.w) s += ", padding=" + detail::pair_str({padding.h, padding.w});
+    if (dilation.h != 1 || dilation.w != 1) s += ", dilation=" + detail::pair_str(dilation);
+    if (groups != 1) s += nabla::detail::cat(", groups=", groups);
+    if (!bias.defined()) s += ", bias=False";
+    return s;
+  }
+};
+
+// Per-channel normalisation with learned affine (weight 1, bias 0) and running statistics
+// (running_mean 0, running_var 1, num_batches_tracked int64), PyTorch's names.
+class BatchNorm2d : public Module {
+ public:
+  Tensor weight, bias, running_mean, running_var, num_batches_tracked;
+  int64_t num_features;
+  double eps, momentum;
+
+  explicit BatchNorm2d(int64_t features, double eps_ = 1e-5, double momentum_ = 0.1, bool affine = true,
+                       TensorOptions options = {})
+      : num_features(features), eps(eps_), momentum(momentum_) {
+    if (affine) {
+      weight = register_parameter("weight", ones({features}, options.requires_grad(false)));
+      bias = register_parameter("bias", zeros({features}, options.requires_grad(false)));
+    }
+    running_mean = register_buffer("running_mean", zeros({features}, options.requires_grad(false)));
+    running_var = register_buffer("running_var", ones({features}, options.requires_grad(false)));
+    num_batches_tracked = register_buffer("num_batches_tracked", zeros({}, TensorOptions(kInt64).device(options.device_)));
+  }
+  Tensor forward(const Tensor& x) override {
+    NABLA_CHECK(x.dim() == 4, ShapeError, "nn::BatchNorm2d: expected a 4-D input, got ", nabla::detail::describe(x));
+    if (is_training()) {
+      NoGradGuard no_grad;
+      num_batches_tracked.add_(1);
+    }
+    return batch_norm(x, running_mean, running_var, weight, bias, is_training(), momentum, eps);
+  }
+  std::string type_name() const override { return "BatchNorm2d"; }
+  std::string extra_repr() const override {
+    return nabla::detail::cat(num_features, ", eps=", eps, ", momentum=", momentum, ", affine=",
+                              detail::py_bool(weight.defined()), ", track_running_stats=True");
+  }
+};
+
+class MaxPool2d : public Module {
+ public:
+  Pair2d kernel_size, stride, padding, dilation;
+  explicit MaxPool2d(Pair2d kernel, std::optional<Pair2d> stride_ = std::nullopt, Pair2d padding_ = 0, Pair2d dilation_ = 1)
+      : kernel_size(kernel), stride(stride_.value_or(kernel)), padding(padding_), dilation(dilation_) {}
+  Tensor forward(const Tensor& x) override { return max_pool2d(x, kernel_size, stride, padding, dilation); }
+  std::string type_name() const override { return "MaxPool2d"; }
+  std::string extra_repr() const override {
+    return "kernel_size=" + detail::pair_str(kernel_size) + ", stride=" + detail::pair_str(stride) +
+           ", padding=" + detail::pair_str(padding) + ", dilation=" + detail::pair_str(dilation);
+  }
+};
+
+class AvgPool2d : public Module {
+ public:
+  Pair2d kernel_size, stride, padding;
+  explicit AvgPool2d(Pair2d kernel, std::optional<Pair2d> stride_ = std::nullopt, Pair2d padding_ = 0)
+      : kernel_size(kernel), stride(stride_.value_or(kernel)), padding(padding_) {}
+  Tensor forward(const Tensor& x) override { return avg_pool2d(x, kernel_size, stride, padding); }
+  std::string type_name() const override { return "AvgPool2d"; }
+  std::string extra_repr() const override {
+    return "kernel_size=" + detail::pair_str(kernel_size) + ", stride=" + detail::pair_str(stride) +
+           ", padding=" + detail::pair_str(padding);
+  }
+};
+
+class AdaptiveAvgPool2d : public Module {
+ public:
+  Pair2d output_size;
+  explicit AdaptiveAvgPool2d(Pair2d out) : output_size(out) {}
+  Tensor forward(const Tensor& x) override { return adaptive_avg_pool2d(x, output_size); }
+  std::string type_name() const override { return "AdaptiveAvgPool2d"; }
+  std::string extra_repr() const override { return "output_size=" + detail::pair_str(output_size); }
+};
+
+}  // namespace nn
+}  // namespace nabla

@@ -1,0 +1,243 @@
+// Parity rows for conv2d, pad, max/avg/adaptive pooling and batch_norm against float64 loop
+// references, plus the Conv2d / BatchNorm2d modules and the MNIST example net's shape and names.
+
+#include <cmath>
+
+#include "parity.hpp"
+
+namespace nabla_test {
+namespace {
+
+namespace F = nabla::nn::functional;
+
+struct ConvArgs {
+  int64_t sh = 1, sw = 1, pt = 0, pb = 0, pl = 0, pr = 0, dh = 1, dw = 1, groups = 1;
+};
+
+// y[n, o, i, j] = b[o] + sum_{c in group(o), p, q} x[n, c, i*sh + p*dh - pt, j*sw + q*dw - pl] w[o, c', p, q]
+Ref ref_conv2d(const Ref& x, const Ref& w, const Ref* b, ConvArgs a) {
+  const int64_t N = x.shape[0], C = x.shape[1], H = x.shape[2], W = x.shape[3];
+  const int64_t O = w.shape[0], Cg = w.shape[1], kh = w.shape[2], kw = w.shape[3];
+  const int64_t Ho = (H + a.pt + a.pb - a.dh * (kh - 1) - 1) / a.sh + 1;
+  const int64_t Wo = (W + a.pl + a.pr - a.dw * (kw - 1) - 1) / a.sw + 1;
+  const int64_t Og = O / a.groups;
+  (void)C;
+  return ref_generate({N, O, Ho, Wo}, [&](const Shape& idx) {
+    const int64_t n = idx[0], o = idx[1], i = idx[2], j = idx[3], g = o / Og;
+    double acc = b ? b->v[static_cast<size_t>(o)] : 0.0;
+    for (int64_t c = 0; c < Cg; ++c)
+      for (int64_t p = 0; p < kh; ++p)
+        for (int64_t q = 0; q < kw; ++q) {
+          const int64_t h = i * a.sh + p * a.dh - a.pt, ww = j * a.sw + q * a.dw - a.pl;
+          if (h < 0 || h >= H || ww < 0 || ww >= W) continue;
+          acc += ref_at(x, {n, g * Cg + c, h, ww}) * ref_at(w, {o, c, p, q});
+        }
+    return acc;
+  });
+}
+
+// kind 0: max (padding = -inf), 1: mean including zero padding.
+Ref ref_pool(const Ref& x, int64_t k, int64_t s, int64_t p, int kind) {
+  const int64_t N = x.shape[0], C = x.shape[1], H = x.shape[2], W = x.shape[3];
+  const int64_t Ho = (H + 2 * p - k) / s + 1, Wo = (W + 2 * p - k) / s + 1;
+  return ref_generate({N, C, Ho, Wo}, [&](const Shape& idx) {
+    double m = -INFINITY, sum = 0;
+    for (int64_t a = 0; a < k; ++a)
+      for (int64_t b = 0; b < k; ++b) {
+        const int64_t h = idx[2] * s + a - p, w = idx[3] * s + b - p;
+        if (h < 0 || h >= H || w < 0 || w >= W) continue;
+        double v = ref_at(x, {idx[0], idx[1], h, w});
+        m = std::max(m, v);
+        sum += v;
+      }
+    return kind == 0 ? m : sum / static_cast<double>(k * k);
+  });
+}
+
+Ref ref_adaptive_avg(const Ref& x, int64_t oh, int64_t ow) {
+  const int64_t H = x.shape[2], W = x.shape[3];
+  return ref_generate({x.shape[0], x.shape[1], oh, ow}, [&](const Shape& idx) {
+    const int64_t h0 = idx[2] * H / oh, h1 = ((idx[2] + 1) * H + oh - 1) / oh;
+    const int64_t w0 = idx[3] * W / ow, w1 = ((idx[3] + 1) * W + ow - 1) / ow;
+    double s = 0;
+    for (int64_t h = h0; h < h1; ++h)
+      for (int64_t w = w0; w < w1; ++w) s += ref_at(x, {idx[0], idx[1], h, w});
+    return s / static_cast<double>((h1 - h0) * (w1 - w0));
+  });
+}
+
+Ref ref_pad(const Ref& x, int64_t l, int64_t r, int64_t t, int64_t b, double value) {
+  Shape s = x.shape;
+  s[s.size() - 1] += l + r;
+  s[s.size() - 2] += t + b;
+  const int64_t H = x.shape[x.dim() - 2], W = x.shape[x.dim() - 1];
+  return ref_generate(s, [&](const Shape& idx) {
+    Shape j = idx;
+    j[j.size() - 1] -= l;
+    j[j.size() - 2] -= t;
+    if (j[j.size() - 1] < 0 || j[j.size() - 1] >= W || j[j.size() - 2] < 0 || j[j.size() - 2] >= H) return value;
+    return ref_at(x, j);
+  });
+}
+
+// Normalises each channel over (N, H, W) with the given mean/var (batch stats when null).
+Ref ref_batch_norm(const Ref& x, const Ref* rm, const Ref* rv, const Ref& w, const Ref& b, double eps) {
+  const int64_t N = x.shape[0], C = x.shape[1], HW = x.numel() / (N * C);
+  std::vector<double> mean(C), var(C);
+  for (int64_t c = 0; c < C; ++c) {
+    if (rm) {
+      mean[c] = rm->v[c];
+      var[c] = rv->v[c];
+      continue;
+    }
+    double s = 0, ss = 0;
+    for (int64_t n = 0; n < N; ++n)
+      for (int64_t i = 0; i < HW; ++i) s += x.v[static_cast<size_t>((n * C + c) * HW + i)];
+    mean[c] = s / static_cast<double>(N * HW);
+    for (int64_t n = 0; n < N; ++n)
+      for (int64_t i = 0; i < HW; ++i) {
+        double d = x.v[static_cast<size_t>((n * C + c) * HW + i)] - mean[c];
+        ss += d * d;
+      }
+    var[c] = ss / static_cast<double>(N * HW);
+  }
+  Ref r = x;
+  for (int64_t i = 0; i < x.numel(); ++i) {
+    const int64_t c = (i / HW) % C;
+    r.v[i] = (x.v[i] - mean[c]) / std::sqrt(var[c] + eps) * w.v[c] + b.v[c];
+  }
+  return r;
+}
+
+Ref nchw_to_nhwc(const Ref& r) { return ref_permute(r, {0, 2, 3, 1}); }
+
+const RegisterParity rows([](std::vector<ParityCase>& t) {
+  auto conv_row = [&t](const char* label, Shape xs, Shape ws, bool bias, ConvArgs a, Padding2d pad_arg, bool grad2 = false) {
+    std::vector<InputSpec> ins{in(xs), in(ws)};
+    if (bias) ins.push_back(in({ws[0]}));
+    t.push_back({"conv2d", label, ins,
+                 [=](const TensorList& x) {
+                   return conv2d(x[0], x[1], bias ? x[2] : Tensor(), Pair2d(a.sh, a.sw), pad_arg, Pair2d(a.dh, a.dw),
+                                 a.groups);
+                 },
+                 [=](const std::vector<Ref>& r) { return ref_conv2d(r[0], r[1], bias ? &r[2] : nullptr, a); },
+                 {kFloat32, kFloat64}, true, grad2, true, 10.0});
+  };
+  conv_row("basic_bias", {2, 3, 5, 5}, {4, 3, 3, 3}, true, {}, 0, true);
+  conv_row("no_bias_odd", {1, 2, 5, 7}, {3, 2, 2, 3}, false, {}, 0);
+  conv_row("stride2_pad1", {2, 2, 6, 5}, {3, 2, 3, 3}, true, {2, 2, 1, 1, 1, 1}, 1, true);
+  conv_row("stride_pad_asym", {1, 2, 7, 6}, {2, 2, 3, 2}, true, {2, 1, 2, 2, 0, 0}, Padding2d(2, 0));
+  conv_row("same_k3", {1, 2, 5, 4}, {3, 2, 3, 3}, true, {1, 1, 1, 1, 1, 1}, "same");
+  conv_row("same_k4_dil2", {1, 1, 6, 7}, {2, 1, 4, 2}, true, {1, 1, 3, 3, 0, 1, 2, 1}, "same");
+  conv_row("valid", {1, 2, 4, 4}, {2, 2, 3, 3}, false, {}, "valid");
+  conv_row("dilation2", {1, 2, 7, 7}, {2, 2, 3, 3}, true, {1, 1, 0, 0, 0, 0, 2, 2}, 0);
+  conv_row("groups2", {2, 4, 5, 5}, {6, 2, 3, 3}, true, {1, 1, 1, 1, 1, 1, 1, 1, 2}, 1, true);
+  conv_row("depthwise", {1, 3, 4, 5}, {3, 1, 3, 3}, false, {1, 2, 1, 1, 1, 1, 1, 1, 3}, Padding2d(1, 1));
+  conv_row("1x1", {2, 3, 3, 2}, {4, 3, 1, 1}, true, {}, 0);
+  t.push_back({"conv2d", "channels_last", {in({2, 5, 4, 3}), in({4, 3, 3, 3}), in({4})},
+               [](const TensorList& x) { return conv2d(x[0], x[1], x[2], 1, 1, 1, 1, true); },
+               [](const std::vector<Ref>& r) {
+                 return nchw_to_nhwc(ref_conv2d(ref_permute(r[0], {0, 3, 1, 2}), r[1], &r[2], {1, 1, 1, 1, 1, 1}));
+               },
+               {kFloat32, kFloat64}, true, false, true, 10.0});
+
+  t.push_back({"pad", "zeros_2d", {in({2, 3, 4, 5})}, [](const TensorList& x) { return pad(x[0], {1, 2, 0, 3}); },
+               [](const std::vector<Ref>& r) { return ref_pad(r[0], 1, 2, 0, 3, 0.0); }, {kFloat32, kFloat64}, true, true});
+  t.push_back({"pad", "value_3d", {in({3, 2, 2})}, [](const TensorList& x) { return pad(x[0], {2, 1, 1, 1}, 1.5); },
+               [](const std::vector<Ref>& r) { return ref_pad(r[0], 2, 1, 1, 1, 1.5); }});
+
+  t.push_back({"max_pool2d", "k2", {in({2, 3, 6, 5})}, [](const TensorList& x) { return max_pool2d(x[0], 2); },
+               [](const std::vector<Ref>& r) { return ref_pool(r[0], 2, 2, 0, 0); }});
+  t.push_back({"max_pool2d", "k3_s2_p1", {in({1, 2, 7, 6})}, [](const TensorList& x) { return max_pool2d(x[0], 3, 2, 1); },
+               [](const std::vector<Ref>& r) { return ref_pool(r[0], 3, 2, 1, 0); }});
+  t.push_back({"avg_pool2d", "k2", {in({2, 3, 6, 5})}, [](const TensorList& x) { return avg_pool2d(x[0], 2); },
+               [](const std::vector<Ref>& r) { return ref_pool(r[0], 2, 2, 0, 1); }, {kFloat32, kFloat64}, true, true});
+  t.push_back({"avg_pool2d", "k3_s1_p1", {in({1, 2, 5, 4})}, [](const TensorList& x) { return avg_pool2d(x[0], 3, 1, 1); },
+               [](const std::vector<Ref>& r) { return ref_pool(r[0], 3, 1, 1, 1); }});
+  t.push_back({"adaptive_avg_pool2d", "divisible", {in({2, 3, 6, 4})},
+               [](const TensorList& x) { return adaptive_avg_pool2d(x[0], {3, 2}); },
+               [](const std::vector<Ref>& r) { return ref_adaptive_avg(r[0], 3, 2); }});
+  t.push_back({"adaptive_avg_pool2d", "overlapping", {in({1, 2, 7, 5})},
+               [](const TensorList& x) { return adaptive_avg_pool2d(x[0], {3, 4}); },
+               [](const std::vector<Ref>& r) { return ref_adaptive_avg(r[0], 3, 4); }});
+  t.push_back({"adaptive_avg_pool2d", "global", {in({2, 3, 5, 3})},
+               [](const TensorList& x) { return adaptive_avg_pool2d(x[0], 1); },
+               [](const std::vector<Ref>& r) { return ref_adaptive_avg(r[0], 1, 1); }});
+
+  t.push_back({"batch_norm", "train", {in({3, 2, 3, 2}), in({2}), in({2})},
+               [](const TensorList& x) {
+                 Tensor rm = zeros({2}, x[0].dtype()), rv = ones({2}, x[0].dtype());
+                 return batch_norm(x[0], rm, rv, x[1], x[2], true, 0.1, 1e-5);
+               },
+               [](const std::vector<Ref>& r) { return ref_batch_norm(r[0], nullptr, nullptr, r[1], r[2], 1e-5); },
+               {kFloat32, kFloat64}, true, true, true, 10.0});
+  t.push_back({"batch_norm", "eval", {in({2, 3, 2, 2}), in({3}), in({3}, Domain::Positive), in({3}), in({3})},
+               [](const TensorList& x) {
+                 return batch_norm(x[0], x[1], x[2], x[3], x[4], false, 0.1, 1e-5);
+               },
+               [](const std::vector<Ref>& r) {
+                 return ref_batch_norm(r[0], &r[1], &r[2], r[3], r[4], 1e-5);
+               },
+               {kFloat32, kFloat64}, true, false, true, 10.0});
+});
+
+// ---- running statistics, modules, the MNIST net --------------------------------------------------
+
+TEST(BatchNorm, RunningStatsUseUnbiasedVariance) {
+  manual_seed(3);
+  Tensor x = randn({4, 2, 3, 3}, kFloat64) * 2.0 + 1.0;
+  Tensor rm = zeros({2}, kFloat64), rv = ones({2}, kFloat64);
+  batch_norm(x, rm, rv, Tensor(), Tensor(), true, 0.1, 1e-5);
+  Tensor mean = x.mean({0, 2, 3}), var = x.var({0, 2, 3}, true);
+  EXPECT_TRUE(all_close(rm, mean * 0.1, 1e-12, 1e-12));
+  EXPECT_TRUE(all_close(rv, var * 0.1 + 0.9, 1e-12, 1e-12));
+  EXPECT_THROW(batch_norm(ones({1, 2, 1, 1}), rm, rv, Tensor(), Tensor(), true), ValueError);
+}
+
+TEST(ConvModules, BatchNorm2dStateAndModes) {
+  nn::BatchNorm2d bn(3);
+  auto sd = bn.state_dict();
+  std::vector<std::string> names;
+  for (const auto& [k, v] : sd) names.push_back(k);
+  EXPECT_EQ(names, (std::vector<std::string>{"weight", "bias", "running_mean", "running_var", "num_batches_tracked"}));
+  EXPECT_EQ(bn.num_batches_tracked.dtype(), kInt64);
+  Tensor x = randn({4, 3, 2, 2});
+  bn.forward(x);
+  bn.forward(x);
+  EXPECT_EQ(bn.num_batches_tracked.item<int64_t>(), 2);
+  bn.eval();
+  Tensor y = bn.forward(x);
+  Tensor expect = (x - bn.running_mean.reshape({1, 3, 1, 1})) * (bn.running_var.reshape({1, 3, 1, 1}) + 1e-5).rsqrt();
+  EXPECT_TRUE(all_close(y, expect, 1e-5, 1e-6));
+  EXPECT_EQ(bn.num_batches_tracked.item<int64_t>(), 2);
+}
+
+TEST(ConvModules, Conv2dInitAndShape) {
+  nn::Conv2d c(4, 6, 3, 2, 1, 1, 2);
+  EXPECT_EQ(c.weight.sizes(), (Shape{6, 2, 3, 3}));
+  const double bound = 1.0 / std::sqrt(18.0);
+  EXPECT_LE(c.weight.abs().max().item<double>(), bound);
+  EXPECT_LE(c.bias.abs().max().item<double>(), bound);
+  EXPECT_EQ(c.forward(randn({2, 4, 9, 8})).sizes(), (Shape{2, 6, 5, 4}));
+  EXPECT_THROW(nn::Conv2d(3, 4, 3, 1, 0, 1, 2), ValueError);
+  EXPECT_THROW(conv2d(randn({1, 3, 5, 5}), randn({2, 2, 3, 3})), ShapeError);
+  EXPECT_THROW(conv2d(randn({1, 2, 5, 5}), randn({2, 2, 3, 3}), Tensor(), 2, "same"), ValueError);
+}
+
+TEST(ConvModules, MnistExampleNet) {
+  nn::Sequential net(nn::Conv2d(1, 32, 3, 1), nn::ReLU(), nn::Conv2d(32, 64, 3, 1), nn::ReLU(), nn::MaxPool2d(2),
+                     nn::Dropout(0.25), nn::Flatten(), nn::Linear(9216, 128), nn::ReLU(), nn::Dropout(0.5),
+                     nn::Linear(128, 10));
+  std::vector<std::string> names;
+  for (const auto& [k, v] : net.state_dict()) names.push_back(k);
+  EXPECT_EQ(names, (std::vector<std::string>{"0.weight", "0.bias", "2.weight", "2.bias", "7.weight", "7.bias",
+                                             "10.weight", "10.bias"}));
+  Tensor x = randn({2, 1, 28, 28});
+  Tensor y = net.forward(x);
+  EXPECT_EQ(y.sizes(), (Shape{2, 10}));
+  y.sum().backward();
+  EXPECT_EQ(net.at<nn::Conv2d>(0)->weight.grad().sizes(), (Shape{32, 1, 3, 3}));
+}
+
+}  // namespace
+}  // namespace nabla_test
