@@ -3,7 +3,7 @@
 # (and cuDNN when found). Used by nabla's own build and by the installed nablaConfig.cmake, so
 # `find_package(nabla CONFIG REQUIRED COMPONENTS cuda)` gives the same target.
 #
-#   CMAKE_CUDA_ARCHITECTURES  default: "native" when a GPU is visible, else 70;80;90 (+PTX for 90)
+#   CMAKE_CUDA_ARCHITECTURES  default: "native" when a GPU is visible, else 75;80;90 (+PTX for 90)
 #   CUDNN_ROOT                where cuDNN lives when not under the CUDA toolkit (e.g. inside a
 #                             PyTorch wheel: .../site-packages/nvidia/cudnn)
 include_guard(GLOBAL)
@@ -15,7 +15,9 @@ macro(nabla_default_cuda_architectures)
     if(_nabla_smi_rc EQUAL 0)
       set(CMAKE_CUDA_ARCHITECTURES native)
     else()
-      set(CMAKE_CUDA_ARCHITECTURES 70-real 80-real 90)  # SASS for Volta/Ampere, SASS + PTX for Hopper
+      # SASS for Turing/Ampere, SASS + PTX for Hopper (CUDA 13 dropped Volta; older toolkits
+      # accept these too)
+      set(CMAKE_CUDA_ARCHITECTURES 75-real 80-real 90)
     endif()
   endif()
 endmacro()
