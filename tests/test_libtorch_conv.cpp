@@ -1,0 +1,123 @@
+// Cross-checks of conv2d, max_pool2d, avg_pool2d and batch_norm (forward, input/weight/bias
+// gradients, running statistics) against LibTorch on the same float64 inputs.
+// Built with NABLA_HAVE_LIBTORCH when LibTorch is found; otherwise every case skips.
+#include <gtest/gtest.h>
+
+#define NABLA_LIBTORCH_CONV_CASES(X) X(Conv2dVariants) X(MaxPool2dTies) X(AvgPool2d) X(BatchNormTrainEval)
+
+#ifndef NABLA_HAVE_LIBTORCH
+
+#define NABLA_SKIP_CONV_CASE(name) \
+  TEST(LibTorchConv, name) { GTEST_SKIP() << "LibTorch not found: the conv cross-checks need libtorch-dev"; }
+NABLA_LIBTORCH_CONV_CASES(NABLA_SKIP_CONV_CASE)
+
+#else
+
+#include <torch/torch.h>
+
+#include <vector>
+
+#include <nabla/nabla.hpp>
+
+namespace nb = nabla;
+
+namespace {
+
+// float64 copies both ways (no shared memory).
+torch::Tensor to_torch(const nb::Tensor& t) {
+  std::vector<double> v = t.detach().contiguous().to_vector<double>();
+  std::vector<int64_t> shape(t.sizes().begin(), t.sizes().end());
+  return torch::from_blob(v.data(), shape, torch::kDouble).clone();
+}
+void expect_close(const nb::Tensor& a, const torch::Tensor& b, const char* what, double tol = 1e-10) {
+  ASSERT_TRUE(a.defined()) << what;
+  std::vector<int64_t> shape(a.sizes().begin(), a.sizes().end());
+  ASSERT_EQ(shape, b.sizes().vec()) << what;
+  torch::Tensor at = to_torch(a);
+  EXPECT_TRUE(torch::allclose(at, b.to(torch::kDouble), tol, tol))
+      << what << ": max abs difference " << (at - b).abs().max().item<double>();
+}
+
+struct ConvCase {
+  std::vector<int64_t> x, w;
+  int64_t stride, pad, dil, groups;
+  bool bias;
+};
+
+TEST(LibTorchConv, Conv2dVariants) {
+  nb::manual_seed(11);
+  std::vector<ConvCase> cases = {{{2, 3, 7, 6}, {4, 3, 3, 3}, 1, 0, 1, 1, true},
+                                 {{2, 4, 9, 8}, {6, 2, 3, 2}, 2, 1, 1, 2, true},
+                                 {{1, 2, 9, 9}, {3, 2, 3, 3}, 1, 2, 2, 1, false},
+                                 {{3, 3, 5, 5}, {3, 1, 3, 3}, 1, 1, 1, 3, true}};
+  for (const auto& c : cases) {
+    nb::Tensor x = nb::randn(nb::Shape(c.x.begin(), c.x.end()), nb::kFloat64).requires_grad_();
+    nb::Tensor w = nb::randn(nb::Shape(c.w.begin(), c.w.end()), nb::kFloat64).requires_grad_();
+    nb::Tensor b = c.bias ? nb::randn({c.w[0]}, nb::kFloat64).requires_grad_() : nb::Tensor();
+    torch::Tensor tx = to_torch(x).requires_grad_(), tw = to_torch(w).requires_grad_();
+    torch::Tensor tb = c.bias ? to_torch(b).requires_grad_() : torch::Tensor();
+    nb::Tensor y = nb::conv2d(x, w, b, c.stride, c.pad, c.dil, c.groups);
+    torch::Tensor ty = torch::conv2d(tx, tw, tb, c.stride, c.pad, c.dil, c.groups);
+    expect_close(y, ty, "conv2d forward");
+    nb::Tensor g = nb::randn(y.sizes(), nb::kFloat64);
+    y.backward(g);
+    ty.backward(to_torch(g));
+    expect_close(x.grad(), tx.grad(), "conv2d grad input");
+    expect_close(w.grad(), tw.grad(), "conv2d grad weight");
+    if (c.bias) expect_close(b.grad(), tb.grad(), "conv2d grad bias");
+  }
+  // padding="same" with an even kernel puts the extra pixel at the end, as PyTorch does
+  nb::Tensor x = nb::randn({1, 2, 6, 5}, nb::kFloat64), w = nb::randn({3, 2, 4, 2}, nb::kFloat64);
+  expect_close(nb::conv2d(x, w, nb::Tensor(), 1, "same"),
+               torch::conv2d(to_torch(x), to_torch(w), {}, 1, "same"), "conv2d same");
+}
+
+TEST(LibTorchConv, MaxPool2dTies) {
+  // integer-valued inputs make ties: both sides must send the gradient to the same element
+  nb::Tensor x = nb::randint(0, 3, {2, 3, 7, 6}).to(nb::kFloat64).requires_grad_();
+  torch::Tensor tx = to_torch(x).requires_grad_();
+  for (auto [k, s, p] : std::vector<std::array<int64_t, 3>>{{2, 2, 0}, {3, 2, 1}, {3, 1, 1}}) {
+    nb::Tensor y = nb::max_pool2d(x, k, s, p);
+    torch::Tensor ty = torch::max_pool2d(tx, k, s, p);
+    expect_close(y, ty, "max_pool2d forward");
+    nb::Tensor g = nb::randn(y.sizes(), nb::kFloat64);
+    auto gx = nb::autograd::grad({y}, {x}, {g});
+    auto tgx = torch::autograd::grad({ty}, {tx}, {to_torch(g)});
+    expect_close(gx[0], tgx[0], "max_pool2d grad");
+  }
+}
+
+TEST(LibTorchConv, AvgPool2d) {
+  nb::Tensor x = nb::randn({2, 2, 7, 6}, nb::kFloat64).requires_grad_();
+  torch::Tensor tx = to_torch(x).requires_grad_();
+  nb::Tensor y = nb::avg_pool2d(x, 3, 2, 1);
+  torch::Tensor ty = torch::avg_pool2d(tx, 3, 2, 1);
+  expect_close(y, ty, "avg_pool2d forward");
+  expect_close(nb::adaptive_avg_pool2d(x, {3, 4}), torch::adaptive_avg_pool2d(tx, {3, 4}), "adaptive_avg_pool2d");
+}
+
+TEST(LibTorchConv, BatchNormTrainEval) {
+  nb::Tensor x = (nb::randn({4, 3, 5, 5}, nb::kFloat64) * 2.0 + 0.5).requires_grad_();
+  nb::Tensor w = nb::randn({3}, nb::kFloat64).requires_grad_(), b = nb::randn({3}, nb::kFloat64).requires_grad_();
+  nb::Tensor rm = nb::randn({3}, nb::kFloat64), rv = nb::rand({3}, nb::kFloat64) + 0.5;
+  torch::Tensor tx = to_torch(x).requires_grad_(), tw = to_torch(w).requires_grad_(), tb = to_torch(b).requires_grad_();
+  torch::Tensor trm = to_torch(rm), trv = to_torch(rv);
+  nb::Tensor y = nb::batch_norm(x, rm, rv, w, b, true, 0.1, 1e-5);
+  torch::Tensor ty = torch::batch_norm(tx, tw, tb, trm, trv, true, 0.1, 1e-5, false);
+  expect_close(y, ty, "batch_norm train forward", 1e-9);
+  expect_close(rm, trm, "running_mean");
+  expect_close(rv, trv, "running_var");
+  nb::Tensor g = nb::randn(y.sizes(), nb::kFloat64);
+  y.backward(g);
+  ty.backward(to_torch(g));
+  expect_close(x.grad(), tx.grad(), "batch_norm grad input", 1e-9);
+  expect_close(w.grad(), tw.grad(), "batch_norm grad weight", 1e-9);
+  expect_close(b.grad(), tb.grad(), "batch_norm grad bias", 1e-9);
+  nb::Tensor ye = nb::batch_norm(x, rm, rv, w, b, false, 0.1, 1e-5);
+  torch::Tensor tye = torch::batch_norm(tx, tw, tb, trm, trv, false, 0.1, 1e-5, false);
+  expect_close(ye, tye, "batch_norm eval forward", 1e-9);
+}
+
+}  // namespace
+
+#endif
