@@ -6,44 +6,12 @@
 #include <cstdint>
 
 #include "../core/random.hpp"
+#include "op_codes.hpp"
 #include "../core/settings.hpp"
 #include "cuda/api.hpp"
 #include "../core/tensor.hpp"
 
 namespace nabla {
-
-// X-macro lists: one row per elementwise op. Each row names the enum value; the functor with
-// the math lives in ops/functors.hpp and is shared by the CPU and CUDA kernels.
-// Unary ops defined for every dtype, ops with parameters, and float-only ops (int inputs are
-// promoted to float32 by the op layer).
-#define NABLA_UNARY_ANY_OPS(X) X(Neg) X(Abs) X(Sign) X(Square) X(Relu) X(Floor) X(Ceil) X(Round)
-#define NABLA_UNARY_PARAM_OPS(X) X(LeakyRelu) X(Clamp)
-#define NABLA_UNARY_FLOAT_OPS(X) \
-  X(Exp) X(Log) X(Log1p) X(Expm1) X(Sqrt) X(Rsqrt) X(Reciprocal) X(Sin) X(Cos) X(Tanh) X(Sigmoid) \
-  X(Gelu) X(GeluTanh) X(Silu) X(Erf)
-#define NABLA_UNARY_OPS(X) NABLA_UNARY_ANY_OPS(X) NABLA_UNARY_PARAM_OPS(X) NABLA_UNARY_FLOAT_OPS(X)
-
-#define NABLA_BINARY_OPS(X) \
-  X(Add) X(Sub) X(Mul) X(Div) X(Pow) X(Maximum) X(Minimum) \
-  X(LogicalAnd) X(LogicalOr) X(Eq) X(Ne) X(Lt) X(Le) X(Gt) X(Ge)
-
-#define NABLA_ENUM_ROW(name) name,
-enum class UnaryOp : uint8_t { NABLA_UNARY_OPS(NABLA_ENUM_ROW) };
-enum class BinaryOp : uint8_t { NABLA_BINARY_OPS(NABLA_ENUM_ROW) };
-#undef NABLA_ENUM_ROW
-
-// The unary ops that only make sense on floating point (int inputs are promoted to float32).
-constexpr bool is_float_unary(UnaryOp op) { return op >= UnaryOp::Exp && op <= UnaryOp::Erf; }
-// The binary ops whose result is bool whatever the input dtype.
-constexpr bool is_comparison(BinaryOp op) { return op >= BinaryOp::LogicalAnd; }
-
-struct UnaryParams {
-  double a = 0.0;  // LeakyRelu: negative slope; Clamp: min
-  double b = 0.0;  // Clamp: max
-};
-
-enum class ReduceOp : uint8_t { Sum, Mean, Prod, Max, Min };
-enum class ArgReduceOp : uint8_t { ArgMax, ArgMin };
 
 class Backend {
  public:

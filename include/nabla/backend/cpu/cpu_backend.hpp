@@ -3,6 +3,7 @@
 // Kernels run on the calling thread plus OpenMP workers for large problems.
 
 #include "../backend.hpp"
+#include "../op_dispatch.hpp"
 #include "elementwise.hpp"
 #include "index.hpp"
 #include "reduce.hpp"
@@ -21,27 +22,13 @@ class CpuBackend final : public Backend {
 
   void unary(UnaryOp op, const Tensor& out, const Tensor& in, const UnaryParams& p) override {
     if (op == UnaryOp::Exp) return unary_float(out, in, FastExp{});  // vectorisable float exp
-    switch (op) {
-#define NABLA_ANY(name) \
-  case UnaryOp::name: return unary_any(out, in, fn::name{});
-#define NABLA_FLOAT(name) \
-  case UnaryOp::name: return unary_float(out, in, fn::name{});
-      NABLA_UNARY_ANY_OPS(NABLA_ANY)
-      NABLA_UNARY_FLOAT_OPS(NABLA_FLOAT)
-#undef NABLA_ANY
-#undef NABLA_FLOAT
-      case UnaryOp::LeakyRelu: return unary_any(out, in, fn::LeakyRelu{p.a});
-      case UnaryOp::Clamp: return unary_any(out, in, fn::Clamp{p.a, p.b});
-    }
+    visit_unary(op, p, out.dtype(), [&](auto f, auto tag) { unary_loop<typename decltype(tag)::type>(out, in, f); });
   }
 
   void binary(BinaryOp op, const Tensor& out, const Tensor& a, const Tensor& b) override {
-    switch (op) {
-#define NABLA_CASE(name) \
-  case BinaryOp::name: return run_binary(out, a, b, fn::name{});
-      NABLA_BINARY_OPS(NABLA_CASE)
-#undef NABLA_CASE
-    }
+    visit_binary(op, a.dtype(), [&](auto f, auto tag, auto out_tag) {
+      binary_loop<typename decltype(tag)::type, typename decltype(out_tag)::type>(out, a, b, f);
+    });
   }
 
   void where(const Tensor& out, const Tensor& cond, const Tensor& a, const Tensor& b) override {
@@ -108,21 +95,8 @@ class CpuBackend final : public Backend {
 
  private:
   template <class F>
-  static void unary_any(const Tensor& out, const Tensor& in, F f) {
-    dispatch_all(out.dtype(), "unary", [&](auto tag) { unary_loop<typename decltype(tag)::type>(out, in, f); });
-  }
-  template <class F>
   static void unary_float(const Tensor& out, const Tensor& in, F f) {
     dispatch_floating(out.dtype(), "unary", [&](auto tag) { unary_loop<typename decltype(tag)::type>(out, in, f); });
-  }
-  template <class F>
-  static void run_binary(const Tensor& out, const Tensor& a, const Tensor& b, F f) {
-    dispatch_all(a.dtype(), "binary", [&](auto tag) {
-      using T = typename decltype(tag)::type;
-      using R = decltype(f(std::declval<compute_t<T>>(), std::declval<compute_t<T>>()));
-      if constexpr (std::is_same_v<R, bool>) binary_loop<T, bool>(out, a, b, f);
-      else binary_loop<T, T>(out, a, b, f);
-    });
   }
 };
 

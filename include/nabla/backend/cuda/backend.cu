@@ -12,6 +12,7 @@
 #include <kernels/index.cuh>
 #include <kernels/matmul.cuh>
 #include <kernels/reduce.cuh>
+#include <nabla/backend/op_dispatch.hpp>
 
 namespace nabla {
 namespace cuda {
@@ -51,28 +52,14 @@ class CudaBackend final : public Backend {
 
   void unary(UnaryOp op, const Tensor& out, const Tensor& in, const UnaryParams& p) override {
     detail::DeviceGuard g(out.device().index);
-    switch (op) {
-#define NABLA_ANY(name) \
-  case UnaryOp::name: return unary_all(out, in, fn::name{});
-#define NABLA_FLOAT(name) \
-  case UnaryOp::name: return unary_float(out, in, fn::name{});
-      NABLA_UNARY_ANY_OPS(NABLA_ANY)
-      NABLA_UNARY_FLOAT_OPS(NABLA_FLOAT)
-#undef NABLA_ANY
-#undef NABLA_FLOAT
-      case UnaryOp::LeakyRelu: return unary_all(out, in, fn::LeakyRelu{p.a});
-      case UnaryOp::Clamp: return unary_all(out, in, fn::Clamp{p.a, p.b});
-    }
+    visit_unary(op, p, out.dtype(), [&](auto f, auto tag) { launch_unary<typename decltype(tag)::type>(out, in, f); });
   }
 
   void binary(BinaryOp op, const Tensor& out, const Tensor& a, const Tensor& b) override {
     detail::DeviceGuard g(out.device().index);
-    switch (op) {
-#define NABLA_CASE(name) \
-  case BinaryOp::name: return run_binary(out, a, b, fn::name{});
-      NABLA_BINARY_OPS(NABLA_CASE)
-#undef NABLA_CASE
-    }
+    visit_binary(op, a.dtype(), [&](auto f, auto tag, auto out_tag) {
+      launch_binary<typename decltype(tag)::type, typename decltype(out_tag)::type>(out, a, b, f);
+    });
   }
 
   void where(const Tensor& out, const Tensor& cond, const Tensor& a, const Tensor& b) override {
@@ -122,24 +109,6 @@ class CudaBackend final : public Backend {
   }
 
  private:
-  template <class F>
-  static void unary_all(const Tensor& out, const Tensor& in, F f) {
-    dispatch_all(out.dtype(), "unary", [&](auto tag) { launch_unary<typename decltype(tag)::type>(out, in, f); });
-  }
-  template <class F>
-  static void unary_float(const Tensor& out, const Tensor& in, F f) {
-    dispatch_floating(out.dtype(), "unary", [&](auto tag) { launch_unary<typename decltype(tag)::type>(out, in, f); });
-  }
-  template <class F>
-  static void run_binary(const Tensor& out, const Tensor& a, const Tensor& b, F f) {
-    dispatch_all(a.dtype(), "binary", [&](auto tag) {
-      using T = typename decltype(tag)::type;
-      using R = decltype(f(std::declval<compute_t<T>>(), std::declval<compute_t<T>>()));
-      if constexpr (std::is_same_v<R, bool>) launch_binary<T, bool>(out, a, b, f);
-      else launch_binary<T, T>(out, a, b, f);
-    });
-  }
-
   // host -> device: convert and densify on the host, one memcpy, then broadcast on the device
   static void to_device(const Tensor& dst, const Tensor& src) {
     const int dev = dst.device().index;
