@@ -116,10 +116,14 @@ class CudaBackend final : public Backend {
     Tensor host = ::nabla::detail::cast(src, dst.dtype()).contiguous();
     const bool direct = dst.is_contiguous() && dst.sizes() == src.sizes();
     Tensor target = direct ? dst : empty(src.sizes(), dst.options());
-    NABLA_CUDA_CHECK(cudaMemcpyAsync(target.data_ptr(), host.data_ptr(), host.nbytes(), cudaMemcpyHostToDevice,
-                                     detail::stream(dev)));
-    // the host buffer may be freed (or reused by the caller) as soon as we return
-    NABLA_CUDA_CHECK(cudaStreamSynchronize(detail::stream(dev)));
+    if (host.nbytes() >= detail::PinnedStaging::kMinBytes) {
+      detail::pinned_staging().copy_to_device(target.data_ptr(), host.data_ptr(), host.nbytes(), detail::stream(dev));
+    } else {
+      NABLA_CUDA_CHECK(cudaMemcpyAsync(target.data_ptr(), host.data_ptr(), host.nbytes(), cudaMemcpyHostToDevice,
+                                       detail::stream(dev)));
+      // the host buffer may be freed (or reused by the caller) as soon as we return
+      NABLA_CUDA_CHECK(cudaStreamSynchronize(detail::stream(dev)));
+    }
     if (!direct) launch_copy(dst, target);
   }
 

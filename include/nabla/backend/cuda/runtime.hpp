@@ -6,6 +6,7 @@
 #include <cuda_runtime_api.h>
 
 #include <atomic>
+#include <cstring>
 #include <cstdint>
 #include <memory>
 #include <mutex>
@@ -114,6 +115,37 @@ inline std::string format_bytes(size_t b) {
   char buf[64];
   std::snprintf(buf, sizeof buf, "%.2f MiB", static_cast<double>(b) / (1024.0 * 1024.0));
   return buf;
+}
+
+// A reusable page-locked host buffer for large host-to-device copies: pinned memory is copied
+// by DMA at full bus speed, where pageable memory goes through the driver's own bounce buffer.
+class PinnedStaging {
+ public:
+  static constexpr size_t kMinBytes = size_t{1} << 20;  // below this the bounce costs nothing
+  // Copies `bytes` from host memory `src` to device memory `dst` on `s`, and waits for it.
+  void copy_to_device(void* dst, const void* src, size_t bytes, cudaStream_t s) {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (bytes > capacity_) {
+      if (buffer_) NABLA_CUDA_CHECK(cudaFreeHost(buffer_));
+      buffer_ = nullptr;
+      capacity_ = 0;
+      NABLA_CUDA_CHECK(cudaMallocHost(&buffer_, bytes));
+      capacity_ = bytes;
+    }
+    std::memcpy(buffer_, src, bytes);
+    NABLA_CUDA_CHECK(cudaMemcpyAsync(dst, buffer_, bytes, cudaMemcpyHostToDevice, s));
+    NABLA_CUDA_CHECK(cudaStreamSynchronize(s));  // the buffer is reused by the next copy
+  }
+
+ private:
+  std::mutex mu_;
+  void* buffer_ = nullptr;
+  size_t capacity_ = 0;
+};
+
+inline PinnedStaging& pinned_staging() {
+  static auto* staging = new PinnedStaging;  // never destroyed: the driver may be gone at exit
+  return *staging;
 }
 
 inline Storage allocate(size_t nbytes, int device) {
