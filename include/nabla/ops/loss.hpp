@@ -2,6 +2,11 @@
 // Losses: mse_loss, nll_loss and cross_entropy (class indices or class probabilities,
 // optional class weights, ignore_index, label smoothing), built from differentiable ops.
 
+#ifndef NABLA_OPS_NESTED
+#define NABLA_OPS_NESTED
+#define NABLA_OPS_OUTERMOST_LOSS
+#endif
+
 #include "index.hpp"
 #include "softmax.hpp"
 
@@ -147,4 +152,8 @@ inline Tensor cross_entropy(const Tensor& input, const Tensor& target, const Cro
 
 }  // namespace nabla
 
+#ifdef NABLA_OPS_OUTERMOST_LOSS
+#undef NABLA_OPS_OUTERMOST_LOSS
+#undef NABLA_OPS_NESTED
 #include "all.hpp"  // NOLINT: definitions of the members used above
+#endif

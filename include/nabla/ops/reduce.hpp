@@ -3,6 +3,11 @@
 // argmin var std logsumexp, and sum_to (the inverse of broadcasting, used by the engine).
 // var, std and logsumexp are composites, so their gradients come for free.
 
+#ifndef NABLA_OPS_NESTED
+#define NABLA_OPS_NESTED
+#define NABLA_OPS_OUTERMOST_REDUCE
+#endif
+
 #include <cmath>
 #include <limits>
 #include <tuple>
@@ -238,4 +243,8 @@ inline Tensor Tensor::logsumexp(const Dims& dims, bool keepdim) const { return n
 
 }  // namespace nabla
 
+#ifdef NABLA_OPS_OUTERMOST_REDUCE
+#undef NABLA_OPS_OUTERMOST_REDUCE
+#undef NABLA_OPS_NESTED
 #include "all.hpp"  // NOLINT: definitions of the members used above
+#endif

@@ -2,6 +2,11 @@
 // Unary elementwise ops and their in-place forms. Float-only math (exp, log, tanh, ...) on an
 // integer tensor returns float32, as in PyTorch. Each op's backward sits right under it.
 
+#ifndef NABLA_OPS_NESTED
+#define NABLA_OPS_NESTED
+#define NABLA_OPS_OUTERMOST_UNARY
+#endif
+
 #include <string>
 
 #include "binary.hpp"
@@ -257,4 +262,8 @@ inline Tensor& Tensor::clamp_(std::optional<Scalar> min, std::optional<Scalar> m
 
 }  // namespace nabla
 
+#ifdef NABLA_OPS_OUTERMOST_UNARY
+#undef NABLA_OPS_OUTERMOST_UNARY
+#undef NABLA_OPS_NESTED
 #include "all.hpp"  // NOLINT: definitions of the members used above
+#endif

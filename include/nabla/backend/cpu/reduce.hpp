@@ -10,6 +10,7 @@
 #include <limits>
 #include <vector>
 
+#include "../../ops/functors.hpp"
 #include "loops.hpp"
 #include "vec_math.hpp"
 
