@@ -183,6 +183,21 @@ const RegisterParity rows([](std::vector<ParityCase>& t) {
 
 // ---- running statistics, modules, the MNIST net --------------------------------------------------
 
+// The CPU runs the direct im2col/col2im loops; other devices gather with index_select. Both
+// must give the same windows and the same gradient (checked here on the CPU, in float64).
+TEST(Conv, GatherPathMatchesDirectCpuPath) {
+  manual_seed(9);
+  Tensor x = randn({2, 3, 7, 6}, kFloat64).requires_grad_();
+  Tensor direct = nabla::detail::sliding_windows(x, 3, 2, {2, 1}, {1, 2}, "test");
+  Tensor idx = nabla::detail::window_index(6, 3, 2, {2, 1}, {1, 2}, 3, 4, Device::cpu());
+  Tensor gathered = x.reshape({2, 3, 42}).index_select(2, idx).reshape({2, 3, 6, 12});
+  ASSERT_EQ(direct.sizes(), gathered.sizes());
+  EXPECT_TRUE(all_equal(direct, gathered));
+  Tensor g = randn(direct.sizes(), kFloat64);
+  auto a = autograd::grad({direct}, {x}, {g}), b = autograd::grad({gathered}, {x}, {g});
+  EXPECT_TRUE(all_close(a[0], b[0], 1e-12, 1e-12));
+}
+
 TEST(BatchNorm, RunningStatsUseUnbiasedVariance) {
   manual_seed(3);
   Tensor x = randn({4, 2, 3, 3}, kFloat64) * 2.0 + 1.0;

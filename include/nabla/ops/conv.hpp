@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "all.hpp"
+#include "../backend/cpu/conv.hpp"
 
 namespace nabla {
 
@@ -81,7 +82,40 @@ inline Tensor window_index(int64_t Wp, int64_t kh, int64_t kw, Pair2d s, Pair2d 
   return from_vector(idx, {static_cast<int64_t>(idx.size())}, TensorOptions(kInt64)).to(dev);
 }
 
-// x [N, C, H, W] (already padded) -> windows [N, C, kh * kw, Ho * Wo].
+// The CPU fast path of sliding_windows: direct loops (backend/cpu/conv.hpp). im2col and col2im
+// are each other's adjoint, so each records the other as its backward (double backward works).
+inline Tensor col2im_cpu(const Tensor& cols, const Shape& x_shape, const cpu::WindowGeometry& g);
+inline Tensor im2col_cpu(const Tensor& x, const cpu::WindowGeometry& g) {
+  Tensor xc = x.detach().contiguous();
+  const int64_t N = x.size(0), C = x.size(1), H = x.size(2), W = x.size(3);
+  Tensor out = empty({N, C, g.kh * g.kw, g.Ho * g.Wo}, TensorOptions(x.dtype()).device(x.device()));
+  if (out.numel() > 0) {
+    if (x.dtype() == kFloat32) cpu::im2col_kernel(xc.data_ptr<float>(), out.data_ptr<float>(), N * C, H, W, g);
+    else cpu::im2col_kernel(xc.data_ptr<double>(), out.data_ptr<double>(), N * C, H, W, g);
+  }
+  if (autograd::needs_grad(x))
+    autograd::record("Im2colBackward", out, {x}, [shape = x.sizes(), g](const Tensor& grad, autograd::NeedsGrad) {
+      return TensorList{col2im_cpu(grad, shape, g)};
+    });
+  return out;
+}
+inline Tensor col2im_cpu(const Tensor& cols, const Shape& x_shape, const cpu::WindowGeometry& g) {
+  Tensor cc = cols.detach().contiguous();
+  Tensor out = zeros(x_shape, TensorOptions(cols.dtype()).device(cols.device()));
+  if (out.numel() > 0 && cc.numel() > 0) {
+    const int64_t planes = x_shape[0] * x_shape[1], H = x_shape[2], W = x_shape[3];
+    if (cols.dtype() == kFloat32) cpu::col2im_kernel(cc.data_ptr<float>(), out.data_ptr<float>(), planes, H, W, g);
+    else cpu::col2im_kernel(cc.data_ptr<double>(), out.data_ptr<double>(), planes, H, W, g);
+  }
+  if (autograd::needs_grad(cols))
+    autograd::record("Col2imBackward", out, {cols}, [g](const Tensor& grad, autograd::NeedsGrad) {
+      return TensorList{im2col_cpu(grad, g)};
+    });
+  return out;
+}
+
+// x [N, C, H, W] (already padded) -> windows [N, C, kh * kw, Ho * Wo]. On the CPU (float32 and
+// float64) direct loops; elsewhere a gather through index_select, whose gradient is index_add.
 inline Tensor sliding_windows(const Tensor& x, int64_t kh, int64_t kw, Pair2d stride, Pair2d dilation, const char* op) {
   NABLA_CHECK(x.dim() == 4, ShapeError, op, ": expected a 4-D input [N, C, H, W], got ", describe(x));
   NABLA_CHECK(stride.h > 0 && stride.w > 0 && dilation.h > 0 && dilation.w > 0 && kh > 0 && kw > 0, ValueError, op,
@@ -90,6 +124,8 @@ inline Tensor sliding_windows(const Tensor& x, int64_t kh, int64_t kw, Pair2d st
   const int64_t Ho = conv_out_size(H, 0, kh, stride.h, dilation.h), Wo = conv_out_size(W, 0, kw, stride.w, dilation.w);
   NABLA_CHECK(H >= dilation.h * (kh - 1) + 1 && W >= dilation.w * (kw - 1) + 1, ShapeError, op, ": the (padded) input ",
               describe(x), " is smaller than the kernel ", kh, "x", kw, " (dilation ", dilation.h, "x", dilation.w, ")");
+  if (x.is_cpu() && (x.dtype() == kFloat32 || x.dtype() == kFloat64))
+    return im2col_cpu(x, {kh, kw, stride.h, stride.w, dilation.h, dilation.w, Ho, Wo});
   Tensor idx = window_index(W, kh, kw, stride, dilation, Ho, Wo, x.device());
   return x.reshape({N, C, H * W}).index_select(2, idx).reshape({N, C, kh * kw, Ho * Wo});
 }
