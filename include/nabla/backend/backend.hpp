@@ -67,6 +67,9 @@ Backend& backend();
 inline Backend& backend(Device device) {
   if (device.is_cpu()) return cpu_backend();
 #if defined(NABLA_WITH_CUDA)
+  NABLA_CHECK(cuda::is_available(), DeviceError, "a tensor on ", device.str(),
+              " was requested, but no CUDA device is available (no driver or no GPU) although the CUDA backend is "
+              "linked");
   return cuda::backend();
 #else
   throw DeviceError("nabla: a tensor on " + device.str() +
