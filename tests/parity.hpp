@@ -329,7 +329,9 @@ inline Ref ref_index_add(const Ref& self, int64_t dim, const Ref& index, const R
 // OffGrid: values in [-2, 2] at least 0.05 away from every multiple of 0.25, so finite
 // differences never cross a kink placed on that grid (0 for abs/relu, integers and halves for
 // floor/ceil/round, clamp bounds chosen on it).
-enum class Domain { Any, Positive, Unit, NonZero, Index, Bool, OffGrid };
+// Distinct: a shuffled, evenly spaced grid over [-2, 2] with a little jitter, so no two values
+// of one input are within 2 / numel of each other (max/min gradients never meet a near-tie).
+enum class Domain { Any, Positive, Unit, NonZero, Index, Bool, OffGrid, Distinct };
 
 struct InputSpec {
   Shape shape;

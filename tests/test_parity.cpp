@@ -1,5 +1,8 @@
 // The parity-table runner: one parameterised test per registered row (see parity.hpp).
 
+#include <algorithm>
+#include <numeric>
+
 #include "parity.hpp"
 
 namespace nabla_test {
@@ -26,6 +29,16 @@ Tensor make_input(const InputSpec& s, std::mt19937_64& g) {
       std::uniform_real_distribution<double> at(0.05, 0.2);
       std::vector<double> v(static_cast<size_t>(numel_of(s.shape)));
       for (auto& x : v) x = cell(g) * 0.25 + at(g);
+      return from_vector(v, s.shape, kFloat64);
+    }
+    case Domain::Distinct: {
+      const int64_t n = numel_of(s.shape);
+      std::vector<int64_t> perm(static_cast<size_t>(n));
+      std::iota(perm.begin(), perm.end(), 0);
+      std::shuffle(perm.begin(), perm.end(), g);
+      std::uniform_real_distribution<double> jitter(-0.25, 0.25);
+      std::vector<double> v(static_cast<size_t>(n));
+      for (int64_t i = 0; i < n; ++i) v[i] = -2.0 + 4.0 * (static_cast<double>(perm[i]) + 0.5 + jitter(g)) / n;
       return from_vector(v, s.shape, kFloat64);
     }
   }

@@ -39,8 +39,10 @@ const RegisterParity index_ops([](std::vector<ParityCase>& t) {
   t.push_back(row("scatter_add", "src_larger", {in({3, 4}), index_in({2, 3}, 4), in({3, 4})}, sca(-1), sca_ref(1)));
   t.push_back(row("scatter_add", "empty_index", {in({3, 4}), index_in({3, 0}, 4), in({3, 2})}, sca(1), sca_ref(1)));
   t.push_back(row("scatter_add", "1d", {in({4}), index_in({7}, 4), in({7})}, sca(0), sca_ref(0)));
+  // 16-bit forms round every partial sum (as in PyTorch): a few roundings of values up to ~8
+  // near a small result need a wider absolute tolerance
   t.push_back(row("scatter_add", "17x33", {in({17, 33}), index_in({17, 40}, 33), in({17, 40})}, sca(1), sca_ref(1),
-                  forward_only(kWithHalf)));
+                  RowOpts{kWithHalf, false, false, 4.0}));
   t.push_back(row("scatter_add_", "inplace", {in({3, 4}), index_in({3, 2}, 4), in({3, 2})},
                   [](const TensorList& x) {
                     Tensor y = x[0] * 1;
@@ -59,7 +61,7 @@ const RegisterParity index_ops([](std::vector<ParityCase>& t) {
   t.push_back(row("index_add", "empty_index", {in({3, 4}), index_in({0}, 4), in({3, 0})}, iadd(1), iadd_ref(1)));
   t.push_back(row("index_add", "1d", {in({5}), index_in({7}, 5), in({7})}, iadd(0), iadd_ref(0)));
   t.push_back(row("index_add", "17x33", {in({17, 33}), index_in({50}, 17), in({50, 33})}, iadd(0), iadd_ref(0),
-                  forward_only(kWithHalf)));
+                  RowOpts{kWithHalf, false, false, 4.0}));
 
   auto oh_ref = [](int64_t classes) {
     return RefFn([classes](const std::vector<Ref>& r) {

@@ -131,7 +131,7 @@ const RegisterParity losses([](std::vector<ParityCase>& t) {
     t.push_back(row("nll_loss", rn + "_weight", {in({4, 5}), index_in({4}, 5), in({5}, Domain::Positive)},
                     [red](const TensorList& x) { return nll_loss(x[0], x[1], NllLossOptions{x[2], red}); },
                     [red](const std::vector<Ref>& r) { return ref_class_loss(r[0], r[1], &r[2], red, -100, 0, false); }));
-    t.push_back(row("nll_loss", rn + "_ignore", {in({6, 3}), index_in({6}, 3)},
+    t.push_back(row("nll_loss", rn + "_ignore", {in({8, 3}), index_in({8}, 3)},
                     [red](const TensorList& x) { return nll_loss(x[0], x[1], NllLossOptions{Tensor(), red, 1}); },
                     [red](const std::vector<Ref>& r) { return ref_class_loss(r[0], r[1], nullptr, red, 1, 0, false); }));
 
@@ -153,11 +153,11 @@ const RegisterParity losses([](std::vector<ParityCase>& t) {
                     ce_ref(0, -100, false)));
     t.push_back(row("cross_entropy", rn + "_weight", {in({4, 5}), index_in({4}, 5), in({5}, Domain::Positive)},
                     ce(0, -100, true), ce_ref(0, -100, true)));
-    t.push_back(row("cross_entropy", rn + "_ignore", {in({6, 3}), index_in({6}, 3)}, ce(0, 2, false), ce_ref(0, 2, false)));
+    t.push_back(row("cross_entropy", rn + "_ignore", {in({8, 3}), index_in({8}, 3)}, ce(0, 2, false), ce_ref(0, 2, false)));
     t.push_back(row("cross_entropy", rn + "_smoothing", {in({4, 5}), index_in({4}, 5)}, ce(0.1, -100, false),
                     ce_ref(0.1, -100, false)));
     t.push_back(row("cross_entropy", rn + "_smoothing_weight_ignore",
-                    {in({6, 3}), index_in({6}, 3), in({3}, Domain::Positive)}, ce(0.2, 0, true), ce_ref(0.2, 0, true)));
+                    {in({8, 3}), index_in({8}, 3), in({3}, Domain::Positive)}, ce(0.2, 0, true), ce_ref(0.2, 0, true)));
     t.push_back(row("cross_entropy", rn + "_17x33", {in({17, 33}), index_in({17}, 33)}, ce(0.1, -100, false),
                     ce_ref(0.1, -100, false), forward_only(kWithHalf)));
 

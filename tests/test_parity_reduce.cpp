@@ -15,7 +15,7 @@ using DimsFn = std::function<Tensor(const Tensor&, const Dims&, bool)>;
 
 // The shared set of dim patterns for a reduction that takes a list of dims.
 void dims_rows(std::vector<ParityCase>& t, const std::string& name, DimsFn op, Fold fold, Domain dom,
-               std::vector<DType> half = kWithHalf, bool grad2 = false, bool empty_ok = true) {
+               std::vector<DType> half = kWithHalf, bool grad2 = false, bool empty_ok = true, bool large_all = true) {
   auto fn = [op](Dims d, bool k) { return RowFn([op, d, k](const TensorList& x) { return op(x[0], d, k); }); };
   t.push_back(row(name, "dim1_keep", {in({3, 4, 2}, dom)}, fn({1}, true), reduce1({1}, true, fold), RowOpts{half}));
   t.push_back(row(name, "dims02", {in({3, 4, 2}, dom)}, fn({0, 2}, false), reduce1({0, 2}, false, fold),
@@ -34,7 +34,8 @@ void dims_rows(std::vector<ParityCase>& t, const std::string& name, DimsFn op, F
   t.push_back(row(name, "empty_keep_other", {in({0, 3}, dom)}, fn({1}, true), reduce1({1}, true, fold)));
   t.push_back(row(name, "17x33_dim1", {in({17, 33}, dom)}, fn({1}, false), reduce1({1}, false, fold), forward_only(half)));
   t.push_back(row(name, "17x33_dim0", {in({17, 33}, dom)}, fn({0}, true), reduce1({0}, true, fold), forward_only(half)));
-  t.push_back(row(name, "17x33_all", {in({17, 33}, dom)}, fn({}, false), reduce1({}, false, fold), forward_only(half)));
+  if (large_all)
+    t.push_back(row(name, "17x33_all", {in({17, 33}, dom)}, fn({}, false), reduce1({}, false, fold), forward_only(half)));
 }
 
 const RegisterParity sums([](std::vector<ParityCase>& t) {
@@ -42,16 +43,19 @@ const RegisterParity sums([](std::vector<ParityCase>& t) {
   dims_rows(t, "sum", [](const Tensor& x, const Dims& d, bool k) { return x.sum(d, k); }, fold_sum, D::Any, kWithHalf, true);
   dims_rows(t, "mean", [](const Tensor& x, const Dims& d, bool k) { return x.mean(d, k); }, fold_mean, D::Any, kWithHalf,
             true);
-  // products over at most 17 values in [0.5, 2] stay well inside float16's range
+  // products over at most 35 values in [0.5, 2] stay inside float32's range, over 17 inside
+  // float16's (561 values can pass 3.4e38)
   dims_rows(t, "prod", [](const Tensor& x, const Dims& d, bool k) { return x.prod(d, k); }, fold_prod, D::Positive,
-            kFloats);
+            kFloats, false, true, false);
+  t.push_back(row("prod", "5x7_all", {in({5, 7}, D::Positive)}, [](const TensorList& x) { return x[0].prod(); },
+                  reduce1({}, false, fold_prod), forward_only()));
   t.push_back(row("prod", "17x33_dim0_half", {in({17, 33}, D::Positive)},
                   [](const TensorList& x) { return x[0].prod({0}); }, reduce1({0}, false, fold_prod),
                   forward_only(kWithHalf)));
-  dims_rows(t, "amax", [](const Tensor& x, const Dims& d, bool k) { return x.amax(d, k); }, fold_max, D::Any, kWithHalf,
-            false, false);
-  dims_rows(t, "amin", [](const Tensor& x, const Dims& d, bool k) { return x.amin(d, k); }, fold_min, D::Any, kWithHalf,
-            false, false);
+  dims_rows(t, "amax", [](const Tensor& x, const Dims& d, bool k) { return x.amax(d, k); }, fold_max, D::Distinct,
+            kWithHalf, false, false);
+  dims_rows(t, "amin", [](const Tensor& x, const Dims& d, bool k) { return x.amin(d, k); }, fold_min, D::Distinct,
+            kWithHalf, false, false);
   dims_rows(t, "logsumexp", [](const Tensor& x, const Dims& d, bool k) { return x.logsumexp(d, k); }, fold_logsumexp, D::Any,
             kWithHalf, false, false);
   t.push_back(row("sum", "all_method", {in({3, 4})}, [](const TensorList& x) { return x[0].sum(); },
@@ -62,13 +66,14 @@ const RegisterParity sums([](std::vector<ParityCase>& t) {
                   reduce1({}, false, fold_prod), RowOpts{kWithHalf}));
 });
 
+// Distinct inputs: finite differences of max / min must not cross a near-tie.
 const RegisterParity extrema([](std::vector<ParityCase>& t) {
-  t.push_back(row("max", "all", {in({3, 4})}, [](const TensorList& x) { return x[0].max(); }, reduce1({}, false, fold_max),
+  t.push_back(row("max", "all", {in({3, 4}, Domain::Distinct)}, [](const TensorList& x) { return x[0].max(); }, reduce1({}, false, fold_max),
                   RowOpts{kWithHalf}));
-  t.push_back(row("min", "all", {in({3, 4})}, [](const TensorList& x) { return x[0].min(); }, reduce1({}, false, fold_min),
+  t.push_back(row("min", "all", {in({3, 4}, Domain::Distinct)}, [](const TensorList& x) { return x[0].min(); }, reduce1({}, false, fold_min),
                   RowOpts{kWithHalf}));
-  t.push_back(row("max", "all_0d", {in({})}, [](const TensorList& x) { return x[0].max(); }, reduce1({}, false, fold_max)));
-  t.push_back(row("max", "all_17x33", {in({17, 33})}, [](const TensorList& x) { return x[0].max(); },
+  t.push_back(row("max", "all_0d", {in({}, Domain::Distinct)}, [](const TensorList& x) { return x[0].max(); }, reduce1({}, false, fold_max)));
+  t.push_back(row("max", "all_17x33", {in({17, 33}, Domain::Distinct)}, [](const TensorList& x) { return x[0].max(); },
                   reduce1({}, false, fold_max), forward_only(kWithHalf)));
 
   // max(dim) / min(dim): the values output (the indices are checked by argmax / argmin rows)
@@ -76,16 +81,16 @@ const RegisterParity extrema([](std::vector<ParityCase>& t) {
     auto fn = [is_max](int64_t d, bool k) {
       return RowFn([=](const TensorList& x) { return std::get<0>(is_max ? x[0].max(d, k) : x[0].min(d, k)); });
     };
-    t.push_back(row(name, "dim1", {in({3, 4, 2})}, fn(1, false), reduce1({1}, false, fold), RowOpts{kWithHalf}));
-    t.push_back(row(name, "dim_neg1_keep", {in({3, 4, 2})}, fn(-1, true), reduce1({-1}, true, fold)));
-    t.push_back(row(name, "dim0_size1", {in({1, 5})}, fn(0, false), reduce1({0}, false, fold)));
-    t.push_back(row(name, "0d", {in({})}, fn(0, false), map1([](double a) { return a; })));
-    t.push_back(row(name, "empty_other", {in({0, 3})}, fn(1, false), reduce1({1}, false, fold)));
-    t.push_back(row(name, "17x33_dim0", {in({17, 33})}, fn(0, false), reduce1({0}, false, fold), forward_only(kWithHalf)));
+    t.push_back(row(name, "dim1", {in({3, 4, 2}, Domain::Distinct)}, fn(1, false), reduce1({1}, false, fold), RowOpts{kWithHalf}));
+    t.push_back(row(name, "dim_neg1_keep", {in({3, 4, 2}, Domain::Distinct)}, fn(-1, true), reduce1({-1}, true, fold)));
+    t.push_back(row(name, "dim0_size1", {in({1, 5}, Domain::Distinct)}, fn(0, false), reduce1({0}, false, fold)));
+    t.push_back(row(name, "0d", {in({}, Domain::Distinct)}, fn(0, false), map1([](double a) { return a; })));
+    t.push_back(row(name, "empty_other", {in({0, 3}, Domain::Distinct)}, fn(1, false), reduce1({1}, false, fold)));
+    t.push_back(row(name, "17x33_dim0", {in({17, 33}, Domain::Distinct)}, fn(0, false), reduce1({0}, false, fold), forward_only(kWithHalf)));
   };
   dim_rows("max_dim", true, fold_max);
   dim_rows("min_dim", false, fold_min);
-  t.push_back(row("max_dim", "indices", {in({3, 4, 2})}, [](const TensorList& x) { return std::get<1>(x[0].max(1)); },
+  t.push_back(row("max_dim", "indices", {in({3, 4, 2}, Domain::Distinct)}, [](const TensorList& x) { return std::get<1>(x[0].max(1)); },
                   reduce1({1}, false, fold_argmax), forward_only(kWithHalf)));
 
   auto arg_rows = [&](const std::string& name, bool is_max, Fold fold) {
@@ -142,10 +147,10 @@ const RegisterParity softmaxes([](std::vector<ParityCase>& t) {
     t.push_back(row(name, "empty_dim", {in({3, 0})}, fn(1), ref(1)));
     t.push_back(row(name, "17x33_dim1", {in({17, 33})}, fn(1), ref(1), forward_only(kWithHalf)));
     t.push_back(row(name, "17x33_dim0", {in({17, 33})}, fn(0), ref(0), forward_only(kWithHalf)));
-    // large logits: the max shift must keep exp() in range
+    // large logits: the max shift must keep exp() in range (x 256 is exact in every dtype)
     t.push_back(row(name, "large_logits", {in({3, 5})},
-                    [log](const TensorList& x) { Tensor y = x[0] * 200; return log ? y.log_softmax(1) : y.softmax(1); },
-                    [log](const std::vector<Ref>& r) { return ref_softmax(ref_map(r[0], [](double a) { return a * 200; }), 1, log); },
+                    [log](const TensorList& x) { Tensor y = x[0] * 256; return log ? y.log_softmax(1) : y.softmax(1); },
+                    [log](const std::vector<Ref>& r) { return ref_softmax(ref_map(r[0], [](double a) { return a * 256; }), 1, log); },
                     forward_only()));
   }
 });
