@@ -30,7 +30,23 @@ struct Node : std::enable_shared_from_this<Node> {
   uint64_t sequence_nr = 0;                 // creation order; the engine runs newer nodes first
   std::weak_ptr<TensorImpl> retained;       // non-leaf output that asked for retain_grad()
 
-  virtual ~Node() = default;
+  // Frees a chain of nodes that die with this one iteratively: the default destructor would
+  // recurse once per node (a 20000-op graph overflows the stack under ASan).
+  virtual ~Node() {
+    std::vector<std::shared_ptr<Node>> dying;
+    auto take_edges = [&dying](Node& n) {
+      for (auto& e : n.next)
+        if (e.use_count() == 1) dying.push_back(std::move(e));
+      n.next.clear();
+    };
+    take_edges(*this);
+    while (!dying.empty()) {
+      std::shared_ptr<Node> n = std::move(dying.back());
+      dying.pop_back();
+      n->release_saved();  // saved inputs co-own their producers; drop them before counting owners
+      take_edges(*n);
+    }  // n dies here without edges, so its destructor does not recurse
+  }
   virtual const char* name() const = 0;
   // Gradients for each input given the gradient of the output (undefined = no gradient).
   virtual TensorList apply(const Tensor& grad_output) = 0;
