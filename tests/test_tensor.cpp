@@ -122,7 +122,8 @@ TEST(Access, ItemDataAccessor) {
   EXPECT_EQ(acc[1][2], 5.0f);
   acc[0][1] = 10.0f;
   EXPECT_EQ(a[0][1].item<float>(), 10.0f);
-  auto tacc = a.t().accessor<float, 2>();  // strided access
+  Tensor at = a.t();  // an accessor must not outlive its tensor (rvalue accessor() is deleted)
+  auto tacc = at.accessor<float, 2>();  // strided access
   EXPECT_EQ(tacc[2][1], 5.0f);
   EXPECT_THROW((a.accessor<float, 3>()), ShapeError);
   EXPECT_THROW(a.item(), ValueError);

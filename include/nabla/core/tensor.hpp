@@ -81,7 +81,10 @@ class Tensor {
   template <class T> T* data() const { return data_ptr<T>(); }
   template <class T> T item() const;
   Scalar item() const;
-  template <class T, size_t N> TensorAccessor<T, N> accessor() const;
+  // The accessor points at this tensor's sizes and strides, so (as in LibTorch) it cannot be
+  // taken from a temporary: keep the tensor in a variable.
+  template <class T, size_t N> TensorAccessor<T, N> accessor() const&;
+  template <class T, size_t N> TensorAccessor<T, N> accessor() && = delete;
   template <class T> std::vector<T> to_vector() const;  // copies, in row-major order
 
   // ---- autograd -----------------------------------------------------------------------------
@@ -356,7 +359,7 @@ class TensorAccessor {
 };
 
 template <class T, size_t N>
-TensorAccessor<T, N> Tensor::accessor() const {
+TensorAccessor<T, N> Tensor::accessor() const& {
   NABLA_CHECK(static_cast<size_t>(dim()) == N, ShapeError, "accessor<", dtype_name(dtype_of_v<T>), ", ", N,
               ">: tensor has rank ", dim(), " (", detail::describe(*this), ")");
   NABLA_CHECK(is_cpu(), DeviceError, "accessor: needs a cpu tensor, got ", detail::describe(*this));
