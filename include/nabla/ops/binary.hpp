@@ -193,8 +193,18 @@ Tensor& binary_inplace(Tensor& self, const Tensor& other, BinaryOp op, const cha
   common_device(name, {self, other});
   NABLA_CHECK(is_expandable_to(other.sizes(), self.sizes()), ShapeError, name, ": ", describe(other),
               " cannot be broadcast to the in-place output ", describe(self));
-  if (GradMode::is_enabled() && (self.requires_grad() || other.requires_grad()))
-    return commit_inplace(self, f(self.clone(), other), name);
+  if (GradMode::is_enabled() && (self.requires_grad() || other.requires_grad())) {
+    // x.op_(x): the op gets an alias of x that carries x's current history, so the new node does
+    // not save x itself (x's new grad_fn would own x: a reference cycle that is never freed)
+    Tensor o = other;
+    if (other.is_same(self)) {
+      o = make_tensor(self.storage(), self.storage_offset(), self.sizes(), self.strides(), self.dtype());
+      auto& m = o.impl()->autograd_meta();
+      m.requires_grad = true;
+      m.grad_fn = self.grad_fn();
+    }
+    return commit_inplace(self, f(self.clone(), o), name);
+  }
   DType rt = op == BinaryOp::Div && !is_floating_point(result_type({self, other})) ? kFloat32 : result_type({self, other});
   NABLA_CHECK(can_cast(rt, self.dtype()), DTypeError, name, ": result type ", dtype_name(rt),
               " cannot be written into ", describe(self));
