@@ -59,6 +59,7 @@ TEST(Autograd, DoubleBackwardThroughCreateGraph) {
   Tensor u = tensor({2.0}, kFloat64).requires_grad_();
   (u * u * u).sum().backward({}, false, true);
   EXPECT_TRUE(u.grad().requires_grad());
+  u.set_grad(Tensor());  // u.grad's graph saves u: a cycle (as in PyTorch) unless .grad is reset
 }
 
 TEST(Autograd, GradReturnsWithoutTouchingDotGrad) {
