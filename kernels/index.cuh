@@ -30,17 +30,21 @@ __device__ void atomic_add(T* addr, T v) {
   }
 }
 
+// True if 0 <= ix < size; otherwise records ix as the first bad index (if none yet).
+__device__ __forceinline__ bool index_in_range(int64_t ix, int64_t size, int64_t* bad) {
+  if (ix >= 0 && ix < size) return true;
+  atomicCAS(reinterpret_cast<unsigned long long*>(bad), static_cast<unsigned long long>(INT64_MIN),
+            static_cast<unsigned long long>(ix));
+  return false;
+}
+
 template <class T>
 __global__ void gather_like_kernel(int64_t n, StridedArgs<3> a, int64_t stride_dim, int64_t size, int64_t* bad) {
   for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n; i += int64_t(gridDim.x) * blockDim.x) {
     int64_t off[3];
     a.offsets(i, off);
     int64_t ix = a.template load<int64_t>(2, off[2]);
-    if (ix < 0 || ix >= size) {
-      atomicCAS(reinterpret_cast<unsigned long long*>(bad), static_cast<unsigned long long>(INT64_MIN),
-                static_cast<unsigned long long>(ix));
-      continue;
-    }
+    if (!index_in_range(ix, size, bad)) continue;
     *a.template ptr<T>(0, off[0]) = a.template load<T>(1, off[1] + ix * stride_dim);
   }
 }
@@ -52,11 +56,7 @@ __global__ void scatter_add_kernel(int64_t n, StridedArgs<3> a, int64_t stride_d
     int64_t off[3];
     a.offsets(i, off);
     int64_t ix = a.template load<int64_t>(1, off[1]);
-    if (ix < 0 || ix >= size) {
-      atomicCAS(reinterpret_cast<unsigned long long*>(bad), static_cast<unsigned long long>(INT64_MIN),
-                static_cast<unsigned long long>(ix));
-      continue;
-    }
+    if (!index_in_range(ix, size, bad)) continue;
     atomic_add(a.template ptr<T>(0, off[0] + ix * stride_dim), a.template load<T>(2, off[2]));
   }
 }
