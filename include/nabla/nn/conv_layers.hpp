@@ -1,6 +1,6 @@
 #pragma once
 // Convolution layers: Conv2d BatchNorm2d MaxPool2d AvgPool2d AdaptiveAvgPool2d, over the
-// composites of ops/conv.hpp, with PyTorch's initialisation and state_dict names.
+// ops of ops/conv.hpp, pool.hpp and norm.hpp, with PyTorch's initialisation and state_dict names.
 
 #include <cmath>
 #include <optional>
@@ -18,7 +18,9 @@ using nabla::avg_pool2d;
 using nabla::batch_norm;
 using nabla::conv2d;
 using nabla::im2col;
+using nabla::interpolate;
 using nabla::max_pool2d;
+using nabla::max_pool2d_with_indices;
 using nabla::pad;
 }  // namespace functional
 
@@ -103,26 +105,36 @@ class BatchNorm2d : public Module {
 class MaxPool2d : public Module {
  public:
   Pair2d kernel_size, stride, padding, dilation;
-  explicit MaxPool2d(Pair2d kernel, std::optional<Pair2d> stride_ = std::nullopt, Pair2d padding_ = 0, Pair2d dilation_ = 1)
-      : kernel_size(kernel), stride(stride_.value_or(kernel)), padding(padding_), dilation(dilation_) {}
-  Tensor forward(const Tensor& x) override { return max_pool2d(x, kernel_size, stride, padding, dilation); }
+  bool ceil_mode;
+  explicit MaxPool2d(Pair2d kernel, std::optional<Pair2d> stride_ = std::nullopt, Pair2d padding_ = 0, Pair2d dilation_ = 1,
+                     bool ceil_mode_ = false)
+      : kernel_size(kernel), stride(stride_.value_or(kernel)), padding(padding_), dilation(dilation_),
+        ceil_mode(ceil_mode_) {}
+  Tensor forward(const Tensor& x) override { return max_pool2d(x, kernel_size, stride, padding, dilation, ceil_mode); }
   std::string type_name() const override { return "MaxPool2d"; }
   std::string extra_repr() const override {
     return "kernel_size=" + detail::pair_str(kernel_size) + ", stride=" + detail::pair_str(stride) +
-           ", padding=" + detail::pair_str(padding) + ", dilation=" + detail::pair_str(dilation);
+           ", padding=" + detail::pair_str(padding) + ", dilation=" + detail::pair_str(dilation) +
+           ", ceil_mode=" + detail::py_bool(ceil_mode);
   }
 };
 
 class AvgPool2d : public Module {
  public:
   Pair2d kernel_size, stride, padding;
-  explicit AvgPool2d(Pair2d kernel, std::optional<Pair2d> stride_ = std::nullopt, Pair2d padding_ = 0)
-      : kernel_size(kernel), stride(stride_.value_or(kernel)), padding(padding_) {}
-  Tensor forward(const Tensor& x) override { return avg_pool2d(x, kernel_size, stride, padding); }
+  bool ceil_mode, count_include_pad;
+  explicit AvgPool2d(Pair2d kernel, std::optional<Pair2d> stride_ = std::nullopt, Pair2d padding_ = 0,
+                     bool ceil_mode_ = false, bool count_include_pad_ = true)
+      : kernel_size(kernel), stride(stride_.value_or(kernel)), padding(padding_), ceil_mode(ceil_mode_),
+        count_include_pad(count_include_pad_) {}
+  Tensor forward(const Tensor& x) override {
+    return avg_pool2d(x, kernel_size, stride, padding, ceil_mode, count_include_pad);
+  }
   std::string type_name() const override { return "AvgPool2d"; }
   std::string extra_repr() const override {
     return "kernel_size=" + detail::pair_str(kernel_size) + ", stride=" + detail::pair_str(stride) +
-           ", padding=" + detail::pair_str(padding);
+           ", padding=" + detail::pair_str(padding) + ", ceil_mode=" + detail::py_bool(ceil_mode) +
+           ", count_include_pad=" + detail::py_bool(count_include_pad);
   }
 };
 

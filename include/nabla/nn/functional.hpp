@@ -1,7 +1,7 @@
 #pragma once
 // nn::functional: the stateless layer functions that nn modules call -- linear, layer_norm,
-// dropout, embedding, flatten. Each is a composite of nabla ops, so its gradient (and higher
-// derivatives) come from those ops' backward rules; nothing here records a node of its own.
+// dropout, embedding, flatten. Composites of nabla ops, so gradients (and higher derivatives)
+// come from those ops' rules; linear with a bias records one node over a fused GEMM + bias.
 
 #include <cmath>
 #include <vector>
@@ -11,6 +11,38 @@
 namespace nabla {
 namespace nn {
 namespace functional {
+
+namespace fused {
+
+// x @ w^T + b as one GEMM with the bias in its epilogue (Backend::linear_forward: the CPU
+// accumulates onto the bias, cuBLASLt fuses it), recording a LinearBackward node whose
+// gradients are nabla ops (so double backward works). Undefined when the backend declines.
+inline Tensor linear(const Tensor& x, const Tensor& weight, const Tensor& bias) {
+  const DType dt = x.dtype();
+  if (!x.is_floating_point() || weight.dtype() != dt || bias.dtype() != dt || weight.device() != x.device() ||
+      bias.device() != x.device() || x.numel() == 0)
+    return Tensor();
+  const int64_t K = weight.size(1), N = weight.size(0), M = x.numel() / K;
+  Tensor out = empty({M, N}, x.options().requires_grad(false));
+  if (!backend(x.device()).linear_forward(out, x.detach().reshape({M, K}).contiguous(), weight.detach().contiguous(),
+                                          bias.detach().contiguous()))
+    return Tensor();
+  if (autograd::needs_grad(x, weight, bias))
+    autograd::record("LinearBackward", out, {x, weight, bias},
+                     [xs = autograd::save(x), ws = autograd::save(weight), M, K, N](const Tensor& g,
+                                                                                    autograd::NeedsGrad needs) {
+                       Tensor xv = xs.unpack();
+                       TensorList grads(3);
+                       if (needs[0]) grads[0] = matmul(g, ws.unpack()).reshape(xv.sizes());
+                       if (needs[1]) grads[1] = matmul(g.t(), xv.reshape({M, K}));
+                       if (needs[2]) grads[2] = g.sum({0});
+                       return grads;
+                     });
+  Shape shape(x.sizes().begin(), x.sizes().end() - 1);
+  shape.push_back(N);
+  return out.reshape(shape);
+}
+}  // namespace fused
 
 // y = x @ w^T + b, with PyTorch's layout: w is [out_features, in_features], b is [out_features].
 // x may have any number of leading dims ([..., in_features] -> [..., out_features]).
@@ -22,13 +54,14 @@ inline Tensor linear(const Tensor& x, const Tensor& weight, const Tensor& bias =
   NABLA_CHECK(x.dim() >= 1 && x.size(-1) == weight.size(1), ShapeError, "linear: input ", detail::describe(x),
               " has ", x.dim() >= 1 ? x.size(-1) : 0, " features but weight ", detail::describe(weight), " expects ",
               weight.size(1));
-  Tensor y = matmul(x, weight.t());
   if (bias.defined()) {
     NABLA_CHECK(bias.dim() == 1 && bias.size(0) == weight.size(0), ShapeError, "linear: bias ", detail::describe(bias),
                 " must be [", weight.size(0), "] for weight ", detail::describe(weight));
-    y = y + bias;
+    Tensor y = fused::linear(x, weight, bias);
+    if (y.defined()) return y;
   }
-  return y;
+  Tensor y = matmul(x, weight.t());
+  return bias.defined() ? y + bias : y;
 }
 
 // Normalises over the trailing dims named by normalized_shape (biased variance, as PyTorch),

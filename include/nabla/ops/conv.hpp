@@ -1,8 +1,8 @@
 #pragma once
-// Convolution and pooling as composites: pad (its own small op), im2col (a gather of sliding
-// windows through index_select on a flattened view), matmul, mean/argmax+gather, and
-// batch_norm. Every piece is an existing op with a backward rule, so gradients (and double
-// backward) come for free and the same code runs on every device.
+// Convolution: pad, im2col / col2im, conv2d. conv2d runs as a fused backend kernel when the
+// device has one (Backend::conv2d_*: im2col + GEMM per image on the CPU, cuDNN on CUDA), else
+// as a composite of existing ops (pad, a gather of sliding windows, matmul), which also serves
+// as the reference in tests and is what double backward differentiates.
 
 #include <optional>
 #include <cmath>
@@ -140,6 +140,100 @@ inline Tensor im2col(const Tensor& x, Pair2d kernel, Pair2d dilation = 1, Pair2d
   return cols.reshape({x.size(0), x.size(1) * kernel.h * kernel.w, -1});
 }
 
+namespace detail {
+
+// The adjoint of sliding_windows: windows [N, C, kh * kw, Ho * Wo] summed back into an image of
+// [N, C, H, W] (padded size). col2im on the CPU, index_add elsewhere; both differentiable.
+inline Tensor fold_windows(const Tensor& cols, int64_t H, int64_t W, int64_t kh, int64_t kw, Pair2d stride,
+                           Pair2d dilation) {
+  const int64_t N = cols.size(0), C = cols.size(1);
+  const int64_t Ho = conv_out_size(H, 0, kh, stride.h, dilation.h), Wo = conv_out_size(W, 0, kw, stride.w, dilation.w);
+  if (cols.is_cpu() && (cols.dtype() == kFloat32 || cols.dtype() == kFloat64))
+    return col2im_cpu(cols, Shape{N, C, H, W}, {kh, kw, stride.h, stride.w, dilation.h, dilation.w, Ho, Wo});
+  Tensor idx = window_index(W, kh, kw, stride, dilation, Ho, Wo, cols.device());
+  return zeros({N, C, H * W}, cols.options().requires_grad(false))
+      .index_add(2, idx, cols.reshape({N, C, kh * kw * Ho * Wo}))
+      .reshape({N, C, H, W});
+}
+
+// The composite convolution of an already padded input: windows, one batched matmul, bias.
+inline Tensor conv2d_composite(const Tensor& xp, const Tensor& weight, const Tensor& bias, Pair2d stride,
+                               Pair2d dilation, int64_t groups) {
+  const int64_t N = xp.size(0), C = xp.size(1), O = weight.size(0), kh = weight.size(2), kw = weight.size(3);
+  Tensor cols = sliding_windows(xp, kh, kw, stride, dilation, "conv2d");  // [N, C, kh * kw, L]
+  const int64_t Ho = conv_out_size(xp.size(2), 0, kh, stride.h, dilation.h);
+  const int64_t Wo = conv_out_size(xp.size(3), 0, kw, stride.w, dilation.w);
+  const int64_t ckk = C / groups * kh * kw;
+  Tensor y = matmul(weight.reshape({groups, O / groups, ckk}), cols.reshape({N, groups, ckk, Ho * Wo}));
+  y = y.reshape({N, O, Ho, Wo});
+  return bias.defined() ? y + bias.reshape({O, 1, 1}) : y;
+}
+
+// conv2d's gradients written in differentiable ops: the backward of the fused path when a
+// higher-order graph is being built (create_graph), so double backward works on every device.
+inline TensorList conv2d_backward_composite(const Tensor& x, const Tensor& w, const Tensor& g, const Conv2dParams& p,
+                                            autograd::NeedsGrad needs) {
+  const int64_t N = x.size(0), C = x.size(1), O = w.size(0), kh = w.size(2), kw = w.size(3), G = p.groups;
+  const int64_t Og = O / G, ckk = C / G * kh * kw, L = g.size(2) * g.size(3);
+  const Pair2d stride(p.stride_h, p.stride_w), dilation(p.dilation_h, p.dilation_w);
+  Tensor gg = g.reshape({N, G, Og, L});
+  TensorList out(3);
+  if (needs[0]) {
+    Tensor cols = matmul(w.reshape({G, Og, ckk}).transpose(-1, -2), gg).reshape({N, C, kh * kw, L});
+    Tensor gxp = fold_windows(cols, x.size(2) + 2 * p.pad_h, x.size(3) + 2 * p.pad_w, kh, kw, stride, dilation);
+    out[0] = gxp.narrow(2, p.pad_h, x.size(2)).narrow(3, p.pad_w, x.size(3));
+  }
+  if (needs[1]) {
+    Tensor xp = p.pad_h || p.pad_w ? pad(x, {p.pad_w, p.pad_w, p.pad_h, p.pad_h}) : x;
+    Tensor cols = sliding_windows(xp, kh, kw, stride, dilation, "conv2d").reshape({N, G, ckk, L});
+    out[1] = matmul(gg, cols.transpose(-1, -2)).sum({0}).reshape(w.sizes());
+  }
+  if (needs[2]) out[2] = g.sum({0, 2, 3});
+  return out;
+}
+
+// The fused path: a Conv2dBackward node whose gradients come from the backend's kernels, or
+// from the composite above under create_graph. Returns an undefined tensor when the backend
+// has no kernel for the case.
+inline Tensor conv2d_fused(const Tensor& x, const Tensor& w, const Tensor& bias, const Conv2dParams& p, int64_t Ho,
+                           int64_t Wo) {
+  const DType dt = x.dtype();
+  if (!is_floating_point(dt) || w.dtype() != dt || (bias.defined() && bias.dtype() != dt) || w.device() != x.device() ||
+      (bias.defined() && bias.device() != x.device()) || x.numel() == 0 || w.numel() == 0)
+    return Tensor();
+  Backend& be = backend(x.device());
+  Tensor xc = x.detach().contiguous(), wc = w.detach().contiguous();
+  Tensor bc = bias.defined() ? bias.detach().contiguous() : Tensor();
+  Tensor out = empty({x.size(0), w.size(0), Ho, Wo}, x.options().requires_grad(false));
+  if (!be.conv2d_forward(out, xc, wc, bc, p)) return Tensor();
+  if (autograd::needs_grad(x, w, bias))
+    autograd::record("Conv2dBackward", out, {x, w, bias},
+                     [xs = autograd::save(x), ws = autograd::save(w), p](const Tensor& g, autograd::NeedsGrad needs) {
+                       Tensor xv = xs.unpack(), wv = ws.unpack();
+                       if (GradMode::is_enabled()) return conv2d_backward_composite(xv, wv, g, p, needs);
+                       Backend& be = backend(g.device());
+                       Tensor gc = g.contiguous();
+                       TensorList out(3);
+                       if (needs[0]) {
+                         out[0] = empty(xv.sizes(), xv.options().requires_grad(false));
+                         if (!be.conv2d_backward_input(out[0], gc, wv.detach().contiguous(), p))
+                           return conv2d_backward_composite(xv, wv, g, p, needs);
+                       }
+                       if (needs[1] || needs[2]) {
+                         Tensor gw = empty(wv.sizes(), wv.options().requires_grad(false));
+                         Tensor gb = needs[2] ? empty({wv.size(0)}, wv.options().requires_grad(false)) : Tensor();
+                         if (!be.conv2d_backward_weight(gw, gb, gc, xv.detach().contiguous(), p))
+                           return conv2d_backward_composite(xv, wv, g, p, needs);
+                         if (needs[1]) out[1] = gw;
+                         out[2] = gb;
+                       }
+                       return out;
+                     });
+  return out;
+}
+
+}  // namespace detail
+
 // 2-D convolution (cross-correlation, as PyTorch): x [N, C, H, W], weight [O, C / groups, kh, kw],
 // bias [O] or undefined -> [N, O, Ho, Wo]. channels_last: x is [N, H, W, C] and so is the result.
 inline Tensor conv2d(const Tensor& input, const Tensor& weight, const Tensor& bias = Tensor(), Pair2d stride = 1,
@@ -158,7 +252,11 @@ inline Tensor conv2d(const Tensor& input, const Tensor& weight, const Tensor& bi
               weight.size(1) * groups);
   NABLA_CHECK(!bias.defined() || (bias.dim() == 1 && bias.size(0) == weight.size(0)), ShapeError, "conv2d: bias ",
               detail::describe(bias), " must be [", weight.size(0), "]");
-  const int64_t N = x.size(0), C = x.size(1), O = weight.size(0), kh = weight.size(2), kw = weight.size(3);
+  NABLA_CHECK(stride.h > 0 && stride.w > 0 && dilation.h > 0 && dilation.w > 0, ValueError,
+              "conv2d: stride and dilation must be positive, got stride ", stride.h, "x", stride.w, ", dilation ",
+              dilation.h, "x", dilation.w);
+  NABLA_CHECK(padding.h >= 0 && padding.w >= 0, ValueError, "conv2d: negative padding ", padding.h, "x", padding.w);
+  const int64_t kh = weight.size(2), kw = weight.size(3);
   int64_t top = padding.h, bottom = padding.h, left = padding.w, right = padding.w;
   if (padding.mode == "valid") top = bottom = left = right = 0;
   if (padding.mode == "same") {
@@ -166,126 +264,32 @@ inline Tensor conv2d(const Tensor& input, const Tensor& weight, const Tensor& bi
     const int64_t th = dilation.h * (kh - 1), tw = dilation.w * (kw - 1);
     top = th / 2, bottom = th - top, left = tw / 2, right = tw - left;  // the odd pixel goes last, as PyTorch
   }
+  const int64_t Hp = x.size(2) + top + bottom, Wp = x.size(3) + left + right;
+  NABLA_CHECK(Hp >= dilation.h * (kh - 1) + 1 && Wp >= dilation.w * (kw - 1) + 1, ShapeError, "conv2d: the (padded) input ",
+              detail::describe(x), " is smaller than the kernel ", kh, "x", kw, " (dilation ", dilation.h, "x",
+              dilation.w, ")");
+  const int64_t Ho = detail::conv_out_size(Hp, 0, kh, stride.h, dilation.h);
+  const int64_t Wo = detail::conv_out_size(Wp, 0, kw, stride.w, dilation.w);
+  if (top == bottom && left == right) {
+    Tensor y = detail::conv2d_fused(x, weight, bias, {stride.h, stride.w, top, left, dilation.h, dilation.w, groups}, Ho, Wo);
+    if (y.defined()) return channels_last ? y.permute({0, 2, 3, 1}) : y;
+  }
   Tensor xp = top || bottom || left || right ? pad(x, {left, right, top, bottom}) : x;
-  const int64_t Ho = detail::conv_out_size(xp.size(2), 0, kh, stride.h, dilation.h);
-  const int64_t Wo = detail::conv_out_size(xp.size(3), 0, kw, stride.w, dilation.w);
-  Tensor cols = detail::sliding_windows(xp, kh, kw, stride, dilation, "conv2d");  // [N, C, kk, L]
-  const int64_t G = groups, ckk = C / G * kh * kw;
-  Tensor y = matmul(weight.reshape({G, O / G, ckk}), cols.reshape({N, G, ckk, Ho * Wo}));  // [N, G, O/G, L]
-  y = y.reshape({N, O, Ho, Wo});
-  if (bias.defined()) y = y + bias.reshape({O, 1, 1});
+  Tensor y = detail::conv2d_composite(xp, weight, bias, stride, dilation, groups);
   return channels_last ? y.permute({0, 2, 3, 1}) : y;
 }
 
-// Max over each window; the gradient goes to the first maximal element of the window, as
-// PyTorch's (argmax + gather along the window dim). Padding counts as -inf.
-inline Tensor max_pool2d(const Tensor& x, Pair2d kernel, std::optional<Pair2d> stride = std::nullopt, Pair2d padding = 0,
-                         Pair2d dilation = 1) {
-  detail::check_defined(x, "max_pool2d");
-  Pair2d s = stride.value_or(kernel);
-  NABLA_CHECK(padding.h >= 0 && padding.w >= 0 && 2 * padding.h <= kernel.h && 2 * padding.w <= kernel.w, ValueError,
-              "max_pool2d: padding should be at most half the kernel size, got padding ", padding.h, "x", padding.w,
-              " for kernel ", kernel.h, "x", kernel.w);
-  Tensor xp = padding.h || padding.w ? pad(x, {padding.w, padding.w, padding.h, padding.h}, -INFINITY) : x;
-  Tensor win = detail::sliding_windows(xp, kernel.h, kernel.w, s, dilation, "max_pool2d");
-  const int64_t Ho = detail::conv_out_size(xp.size(2), 0, kernel.h, s.h, dilation.h);
-  const int64_t Wo = detail::conv_out_size(xp.size(3), 0, kernel.w, s.w, dilation.w);
-  return win.gather(2, win.detach().argmax(2, true)).reshape({x.size(0), x.size(1), Ho, Wo});
-}
-
-// Mean over each window; zero padding counts toward the divisor (count_include_pad=True).
-inline Tensor avg_pool2d(const Tensor& x, Pair2d kernel, std::optional<Pair2d> stride = std::nullopt, Pair2d padding = 0) {
-  detail::check_defined(x, "avg_pool2d");
-  Pair2d s = stride.value_or(kernel);
-  NABLA_CHECK(padding.h >= 0 && padding.w >= 0 && 2 * padding.h <= kernel.h && 2 * padding.w <= kernel.w, ValueError,
-              "avg_pool2d: padding should be at most half the kernel size");
-  Tensor xp = padding.h || padding.w ? pad(x, {padding.w, padding.w, padding.h, padding.h}) : x;
-  Tensor win = detail::sliding_windows(xp, kernel.h, kernel.w, s, 1, "avg_pool2d");
-  const int64_t Ho = detail::conv_out_size(xp.size(2), 0, kernel.h, s.h, 1);
-  const int64_t Wo = detail::conv_out_size(xp.size(3), 0, kernel.w, s.w, 1);
-  return win.mean({2}).reshape({x.size(0), x.size(1), Ho, Wo});
-}
-
-namespace detail {
-// [out, in] averaging matrix of adaptive pooling: row o averages [floor(o*in/out), ceil((o+1)*in/out)).
-inline Tensor adaptive_matrix(int64_t in, int64_t out, const TensorOptions& opt) {
-  std::vector<double> m(static_cast<size_t>(in * out), 0.0);
-  for (int64_t o = 0; o < out; ++o) {
-    const int64_t a = (o * in) / out, b = ((o + 1) * in + out - 1) / out;
-    for (int64_t i = a; i < b; ++i) m[static_cast<size_t>(o * in + i)] = 1.0 / static_cast<double>(b - a);
-  }
-  return from_vector(m, {out, in}, TensorOptions(kFloat64)).to(opt.device_, opt.dtype_);
-}
-}  // namespace detail
-
-// PyTorch's adaptive average pooling to output_size. A window is a rectangle, so its mean is
-// separable: A_h @ x @ A_w^T with 1-D averaging matrices (a plain reshape + mean when the
-// sizes divide).
-inline Tensor adaptive_avg_pool2d(const Tensor& x, Pair2d output_size) {
-  detail::check_defined(x, "adaptive_avg_pool2d");
-  NABLA_CHECK(x.dim() == 4 || x.dim() == 3, ShapeError, "adaptive_avg_pool2d: expected a 3-D or 4-D input, got ",
-              detail::describe(x));
-  NABLA_CHECK(output_size.h > 0 && output_size.w > 0, ValueError, "adaptive_avg_pool2d: output size must be positive");
-  NABLA_CHECK(x.is_floating_point(), DTypeError, "adaptive_avg_pool2d: expected a floating-point input, got ",
-              detail::describe(x));
-  const int64_t H = x.size(-2), W = x.size(-1), oh = output_size.h, ow = output_size.w;
-  if (H % oh == 0 && W % ow == 0) {
-    Shape s(x.sizes().begin(), x.sizes().end() - 2);
-    Shape r = s;
-    for (int64_t v : {oh, H / oh, ow, W / ow}) r.push_back(v);
-    return x.reshape(r).mean({-3, -1});
-  }
-  Tensor ah = detail::adaptive_matrix(H, oh, x.options()), aw = detail::adaptive_matrix(W, ow, x.options());
-  return matmul(matmul(ah, x), aw.t());
-}
-
-// Batch normalisation over dim 1 of x [N, C, ...]. training: normalise with the batch's
-// mean and biased variance, and update running_mean / running_var in place (no history) with
-// the unbiased variance, as PyTorch; eval: normalise with the running statistics.
-inline Tensor batch_norm(const Tensor& x, const Tensor& running_mean, const Tensor& running_var,
-                         const Tensor& weight = Tensor(), const Tensor& bias = Tensor(), bool training = false,
-                         double momentum = 0.1, double eps = 1e-5) {
-  detail::check_defined(x, "batch_norm");
-  NABLA_CHECK(x.dim() >= 2, ShapeError, "batch_norm: expected an input [N, C, ...], got ", detail::describe(x));
-  const int64_t C = x.size(1);
-  for (const Tensor* t : {&running_mean, &running_var, &weight, &bias})
-    NABLA_CHECK(!t->defined() || (t->dim() == 1 && t->size(0) == C), ShapeError, "batch_norm: ", detail::describe(*t),
-                " must be [", C, "] for input ", detail::describe(x));
-  Shape bshape(static_cast<size_t>(x.dim()), 1);
-  bshape[1] = C;
-  Dims dims{0};
-  for (int64_t d = 2; d < x.dim(); ++d) dims.push_back(d);
-  Tensor mean, var;
-  if (training) {
-    const int64_t n = x.numel() / std::max<int64_t>(C, 1);
-    NABLA_CHECK(n > 1, ValueError, "batch_norm: expected more than 1 value per channel when training, got input ",
-                detail::describe(x));
-    mean = x.mean(dims, true);
-    Tensor xc = x - mean;
-    var = (xc * xc).mean(dims, true);
-    if (running_mean.defined() || running_var.defined()) {
-      NoGradGuard no_grad;
-      if (running_mean.defined()) {
-        Tensor rm = running_mean;
-        rm.copy_(running_mean * (1.0 - momentum) + mean.detach().reshape({C}).to(running_mean.dtype()) * momentum);
-      }
-      if (running_var.defined()) {
-        Tensor rv = running_var;
-        const double unbias = static_cast<double>(n) / static_cast<double>(n - 1);
-        rv.copy_(running_var * (1.0 - momentum) + var.detach().reshape({C}).to(running_var.dtype()) * (momentum * unbias));
-      }
-    }
-    Tensor y = xc * (var + eps).rsqrt();
-    if (weight.defined()) y = y * weight.reshape(bshape);
-    if (bias.defined()) y = y + bias.reshape(bshape);
-    return y;
-  }
-  NABLA_CHECK(running_mean.defined() && running_var.defined(), ValueError,
-              "batch_norm: running_mean and running_var are needed in eval mode");
-  Tensor y = (x - running_mean.reshape(bshape)) * (running_var.reshape(bshape) + eps).rsqrt();
-  if (weight.defined()) y = y * weight.reshape(bshape);
-  if (bias.defined()) y = y + bias.reshape(bshape);
-  return y;
+// The composite convolution, bypassing backend kernels: the reference the fused path is tested
+// against (tests, benchmarks).
+inline Tensor conv2d_reference(const Tensor& input, const Tensor& weight, const Tensor& bias = Tensor(), Pair2d stride = 1,
+                               Padding2d padding = 0, Pair2d dilation = 1, int64_t groups = 1) {
+  detail::check_defined(input, "conv2d");
+  NABLA_CHECK(padding.mode.empty(), ValueError, "conv2d_reference: explicit padding only");
+  Tensor xp = padding.h || padding.w ? pad(input, {padding.w, padding.w, padding.h, padding.h}) : input;
+  return detail::conv2d_composite(xp, weight, bias, stride, dilation, groups);
 }
 
 }  // namespace nabla
+
+#include "pool.hpp"  // NOLINT: pooling builds on the windows above
+#include "norm.hpp"  // NOLINT

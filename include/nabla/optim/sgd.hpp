@@ -2,6 +2,11 @@
 // optim::SGD: stochastic gradient descent with momentum, dampening, Nesterov momentum and L2
 // weight decay, step for step as torch.optim.SGD (and LibTorch's torch::optim::SGD).
 
+#include <array>
+#include <map>
+#include <string>
+#include <tuple>
+
 #include "optimizer.hpp"
 
 namespace nabla {
@@ -14,13 +19,15 @@ struct SGDOptions {
   NABLA_OPTION(double, dampening, 0.0);
   NABLA_OPTION(double, weight_decay, 0.0);
   NABLA_OPTION(bool, nesterov, false);
+  // One fused backend kernel per step for the float32/float64 parameters (see AdamOptions::fused).
+  NABLA_OPTION(bool, fused, true);
 
  public:
   // Every hyperparameter by name (schedulers and checkpoints go through this).
   template <class F>
   void visit(F&& f) {
     f("lr", lr_), f("momentum", momentum_), f("dampening", dampening_), f("weight_decay", weight_decay_),
-        f("nesterov", nesterov_);
+        f("nesterov", nesterov_), f("fused", fused_);
   }
 };
 
@@ -38,23 +45,61 @@ class SGD : public OptimizerBase<SGDOptions> {
     for (auto& group : groups_) {
       const SGDOptions& o = group.options;
       check(o);
+      // Buckets of fusable parameters by (device, dtype, first step of the momentum buffer).
+      std::map<std::tuple<std::string, DType, bool>, std::array<TensorList, 3>> fusable;
       for (Tensor& p : group.params) {
         if (!p.grad().defined()) continue;
-        Tensor d = p.grad();
-        if (o.weight_decay() != 0) d = d + p * o.weight_decay();
+        Tensor* buf = nullptr;
+        bool first = false;
         if (o.momentum() != 0) {
           auto& st = state_for(p);
-          Tensor* buf = st.find("momentum_buffer");
-          if (!buf) buf = &st.insert("momentum_buffer", d.clone());
-          else buf->mul_(o.momentum()).add_(d, 1.0 - o.dampening());
-          d = o.nesterov() ? d + *buf * o.momentum() : *buf;
+          buf = st.find("momentum_buffer");
+          first = buf == nullptr;
+          if (!buf) buf = &st.insert("momentum_buffer", empty_like(p));
         }
-        p.add_(d, -o.lr());
+        if (o.fused() && fusable_param(p, buf)) {
+          auto& b = fusable[{p.device().str(), p.dtype(), first}];
+          b[0].push_back(p);
+          b[1].push_back(p.grad());
+          if (buf) b[2].push_back(*buf);
+          continue;
+        }
+        update(p, buf, first, o);
+      }
+      for (auto& [key, b] : fusable) {
+        SgdStepParams sp{o.lr(), o.momentum(), o.dampening(), o.weight_decay(), o.nesterov(), std::get<2>(key)};
+        if (!backend(b[0].front().device()).sgd_step(b[0], b[1], b[2], sp)) {
+          for (size_t i = 0; i < b[0].size(); ++i) update(b[0][i], b[2].empty() ? nullptr : &b[2][i], sp.first_step, o);
+          continue;
+        }
+        for (TensorList* t : {&b[0], &b[2]})
+          for (Tensor& x : *t) nabla::detail::bump_version(x);
       }
     }
   }
 
  private:
+  // The composite update of one parameter (unfused path, and the reference of the fused one).
+  static void update(Tensor& p, Tensor* buf, bool first, const SGDOptions& o) {
+    Tensor d = p.grad();
+    if (o.weight_decay() != 0) d = d + p * o.weight_decay();
+    if (buf) {
+      if (first) buf->copy_(d);
+      else buf->mul_(o.momentum()).add_(d, 1.0 - o.dampening());
+      d = o.nesterov() ? d + *buf * o.momentum() : *buf;
+    }
+    p.add_(d, -o.lr());
+  }
+
+  static bool fusable_param(const Tensor& p, const Tensor* buf) {
+    if (p.dtype() != kFloat32 && p.dtype() != kFloat64) return false;
+    auto ok = [&](const Tensor& t) {
+      return t.defined() && t.is_contiguous() && t.dtype() == p.dtype() && t.device() == p.device() &&
+             t.sizes() == p.sizes();
+    };
+    return ok(p) && ok(p.grad()) && (!buf || ok(*buf));
+  }
+
   static void check(const SGDOptions& o) {
     NABLA_CHECK(o.lr() >= 0 && o.momentum() >= 0 && o.weight_decay() >= 0, ValueError,
                 "optim::SGD: lr, momentum and weight_decay must be non-negative, got lr=", o.lr(), " momentum=",

@@ -1,0 +1,55 @@
+#pragma once
+// Fused CPU optimizer steps behind Backend::adam_step / sgd_step: one pass over each parameter
+// doing every elementwise operation of the update, where the composite form in optim/ makes
+// five to eight passes and as many temporaries. Formulas as optim/adam.hpp and optim/sgd.hpp.
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+
+#include "../backend.hpp"
+#include "parallel.hpp"
+
+namespace nabla {
+namespace cpu {
+
+template <class T>
+void adam_step_kernel(T* p, const T* grad, T* m, T* v, T* vmax, int64_t n, const AdamStepParams& a) {
+  const T b1 = T(a.beta1), b2 = T(a.beta2), one_m_b1 = T(1.0 - a.beta1), one_m_b2 = T(1.0 - a.beta2);
+  const T wd = T(a.weight_decay), decay = T(1.0 - a.lr * a.weight_decay), eps = T(a.eps);
+  const T bc2_sqrt = T(std::sqrt(1.0 - std::pow(a.beta2, a.step)));
+  const T step_size = T(-a.lr / (1.0 - std::pow(a.beta1, a.step)));
+  const bool decoupled = a.decoupled && a.weight_decay != 0, coupled = !a.decoupled && a.weight_decay != 0;
+  parallel_for(0, n, kParallelGrain / 4, [&](int64_t b, int64_t e) {
+    for (int64_t i = b; i < e; ++i) {
+      T g = grad[i];
+      if (coupled) g = g + p[i] * wd;
+      if (decoupled) p[i] = p[i] * decay;
+      m[i] = m[i] * b1 + g * one_m_b1;
+      v[i] = v[i] * b2 + (g * g) * one_m_b2;
+      T second = v[i];
+      if (vmax) second = vmax[i] = std::max(vmax[i], v[i]);
+      const T denom = std::sqrt(second) / bc2_sqrt + eps;
+      p[i] = p[i] + (m[i] / denom) * step_size;
+    }
+  });
+}
+
+template <class T>
+void sgd_step_kernel(T* p, const T* grad, T* buf, int64_t n, const SgdStepParams& s) {
+  const T wd = T(s.weight_decay), mom = T(s.momentum), damp = T(1.0 - s.dampening), neg_lr = T(-s.lr);
+  parallel_for(0, n, kParallelGrain / 2, [&](int64_t b, int64_t e) {
+    for (int64_t i = b; i < e; ++i) {
+      T d = grad[i];
+      if (s.weight_decay != 0) d = d + p[i] * wd;
+      if (buf) {
+        buf[i] = s.first_step ? d : buf[i] * mom + d * damp;
+        d = s.nesterov ? d + buf[i] * mom : buf[i];
+      }
+      p[i] = p[i] + d * neg_lr;
+    }
+  });
+}
+
+}  // namespace cpu
+}  // namespace nabla

@@ -1,0 +1,141 @@
+#pragma once
+// Batch normalisation: a fused backend kernel when the device has one (Backend::batch_norm_*),
+// else a composite of reductions and elementwise ops. The composite is the reference the
+// kernels are tested against and the backward used under create_graph (double backward).
+
+#include "conv.hpp"
+
+namespace nabla {
+
+// Batch normalisation over dim 1 of x [N, C, ...]. training: normalise with the batch's
+// mean and biased variance, and update running_mean / running_var in place (no history) with
+// the unbiased variance, as PyTorch; eval: normalise with the running statistics.
+inline Tensor batch_norm_reference(const Tensor& x, const Tensor& running_mean, const Tensor& running_var,
+                                   const Tensor& weight = Tensor(), const Tensor& bias = Tensor(),
+                                   bool training = false, double momentum = 0.1, double eps = 1e-5) {
+  detail::check_defined(x, "batch_norm");
+  NABLA_CHECK(x.dim() >= 2, ShapeError, "batch_norm: expected an input [N, C, ...], got ", detail::describe(x));
+  const int64_t C = x.size(1);
+  for (const Tensor* t : {&running_mean, &running_var, &weight, &bias})
+    NABLA_CHECK(!t->defined() || (t->dim() == 1 && t->size(0) == C), ShapeError, "batch_norm: ", detail::describe(*t),
+                " must be [", C, "] for input ", detail::describe(x));
+  Shape bshape(static_cast<size_t>(x.dim()), 1);
+  bshape[1] = C;
+  Dims dims{0};
+  for (int64_t d = 2; d < x.dim(); ++d) dims.push_back(d);
+  Tensor mean, var;
+  if (training) {
+    const int64_t n = x.numel() / std::max<int64_t>(C, 1);
+    NABLA_CHECK(n > 1, ValueError, "batch_norm: expected more than 1 value per channel when training, got input ",
+                detail::describe(x));
+    mean = x.mean(dims, true);
+    Tensor xc = x - mean;
+    var = (xc * xc).mean(dims, true);
+    if (running_mean.defined() || running_var.defined()) {
+      NoGradGuard no_grad;
+      if (running_mean.defined()) {
+        Tensor rm = running_mean;
+        rm.copy_(running_mean * (1.0 - momentum) + mean.detach().reshape({C}).to(running_mean.dtype()) * momentum);
+      }
+      if (running_var.defined()) {
+        Tensor rv = running_var;
+        const double unbias = static_cast<double>(n) / static_cast<double>(n - 1);
+        rv.copy_(running_var * (1.0 - momentum) + var.detach().reshape({C}).to(running_var.dtype()) * (momentum * unbias));
+      }
+    }
+    Tensor y = xc * (var + eps).rsqrt();
+    if (weight.defined()) y = y * weight.reshape(bshape);
+    if (bias.defined()) y = y + bias.reshape(bshape);
+    return y;
+  }
+  NABLA_CHECK(running_mean.defined() && running_var.defined(), ValueError,
+              "batch_norm: running_mean and running_var are needed in eval mode");
+  Tensor y = (x - running_mean.reshape(bshape)) * (running_var.reshape(bshape) + eps).rsqrt();
+  if (weight.defined()) y = y * weight.reshape(bshape);
+  if (bias.defined()) y = y + bias.reshape(bshape);
+  return y;
+}
+
+
+namespace detail {
+
+// Training-mode gradients of batch norm in differentiable ops, from x, weight and the saved
+// statistics (recomputed from x so that second derivatives see their dependence on x).
+inline TensorList batch_norm_backward_composite(const Tensor& x, const Tensor& weight, const Tensor& g, double eps,
+                                                autograd::NeedsGrad needs) {
+  const int64_t C = x.size(1);
+  Shape bshape(static_cast<size_t>(x.dim()), 1);
+  bshape[1] = C;
+  Dims dims{0};
+  for (int64_t d = 2; d < x.dim(); ++d) dims.push_back(d);
+  Tensor mean = x.mean(dims, true), xc = x - mean;
+  Tensor invstd = ((xc * xc).mean(dims, true) + eps).rsqrt();
+  Tensor xhat = xc * invstd;
+  TensorList out(3);
+  if (needs[0]) {
+    Tensor gxhat = weight.defined() ? g * weight.reshape(bshape) : g;
+    out[0] = invstd * (gxhat - gxhat.mean(dims, true) - xhat * (gxhat * xhat).mean(dims, true));
+  }
+  if (needs[1]) out[1] = (g * xhat).sum(dims);
+  if (needs[2]) out[2] = g.sum(dims);
+  return out;
+}
+
+}  // namespace detail
+
+// Batch normalisation over dim 1 of x [N, C, ...]; see batch_norm_reference for the semantics.
+// The fused path saves the batch mean and inverse std and computes all three gradients in one
+// kernel.
+inline Tensor batch_norm(const Tensor& x, const Tensor& running_mean, const Tensor& running_var,
+                         const Tensor& weight = Tensor(), const Tensor& bias = Tensor(), bool training = false,
+                         double momentum = 0.1, double eps = 1e-5) {
+  detail::check_defined(x, "batch_norm");
+  NABLA_CHECK(x.dim() >= 2, ShapeError, "batch_norm: expected an input [N, C, ...], got ", detail::describe(x));
+  const int64_t C = x.size(1);
+  bool fusable = x.is_floating_point() && x.numel() > 0 && (training || (running_mean.defined() && running_var.defined()));
+  for (const Tensor* t : {&running_mean, &running_var, &weight, &bias}) {
+    NABLA_CHECK(!t->defined() || (t->dim() == 1 && t->size(0) == C), ShapeError, "batch_norm: ", detail::describe(*t),
+                " must be [", C, "] for input ", detail::describe(x));
+    if (t->defined()) fusable = fusable && t->dtype() == x.dtype() && t->device() == x.device() && t->is_contiguous();
+  }
+  if (training) {
+    NABLA_CHECK(x.numel() / std::max<int64_t>(C, 1) > 1, ValueError,
+                "batch_norm: expected more than 1 value per channel when training, got input ", detail::describe(x));
+  }
+  const bool want_graph = autograd::needs_grad(x, weight, bias);
+  if (fusable && (training || !want_graph)) {  // eval with a graph: the composite's affine map is as cheap
+    Backend& be = backend(x.device());
+    Tensor xc = x.detach().contiguous();
+    Tensor out = empty(x.sizes(), x.options().requires_grad(false));
+    Tensor save_mean = training ? empty({C}, x.options().requires_grad(false)) : Tensor();
+    Tensor save_invstd = training ? empty({C}, x.options().requires_grad(false)) : Tensor();
+    auto plain = [](const Tensor& t) { return t.defined() ? t.detach() : t; };
+    if (be.batch_norm_forward(out, save_mean, save_invstd, xc, plain(weight), plain(bias), running_mean, running_var,
+                              training, momentum, eps)) {
+      if (training && running_mean.defined()) detail::bump_version(running_mean);
+      if (training && running_var.defined()) detail::bump_version(running_var);
+      if (!want_graph) return out;
+      autograd::record("BatchNormBackward", out, {x, weight, bias},
+                         [xs = autograd::save(x), ws = autograd::save(weight), save_mean, save_invstd, eps](
+                             const Tensor& g, autograd::NeedsGrad needs) {
+                           Tensor xv = xs.unpack(), wv = ws.unpack();
+                           if (GradMode::is_enabled()) return detail::batch_norm_backward_composite(xv, wv, g, eps, needs);
+                           auto maybe = [&](bool need, const Shape& s) {
+                             return need ? empty(s, g.options().requires_grad(false)) : Tensor();
+                           };
+                           TensorList out{maybe(needs[0], xv.sizes()), maybe(needs[1], {xv.size(1)}),
+                                          maybe(needs[2], {xv.size(1)})};
+                           if (!backend(g.device()).batch_norm_backward(out[0], out[1], out[2], g.contiguous(),
+                                                                        xv.detach().contiguous(),
+                                                                        wv.defined() ? wv.detach() : wv, save_mean,
+                                                                        save_invstd))
+                             return detail::batch_norm_backward_composite(xv, wv, g, eps, needs);
+                           return out;
+                         });
+      return out;
+    }
+  }
+  return batch_norm_reference(x, running_mean, running_var, weight, bias, training, momentum, eps);
+}
+
+}  // namespace nabla

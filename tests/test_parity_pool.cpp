@@ -1,0 +1,325 @@
+// Parity rows for the pooling options (ceil_mode, dilation, count_include_pad,
+// divisor_override), interpolate, more conv2d and batch_norm layouts; and the fused backend
+// kernels (conv2d, batch_norm, max_pool2d indices, optimizer steps) against the composites
+// they replace.
+
+#include <cmath>
+
+#include "parity.hpp"
+
+namespace nabla_test {
+namespace {
+
+struct PoolArgs {
+  int64_t k = 2, s = 2, p = 0, d = 1;
+  bool ceil_mode = false, count_include_pad = true;
+  int64_t divisor = 0;  // divisor_override when > 0
+};
+
+// Output size exactly as PyTorch's pooling_output_shape.
+int64_t ref_pool_out(int64_t in, const PoolArgs& a) {
+  int64_t out = (in + 2 * a.p - a.d * (a.k - 1) - 1 + (a.ceil_mode ? a.s - 1 : 0)) / a.s + 1;
+  if (a.ceil_mode && (out - 1) * a.s >= in + a.p) --out;
+  return out;
+}
+
+// max (kind 0) or average (kind 1) over windows of x [N, C, H, W] (or [C, H, W]).
+Ref ref_pool2(const Ref& x, const PoolArgs& a, int kind) {
+  const bool three = x.dim() == 3;
+  const int64_t H = x.shape[x.dim() - 2], W = x.shape[x.dim() - 1];
+  const int64_t Ho = ref_pool_out(H, a), Wo = ref_pool_out(W, a);
+  Shape s = x.shape;
+  s[s.size() - 2] = Ho, s[s.size() - 1] = Wo;
+  return ref_generate(s, [&](const Shape& idx) {
+    const int64_t oh = idx[idx.size() - 2], ow = idx[idx.size() - 1];
+    double m = -INFINITY, sum = 0;
+    int64_t inside = 0;
+    for (int64_t i = 0; i < a.k; ++i)
+      for (int64_t j = 0; j < a.k; ++j) {
+        const int64_t h = oh * a.s - a.p + i * a.d, w = ow * a.s - a.p + j * a.d;
+        if (h < 0 || h >= H || w < 0 || w >= W) continue;
+        Shape at = idx;
+        at[at.size() - 2] = h, at[at.size() - 1] = w;
+        const double v = ref_at(x, at);
+        m = std::max(m, v), sum += v, ++inside;
+      }
+    if (kind == 0) return m;
+    // PyTorch's divisor: the window clipped to the padded input (count_include_pad) or to the input.
+    const int64_t hs = oh * a.s - a.p, ws = ow * a.s - a.p;
+    const int64_t he = std::min(hs + a.k, H + a.p), we = std::min(ws + a.k, W + a.p);
+    const double div = a.divisor > 0 ? static_cast<double>(a.divisor)
+                       : a.count_include_pad ? static_cast<double>((he - hs) * (we - ws))
+                                             : static_cast<double>(inside);
+    (void)three;
+    return sum / div;
+  });
+}
+
+// torch.nn.functional.interpolate, float64, straight from its definition.
+Ref ref_interpolate(const Ref& x, int64_t Ho, int64_t Wo, bool bilinear, bool align, double sh = 0, double sw = 0) {
+  const int64_t H = x.shape[x.dim() - 2], W = x.shape[x.dim() - 1];
+  Shape s = x.shape;
+  s[s.size() - 2] = Ho, s[s.size() - 1] = Wo;
+  auto src = [&](int64_t o, int64_t in, int64_t out, double scale) {
+    if (align) return out > 1 ? static_cast<double>(o) * static_cast<double>(in - 1) / static_cast<double>(out - 1) : 0.0;
+    const double r = scale > 0 ? 1.0 / scale : static_cast<double>(in) / static_cast<double>(out);
+    return bilinear ? std::max(0.0, (static_cast<double>(o) + 0.5) * r - 0.5) : static_cast<double>(o) * r;
+  };
+  return ref_generate(s, [&](const Shape& idx) {
+    const double fh = src(idx[idx.size() - 2], H, Ho, sh), fw = src(idx[idx.size() - 1], W, Wo, sw);
+    auto at = [&](int64_t h, int64_t w) {
+      Shape j = idx;
+      j[j.size() - 2] = h, j[j.size() - 1] = w;
+      return ref_at(x, j);
+    };
+    if (!bilinear)
+      return at(std::min<int64_t>(static_cast<int64_t>(std::floor(fh)), H - 1),
+                std::min<int64_t>(static_cast<int64_t>(std::floor(fw)), W - 1));
+    const int64_t h0 = std::min<int64_t>(static_cast<int64_t>(fh), H - 1), w0 = std::min<int64_t>(static_cast<int64_t>(fw), W - 1);
+    const int64_t h1 = std::min(h0 + 1, H - 1), w1 = std::min(w0 + 1, W - 1);
+    const double lh = fh - static_cast<double>(h0), lw = fw - static_cast<double>(w0);
+    return (1 - lh) * ((1 - lw) * at(h0, w0) + lw * at(h0, w1)) + lh * ((1 - lw) * at(h1, w0) + lw * at(h1, w1));
+  });
+}
+
+// Batch statistics over every dim but 1, no affine.
+Ref ref_batch_norm_plain(const Ref& x, double eps) {
+  const int64_t N = x.shape[0], C = x.shape[1], inner = x.numel() / (N * C);
+  std::vector<double> mean(static_cast<size_t>(C), 0.0), var(static_cast<size_t>(C), 0.0);
+  for (int64_t i = 0; i < x.numel(); ++i) mean[static_cast<size_t>((i / inner) % C)] += x.v[static_cast<size_t>(i)];
+  for (auto& m : mean) m /= static_cast<double>(N * inner);
+  for (int64_t i = 0; i < x.numel(); ++i) {
+    const double d = x.v[static_cast<size_t>(i)] - mean[static_cast<size_t>((i / inner) % C)];
+    var[static_cast<size_t>((i / inner) % C)] += d * d;
+  }
+  for (auto& v : var) v /= static_cast<double>(N * inner);
+  Ref r = x;
+  for (int64_t i = 0; i < x.numel(); ++i) {
+    const size_t c = static_cast<size_t>((i / inner) % C);
+    r.v[static_cast<size_t>(i)] = (x.v[static_cast<size_t>(i)] - mean[c]) / std::sqrt(var[c] + eps);
+  }
+  return r;
+}
+
+const RegisterParity rows([](std::vector<ParityCase>& t) {
+  auto max_row = [&t](const char* label, Shape xs, PoolArgs a) {
+    t.push_back({"max_pool2d", label, {in(xs, Domain::Distinct)},
+                 [=](const TensorList& x) { return max_pool2d(x[0], a.k, a.s, a.p, a.d, a.ceil_mode); },
+                 [=](const std::vector<Ref>& r) { return ref_pool2(r[0], a, 0); }});
+  };
+  max_row("ceil_k3_s2", {2, 2, 6, 7}, {3, 2, 0, 1, true});
+  max_row("ceil_k2_s2_p1", {1, 3, 5, 5}, {2, 2, 1, 1, true});
+  max_row("dilation2_p1", {2, 2, 7, 6}, {2, 1, 1, 2});
+  max_row("chw_3d", {3, 5, 6}, {3, 2, 1, 1});
+  max_row("k1_s1", {2, 2, 3, 3}, {1, 1, 0, 1});
+
+  auto avg_row = [&t](const char* label, Shape xs, PoolArgs a) {
+    t.push_back({"avg_pool2d", label, {in(xs)},
+                 [=](const TensorList& x) {
+                   return avg_pool2d(x[0], a.k, a.s, a.p, a.ceil_mode, a.count_include_pad,
+                                     a.divisor > 0 ? std::optional<int64_t>(a.divisor) : std::nullopt);
+                 },
+                 [=](const std::vector<Ref>& r) { return ref_pool2(r[0], a, 1); }});
+  };
+  avg_row("ceil_k3_s2", {2, 2, 6, 7}, {3, 2, 0, 1, true});
+  avg_row("ceil_pad_exclude", {1, 3, 5, 6}, {3, 2, 1, 1, true, false});
+  avg_row("pad_exclude", {2, 2, 5, 5}, {3, 1, 1, 1, false, false});
+  avg_row("divisor_override", {1, 2, 6, 6}, {2, 2, 1, 1, false, true, 3});
+  avg_row("chw_3d", {3, 4, 4}, {2, 2});
+
+  auto interp_row = [&t](const char* label, Shape xs, InterpolateOptions o, int64_t Ho, int64_t Wo, double sh = 0,
+                         double sw = 0) {
+    t.push_back({"interpolate", label, {in(xs)}, [=](const TensorList& x) { return interpolate(x[0], o); },
+                 [=](const std::vector<Ref>& r) {
+                   return ref_interpolate(r[0], Ho, Wo, o.mode == "bilinear", o.align_corners, sh, sw);
+                 },
+                 {kFloat32, kFloat64}, true, true});
+  };
+  InterpolateOptions o;
+  o.size = Pair2d(5, 7);
+  interp_row("nearest_up", {2, 2, 3, 4}, o, 5, 7);
+  o.size = Pair2d(2, 3);
+  interp_row("nearest_down", {1, 2, 5, 7}, o, 2, 3);
+  o.size = std::nullopt, o.scale_factor = std::make_pair(2.0, 1.5);
+  interp_row("nearest_scale", {1, 3, 3, 4}, o, 6, 6, 2.0, 1.5);
+  o.mode = "bilinear";
+  interp_row("bilinear_scale", {1, 2, 3, 4}, o, 6, 6, 2.0, 1.5);
+  o.scale_factor = std::nullopt, o.size = Pair2d(5, 7);
+  interp_row("bilinear_up", {2, 2, 3, 4}, o, 5, 7);
+  o.align_corners = true;
+  interp_row("bilinear_align_up", {1, 2, 3, 4}, o, 5, 7);
+  o.size = Pair2d(3, 2);
+  interp_row("bilinear_align_down", {3, 6, 5}, o, 3, 2);
+
+  auto conv_row = [&t](const char* label, Shape xs, Shape ws, Pair2d stride, int64_t pad_, Pair2d dil, int64_t groups,
+                       bool grad2 = false) {
+    t.push_back({"conv2d", label, {in(xs), in(ws), in({ws[0]})},
+                 [=](const TensorList& x) { return conv2d(x[0], x[1], x[2], stride, pad_, dil, groups); },
+                 [=](const std::vector<Ref>& r) {
+                   // the composite in float64 is checked against loops in test_parity_conv.cpp
+                   NoGradGuard ng;
+                   Tensor y = conv2d_reference(r[0].tensor(), r[1].tensor(), r[2].tensor(), stride, pad_, dil, groups);
+                   return Ref::of(y);
+                 },
+                 {kFloat32, kFloat64}, true, grad2, true, 10.0});
+  };
+  conv_row("1x1_stride2", {2, 3, 5, 5}, {4, 3, 1, 1}, 2, 0, 1, 1);
+  conv_row("pad2_dil2_groups2", {2, 4, 7, 6}, {4, 2, 3, 3}, 1, 2, 2, 2, true);
+  conv_row("odd_batch_pad1", {3, 5, 6, 7}, {7, 5, 3, 3}, {1, 2}, 1, 1, 1);
+  conv_row("kernel_eq_input", {2, 2, 3, 3}, {3, 2, 3, 3}, 1, 0, 1, 1);
+
+  t.push_back({"batch_norm", "train_3d_no_affine", {in({4, 3, 5})},
+               [](const TensorList& x) {
+                 Tensor rm = zeros({3}, x[0].dtype()), rv = ones({3}, x[0].dtype());
+                 return batch_norm(x[0], rm, rv, Tensor(), Tensor(), true, 0.1, 1e-5);
+               },
+               [](const std::vector<Ref>& r) { return ref_batch_norm_plain(r[0], 1e-5); },
+               {kFloat32, kFloat64}, true, true, true, 10.0});
+  t.push_back({"batch_norm", "train_2d", {in({6, 4})},
+               [](const TensorList& x) { return batch_norm(x[0], Tensor(), Tensor(), Tensor(), Tensor(), true); },
+               [](const std::vector<Ref>& r) { return ref_batch_norm_plain(r[0], 1e-5); },
+               {kFloat32, kFloat64}, true, false, true, 10.0});
+});
+
+// ---- fused kernels vs the composites they replace -----------------------------------------
+
+TEST(FusedConv, MatchesCompositeForwardAndGradients) {
+  struct Case {
+    Shape x, w;
+    Pair2d stride, dil;
+    int64_t pad, groups;
+  };
+  const std::vector<Case> cases{{{4, 3, 9, 8}, {6, 3, 3, 3}, 1, 1, 1, 1},  {{1, 4, 6, 6}, {4, 1, 3, 3}, 2, 1, 1, 4},
+                                {{3, 6, 7, 9}, {4, 3, 2, 3}, {2, 1}, 2, 2, 2}, {{5, 8, 4, 4}, {3, 8, 1, 1}, 1, 1, 0, 1},
+                                {{2, 2, 11, 5}, {3, 2, 5, 1}, {3, 1}, {1, 1}, 2, 1}};
+  manual_seed(21);
+  for (const Case& c : cases) {
+    for (DType dt : {kFloat32, kFloat64}) {
+      SCOPED_TRACE(shape_str(c.x) + " " + shape_str(c.w) + " " + dtype_name(dt));
+      Tensor x = randn(c.x, dt).requires_grad_(), w = randn(c.w, dt).requires_grad_(), b = randn({c.w[0]}, dt).requires_grad_();
+      Tensor y = conv2d(x, w, b, c.stride, c.pad, c.dil, c.groups);
+      Tensor r = conv2d_reference(x, w, b, c.stride, c.pad, c.dil, c.groups);
+      ASSERT_EQ(y.sizes(), r.sizes());
+      ASSERT_NE(y.grad_fn(), nullptr);
+      EXPECT_STREQ(y.grad_fn()->name(), "Conv2dBackward");  // the fused path really ran
+      const double tol = dt == kFloat32 ? 1e-4 : 1e-11;
+      EXPECT_TRUE(all_close(y, r, tol, tol));
+      Tensor g = randn(y.sizes(), dt);
+      auto a = autograd::grad({y}, {x, w, b}, {g}), e = autograd::grad({r}, {x, w, b}, {g});
+      for (size_t i = 0; i < 3; ++i) EXPECT_TRUE(all_close(a[i], e[i], tol * 10, tol * 10)) << "gradient " << i;
+    }
+  }
+}
+
+TEST(FusedConv, OnlyRequestedGradientsAndDoubleBackward) {
+  manual_seed(4);
+  Tensor x = randn({2, 3, 6, 6}, kFloat64), w = randn({4, 3, 3, 3}, kFloat64).requires_grad_();
+  Tensor y = conv2d(x, w, Tensor(), 1, 1);
+  auto gw = autograd::grad({y.sum()}, {w});
+  EXPECT_FALSE(x.grad().defined());
+  EXPECT_EQ(gw[0].sizes(), w.sizes());
+  // create_graph: the backward runs as composite ops, so second derivatives exist and are right.
+  Tensor xr = x.clone().requires_grad_();
+  auto g1 = autograd::grad({conv2d(xr, w, Tensor(), 1, 1).pow(2).sum()}, {w}, {}, true, true);
+  auto g2 = autograd::grad({g1[0].sum()}, {xr});
+  auto r1 = autograd::grad({conv2d_reference(xr, w, Tensor(), 1, 1).pow(2).sum()}, {w}, {}, true, true);
+  auto r2 = autograd::grad({r1[0].sum()}, {xr});
+  EXPECT_TRUE(all_close(g1[0], r1[0], 1e-10, 1e-10));
+  EXPECT_TRUE(all_close(g2[0], r2[0], 1e-10, 1e-10));
+}
+
+TEST(FusedBatchNorm, MatchesCompositeIncludingRunningStats) {
+  manual_seed(5);
+  for (Shape s : {Shape{8, 3, 5, 4}, Shape{6, 4}, Shape{3, 2, 7}}) {
+    const int64_t C = s[1];
+    Tensor x = (randn(s, kFloat64) * 3.0 + 2.0).requires_grad_();
+    Tensor w = randn({C}, kFloat64).requires_grad_(), b = randn({C}, kFloat64).requires_grad_();
+    Tensor rm1 = randn({C}, kFloat64), rv1 = rand({C}, kFloat64) + 0.5;
+    Tensor rm2 = rm1.clone(), rv2 = rv1.clone();
+    Tensor y = batch_norm(x, rm1, rv1, w, b, true, 0.2, 1e-3);
+    Tensor r = batch_norm_reference(x, rm2, rv2, w, b, true, 0.2, 1e-3);
+    EXPECT_STREQ(y.grad_fn()->name(), "BatchNormBackward");
+    EXPECT_TRUE(all_close(y, r, 1e-10, 1e-10));
+    EXPECT_TRUE(all_close(rm1, rm2, 1e-12, 1e-12));
+    EXPECT_TRUE(all_close(rv1, rv2, 1e-12, 1e-12));
+    Tensor g = randn(y.sizes(), kFloat64);
+    auto a = autograd::grad({y}, {x, w, b}, {g}), e = autograd::grad({r}, {x, w, b}, {g});
+    for (size_t i = 0; i < 3; ++i) EXPECT_TRUE(all_close(a[i], e[i], 1e-9, 1e-9)) << "gradient " << i;
+    // eval without a graph runs the kernel too
+    NoGradGuard ng;
+    EXPECT_TRUE(all_close(batch_norm(x, rm1, rv1, w, b, false), batch_norm_reference(x, rm1, rv1, w, b, false), 1e-10,
+                          1e-10));
+  }
+}
+
+TEST(FusedBatchNorm, DoubleBackwardThroughComposite) {
+  manual_seed(6);
+  Tensor x = randn({4, 2, 3}, kFloat64).requires_grad_(), w = randn({2}, kFloat64).requires_grad_();
+  auto f = [&](bool fused) {
+    Tensor y = fused ? batch_norm(x, Tensor(), Tensor(), w, Tensor(), true)
+                     : batch_norm_reference(x, Tensor(), Tensor(), w, Tensor(), true);
+    auto g1 = autograd::grad({y.pow(3).sum()}, {x}, {}, true, true);
+    return autograd::grad({g1[0].pow(2).sum()}, {x, w});
+  };
+  auto a = f(true), b = f(false);
+  EXPECT_TRUE(all_close(a[0], b[0], 1e-9, 1e-9));
+  EXPECT_TRUE(all_close(a[1], b[1], 1e-9, 1e-9));
+}
+
+TEST(MaxPool, IndicesPointAtTheMaximumAndGradientFollowsThem) {
+  manual_seed(8);
+  Tensor x = randn({2, 3, 7, 6}, kFloat64).requires_grad_();
+  auto [y, idx] = max_pool2d_with_indices(x, 3, 2, 1, 1, true);
+  ASSERT_EQ(idx.dtype(), kInt64);
+  ASSERT_EQ(idx.sizes(), y.sizes());
+  Tensor picked = x.detach().reshape({6, 42}).gather(1, idx.reshape({6, -1})).reshape(y.sizes());
+  EXPECT_TRUE(all_equal(picked, y.detach()));
+  auto g = autograd::grad({y.sum()}, {x});
+  // each input element's gradient counts the windows that chose it
+  Tensor counts = zeros({6, 42}, kFloat64).scatter_add(1, idx.reshape({6, -1}), ones({6, idx.numel() / 6}, kFloat64));
+  EXPECT_TRUE(all_equal(g[0], counts.reshape(x.sizes())));
+  // NaN wins; ties go to the first element of the window
+  Tensor t = tensor({1.0, 5.0, 5.0, 2.0}, TensorOptions(kFloat32)).reshape({1, 1, 2, 2});
+  EXPECT_EQ(std::get<1>(max_pool2d_with_indices(t, 2)).item<int64_t>(), 1);
+  Tensor n = tensor({1.0, double(NAN), 5.0, 2.0}, TensorOptions(kFloat32)).reshape({1, 1, 2, 2});
+  EXPECT_TRUE(std::isnan(max_pool2d(n, 2).item<float>()));
+  // half precision runs the float kernel and casts back
+  Tensor h = x.detach().to(kBFloat16);
+  EXPECT_TRUE(all_close(max_pool2d(h, 2).to(kFloat64), max_pool2d(h.to(kFloat64), 2), 0, 0));
+  EXPECT_THROW(max_pool2d(x, 2, 1, 2), ValueError);
+  EXPECT_THROW(max_pool2d(randn({4, 4}), 2), ShapeError);
+}
+
+TEST(FusedOptim, AdamAndSgdMatchTheCompositeStep) {
+  manual_seed(10);
+  auto run = [](auto make, bool fused) {
+    manual_seed(11);
+    Tensor a = randn({7, 5}), b = randn({3}), c = randn({2, 2}, kFloat64);
+    auto opt = make(TensorList{a, b, c}, fused);
+    for (int step = 0; step < 4; ++step) {
+      manual_seed(100 + step);
+      a.mutable_grad() = randn(a.sizes());
+      b.mutable_grad() = randn(b.sizes());
+      c.mutable_grad() = step == 2 ? Tensor() : randn(c.sizes(), kFloat64);  // a skipped parameter: own step count
+      opt.step();
+    }
+    return TensorList{a, b, c};
+  };
+  auto adam = [](TensorList p, bool f) { return optim::Adam(p, optim::AdamOptions(0.01).weight_decay(0.1).amsgrad(true).fused(f)); };
+  auto adamw = [](TensorList p, bool f) { return optim::AdamW(p, optim::AdamWOptions(0.01).fused(f)); };
+  auto sgd = [](TensorList p, bool f) {
+    return optim::SGD(p, optim::SGDOptions(0.1).momentum(0.9).nesterov(true).weight_decay(0.01).fused(f));
+  };
+  auto sgd_damp = [](TensorList p, bool f) { return optim::SGD(p, optim::SGDOptions(0.1).momentum(0.5).dampening(0.3).fused(f)); };
+  auto check = [&](auto make, const char* name) {
+    auto x = run(make, true), y = run(make, false);
+    for (size_t i = 0; i < x.size(); ++i) EXPECT_TRUE(all_close(x[i], y[i], 1e-6, 1e-6)) << name << " param " << i;
+  };
+  check(adam, "Adam");
+  check(adamw, "AdamW");
+  check(sgd, "SGD nesterov");
+  check(sgd_damp, "SGD dampening");
+}
+
+}  // namespace
+}  // namespace nabla_test
