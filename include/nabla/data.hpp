@@ -1,0 +1,8 @@
+#pragma once
+// nabla::data: IDX/MNIST readers, datasets, batch transforms and the prefetching DataLoader.
+// See docs/data.md.
+
+#include "data/idx.hpp"
+#include "data/dataset.hpp"
+#include "data/transforms.hpp"
+#include "data/dataloader.hpp"
