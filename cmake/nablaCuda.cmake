@@ -6,6 +6,8 @@
 #   CMAKE_CUDA_ARCHITECTURES  default: "native" when a GPU is visible, else 75;80;90 (+PTX for 90)
 #   CUDNN_ROOT                where cuDNN lives when not under the CUDA toolkit (e.g. inside a
 #                             PyTorch wheel: .../site-packages/nvidia/cudnn)
+#   NABLA_WITH_CUDNN          ON (default): cuDNN convolutions when cuDNN >= 8 is found; OFF: never
+#                             (conv2d then runs as its composite of cuBLAS matmuls and gathers)
 include_guard(GLOBAL)
 
 # Call before enable_language(CUDA): picks the default architectures when the user set none.
@@ -38,15 +40,32 @@ function(nabla_add_cuda_target backend_source kernels_parent)
   target_compile_definitions(nabla_cuda_backend PUBLIC NABLA_WITH_CUDA)
   target_link_libraries(nabla_cuda_backend PUBLIC nabla::nabla CUDA::cudart CUDA::cublas CUDA::cublasLt)
 
-  find_library(NABLA_CUDNN_LIBRARY cudnn HINTS ${CUDNN_ROOT} $ENV{CUDNN_ROOT} ${CUDAToolkit_LIBRARY_DIR}
-               PATH_SUFFIXES lib lib64)
-  find_path(NABLA_CUDNN_INCLUDE_DIR cudnn.h HINTS ${CUDNN_ROOT} $ENV{CUDNN_ROOT} ${CUDAToolkit_INCLUDE_DIRS}
-            PATH_SUFFIXES include)
-  if(NABLA_CUDNN_LIBRARY AND NABLA_CUDNN_INCLUDE_DIR)
-    target_include_directories(nabla_cuda_backend PUBLIC ${NABLA_CUDNN_INCLUDE_DIR})
-    target_link_libraries(nabla_cuda_backend PUBLIC ${NABLA_CUDNN_LIBRARY})
-    target_compile_definitions(nabla_cuda_backend PUBLIC NABLA_HAS_CUDNN)
+  option(NABLA_WITH_CUDNN "nabla::cuda: use cuDNN (>= 8) for conv2d when it is found" ON)
+  set(cudnn_note "without cuDNN")
+  if(NABLA_WITH_CUDNN)
+    find_library(NABLA_CUDNN_LIBRARY cudnn HINTS ${CUDNN_ROOT} $ENV{CUDNN_ROOT} ${CUDAToolkit_LIBRARY_DIR}
+                 PATH_SUFFIXES lib lib64)
+    find_path(NABLA_CUDNN_INCLUDE_DIR cudnn.h HINTS ${CUDNN_ROOT} $ENV{CUDNN_ROOT} ${CUDAToolkit_INCLUDE_DIRS}
+              PATH_SUFFIXES include)
+    set(cudnn_major 0)
+    foreach(h cudnn_version.h cudnn.h)  # cuDNN >= 8 keeps its version in cudnn_version.h
+      if(NABLA_CUDNN_INCLUDE_DIR AND EXISTS ${NABLA_CUDNN_INCLUDE_DIR}/${h} AND cudnn_major EQUAL 0)
+        file(STRINGS ${NABLA_CUDNN_INCLUDE_DIR}/${h} line REGEX "^#define CUDNN_MAJOR +[0-9]+")
+        string(REGEX MATCH "[0-9]+" cudnn_major "${line}")
+        if(NOT cudnn_major)
+          set(cudnn_major 0)
+        endif()
+      endif()
+    endforeach()
+    if(NABLA_CUDNN_LIBRARY AND NABLA_CUDNN_INCLUDE_DIR AND cudnn_major GREATER_EQUAL 8)
+      target_include_directories(nabla_cuda_backend PUBLIC ${NABLA_CUDNN_INCLUDE_DIR})
+      target_link_libraries(nabla_cuda_backend PUBLIC ${NABLA_CUDNN_LIBRARY})
+      target_compile_definitions(nabla_cuda_backend PUBLIC NABLA_HAS_CUDNN)
+      set(cudnn_note "with cuDNN ${cudnn_major} (${NABLA_CUDNN_LIBRARY})")
+    elseif(NABLA_CUDNN_LIBRARY AND NABLA_CUDNN_INCLUDE_DIR)
+      set(cudnn_note "without cuDNN (found version ${cudnn_major}, need >= 8)")
+    endif()
   endif()
   add_library(nabla::cuda ALIAS nabla_cuda_backend)
-  message(STATUS "nabla: CUDA backend for architectures ${archs}")
+  message(STATUS "nabla: CUDA backend for architectures ${archs}, ${cudnn_note}")
 endfunction()

@@ -1,7 +1,9 @@
 #pragma once
 // Host side of the CUDA backend (host code; needs the CUDA runtime headers, included only by
-// backend.cu): status checks with file:line, device discovery, one stream per device, and the
-// stream-ordered memory pool with statistics and out-of-memory recovery.
+// backend.cu): status checks with file:line, device discovery, one stream per device, the
+// stream-ordered memory pool with statistics and out-of-memory recovery, and the pinned ring
+// that makes host-to-device copies asynchronous. Every piece of shared state is set up under a
+// mutex, so a second host thread (a DataLoader's prefetch thread) may allocate and copy too.
 
 #include <cuda_runtime_api.h>
 
@@ -117,35 +119,91 @@ inline std::string format_bytes(size_t b) {
   return buf;
 }
 
-// A reusable page-locked host buffer for large host-to-device copies: pinned memory is copied
-// by DMA at full bus speed, where pageable memory goes through the driver's own bounce buffer.
-class PinnedStaging {
+// Host-to-device copies go through a per-device ring of page-locked (pinned) buffers: the
+// caller's bytes are memcpy'd into the next slot, the DMA copy is enqueued on the device's
+// stream and an event is recorded, and the call returns without synchronising. A slot is
+// reused only after its event has fired, so the host never overwrites bytes a copy has yet to
+// read and the caller may free its buffer on return. Copies larger than a slot go in pieces
+// (the memcpy of one piece overlaps the DMA of the previous). One mutex guards the ring, so a
+// DataLoader thread calling tensor.to(cuda) while the main thread launches work is safe; the
+// copy is ordered on the same stream as the work that will read the tensor.
+class PinnedRing {
  public:
-  static constexpr size_t kMinBytes = size_t{1} << 20;  // below this the bounce costs nothing
-  // Copies `bytes` from host memory `src` to device memory `dst` on `s`, and waits for it.
+  static constexpr int kSlots = 8;
+  static constexpr size_t kMaxSlotBytes = size_t{16} << 20;  // bounds the ring at 128 MiB pinned
+  static constexpr size_t kMinSlotBytes = size_t{64} << 10;
+
+  explicit PinnedRing(int device) : device_(device) {}
+  // Never freed: the ring lives as long as the process (the driver may be gone at exit).
+  PinnedRing(const PinnedRing&) = delete;
+  PinnedRing& operator=(const PinnedRing&) = delete;
+
+  // Enqueues dst[0, bytes) = src[0, bytes) on `s` (a stream of this ring's device). `src` is
+  // ordinary host memory and may be reused by the caller as soon as this returns.
   void copy_to_device(void* dst, const void* src, size_t bytes, cudaStream_t s) {
     std::lock_guard<std::mutex> lock(mu_);
-    if (bytes > capacity_) {
-      if (buffer_) NABLA_CUDA_CHECK(cudaFreeHost(buffer_));
-      buffer_ = nullptr;
-      capacity_ = 0;
-      NABLA_CUDA_CHECK(cudaMallocHost(&buffer_, bytes));
-      capacity_ = bytes;
+    DeviceGuard guard(device_);  // events belong to the device that is current when created
+    const char* from = static_cast<const char*>(src);
+    char* to = static_cast<char*>(dst);
+    while (bytes > 0) {
+      const size_t piece = bytes < kMaxSlotBytes ? bytes : kMaxSlotBytes;
+      Slot& slot = slots_[next_];
+      next_ = (next_ + 1) % kSlots;
+      if (!slot.event) {
+        NABLA_CUDA_CHECK(cudaEventCreateWithFlags(&slot.event, cudaEventDisableTiming));
+      } else {
+        NABLA_CUDA_CHECK(cudaEventSynchronize(slot.event));  // the slot's previous copy has read it
+      }
+      if (piece > slot.capacity) {
+        if (slot.buffer) NABLA_CUDA_CHECK(cudaFreeHost(slot.buffer));
+        slot.buffer = nullptr;
+        slot.capacity = 0;
+        size_t cap = kMinSlotBytes;
+        while (cap < piece) cap *= 2;
+        if (cap > kMaxSlotBytes) cap = kMaxSlotBytes;
+        if (cudaMallocHost(&slot.buffer, cap) != cudaSuccess) {  // e.g. a low locked-memory limit
+          cudaGetLastError();
+          slot.buffer = nullptr;
+        } else {
+          slot.capacity = cap;
+        }
+      }
+      if (slot.buffer) {
+        std::memcpy(slot.buffer, from, piece);
+        NABLA_CUDA_CHECK(cudaMemcpyAsync(to, slot.buffer, piece, cudaMemcpyHostToDevice, s));
+      } else {  // no pinned memory to be had: a synchronous copy from the caller's memory
+        NABLA_CUDA_CHECK(cudaMemcpyAsync(to, from, piece, cudaMemcpyHostToDevice, s));
+        NABLA_CUDA_CHECK(cudaStreamSynchronize(s));
+      }
+      NABLA_CUDA_CHECK(cudaEventRecord(slot.event, s));
+      from += piece;
+      to += piece;
+      bytes -= piece;
     }
-    std::memcpy(buffer_, src, bytes);
-    NABLA_CUDA_CHECK(cudaMemcpyAsync(dst, buffer_, bytes, cudaMemcpyHostToDevice, s));
-    NABLA_CUDA_CHECK(cudaStreamSynchronize(s));  // the buffer is reused by the next copy
   }
 
  private:
+  struct Slot {
+    void* buffer = nullptr;
+    size_t capacity = 0;
+    cudaEvent_t event = nullptr;
+  };
   std::mutex mu_;
-  void* buffer_ = nullptr;
-  size_t capacity_ = 0;
+  int device_;
+  int next_ = 0;
+  Slot slots_[kSlots];
 };
 
-inline PinnedStaging& pinned_staging() {
-  static auto* staging = new PinnedStaging;  // never destroyed: the driver may be gone at exit
-  return *staging;
+inline PinnedRing& pinned_ring(int device) {
+  static std::mutex mu;
+  static std::vector<PinnedRing*> rings;  // never destroyed: the driver may be gone at exit
+  std::lock_guard<std::mutex> lock(mu);
+  const int n = probe_device_count();
+  NABLA_CHECK(device >= 0 && device < n, DeviceError, "cuda: device cuda:", device, " does not exist");
+  if (rings.empty()) rings.resize(static_cast<size_t>(n), nullptr);
+  PinnedRing*& r = rings[static_cast<size_t>(device)];
+  if (!r) r = new PinnedRing(device);
+  return *r;
 }
 
 inline Storage allocate(size_t nbytes, int device) {
