@@ -31,6 +31,9 @@ void conv2d_fwd_bwd(benchmark::State& state) {
     w.mutable_grad() = nb::Tensor();
     b.mutable_grad() = nb::Tensor();
   }
+  // forward + input gradient + weight gradient: three products of the forward's size
+  state.counters["GFLOP/s"] = benchmark::Counter(3 * 2.0 * 64 * o * c * 9 * (hw - 2) * (hw - 2),
+                                                 benchmark::Counter::kIsIterationInvariantRate);
 }
 
 BENCHMARK(conv2d_fwd)->Args({1, 32, 28})->Args({32, 64, 26})->UseRealTime()->Unit(benchmark::kMillisecond);

@@ -52,6 +52,19 @@ cmake --build "$build/release" -j "$jobs"
 step "Release tests"
 ctest --test-dir "$build/release" --output-on-failure -j "$jobs"
 
+# ---- the quick start, on a slice of MNIST -------------------------------------------------------
+# The README's run command exactly as a user runs it (its own build folder), on 2000 images so
+# it stays fast; it must finish and print the test accuracy. (The ctest mnist_example above
+# also checks the accuracy floor, resume and error lines.)
+step "quick start: scripts/mnist.sh on a slice"
+if [ -d "${NABLA_DATA:-/nonexistent}/mnist" ] || [ -d "$root/data/mnist" ]; then
+  NABLA_BUILD_DIR="$build" bash "$root/scripts/mnist.sh" --epochs 1 --limit 2000 --test-limit 2000 --no-progress |
+    tee "$build/mnist-quickstart.log"
+  grep -q "^test accuracy" "$build/mnist-quickstart.log"
+else
+  echo "skipped: no MNIST in \$NABLA_DATA/mnist or ./data/mnist (set NABLA_DATA; the script can also download it)"
+fi
+
 # ---- sanitizers ---------------------------------------------------------------------------------
 if [ "${NABLA_SKIP_SANITIZE:-0}" != 1 ]; then
   step "ASan + UBSan build"

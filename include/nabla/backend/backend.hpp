@@ -79,6 +79,7 @@ class Backend {
   // missing); the op then runs as a composite of the primitives above. The composites stay the
   // reference the fused kernels are checked against, and what double backward differentiates.
   // Every tensor passed here is contiguous, on the backend's device, of one floating dtype.
+  // Hooks may be called from any host thread (a DataLoader's prefetch thread included).
 
   // x [N, C, H, W], w [O, C / groups, kh, kw], bias [O] or undefined -> out [N, O, Ho, Wo]
   // (overwritten); zero padding of pad_h rows / pad_w columns on each side.
@@ -98,8 +99,10 @@ class Backend {
     return false;
   }
   // out [N, C, Ho, Wo]; indices (int64, same shape) = h * W + w of the window's maximum within
-  // its input plane: the first maximum in window order, NaN counting as the maximum. Padding
-  // counts as -inf. The backward pass is a scatter_add through indices (no hook needed).
+  // its input plane: the first maximum in window order, NaN counting as the maximum. out's shape
+  // defines the windows (window (oh, ow) starts at oh * stride - pad); elements outside the
+  // input (padding, or past the edge with ceil_mode) are skipped, so a window whose inputs are
+  // all -inf names its first input element. The backward pass is a scatter_add through indices.
   virtual bool max_pool2d_forward(const Tensor& /*out*/, const Tensor& /*indices*/, const Tensor& /*x*/,
                                   const Pool2dParams&) {
     return false;
@@ -123,14 +126,15 @@ class Backend {
                                    const Tensor& /*save_invstd*/) {
     return false;
   }
-  // out [M, N] = x [M, K] @ w [N, K]^T + bias [N] in one GEMM with the bias in its epilogue.
+  // out [M, N] = x [M, K] @ w [N, K]^T + bias [N] (always defined) in one GEMM with the bias in
+  // its epilogue.
   virtual bool linear_forward(const Tensor& /*out*/, const Tensor& /*x*/, const Tensor& /*w*/,
                               const Tensor& /*bias*/) {
     return false;
   }
   // One optimizer step over many parameters at once (one launch on a GPU, not one per
-  // parameter per operation). Lists are parallel; params are updated in place, as are the
-  // state tensors. Semantics as torch.optim.Adam/AdamW and SGD (see optim/adam.hpp, sgd.hpp).
+  // parameter per operation). Lists are parallel and each entry's tensors have its parameter's
+  // shape (the caller checks); params and state are updated in place. Semantics as torch.optim.Adam/AdamW and SGD (see optim/adam.hpp, sgd.hpp).
   virtual bool adam_step(const TensorList& /*params*/, const TensorList& /*grads*/, const TensorList& /*exp_avg*/,
                          const TensorList& /*exp_avg_sq*/, const TensorList& /*max_exp_avg_sq (amsgrad)*/,
                          const AdamStepParams&) {

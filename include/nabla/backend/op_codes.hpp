@@ -18,7 +18,7 @@ namespace nabla {
 #define NABLA_UNARY_OPS(X) NABLA_UNARY_ANY_OPS(X) NABLA_UNARY_PARAM_OPS(X) NABLA_UNARY_FLOAT_OPS(X)
 
 #define NABLA_BINARY_OPS(X) \
-  X(Add) X(Sub) X(Mul) X(Div) X(Pow) X(Maximum) X(Minimum) \
+  X(Add) X(Sub) X(Mul) X(Div) X(Pow) X(Maximum) X(Minimum) X(ReluBackward) \
   X(LogicalAnd) X(LogicalOr) X(Eq) X(Ne) X(Lt) X(Le) X(Gt) X(Ge)
 
 #define NABLA_ENUM_ROW(name) name,

@@ -5,6 +5,7 @@
 #include <cmath>
 #include <cstdint>
 #include <mutex>
+#include <utility>
 
 #include "macros.hpp"
 
@@ -33,42 +34,62 @@ struct Philox4x32 {
   }
 };
 
-enum class RandomKind : uint8_t { Uniform, Normal, Integer };
+// Dropout: b where the uniform draw u >= a, else 0 (a = drop probability, b = 1 / (1 - a)):
+// the scaled keep-mask in one pass, the same elements as rand() >= a for the same seed.
+enum class RandomKind : uint8_t { Uniform, Normal, Integer, Dropout };
 
 // Parameters of one random fill; element i uses Philox block (offset + i / 4), lane i % 4.
 struct RandomParams {
   RandomKind kind = RandomKind::Uniform;
   uint64_t seed = 0;
   uint64_t offset = 0;
-  double a = 0.0;  // uniform: low, normal: mean, integer: low
-  double b = 1.0;  // uniform: high, normal: std, integer: high (exclusive)
+  double a = 0.0;  // uniform: low, normal: mean, integer: low, dropout: drop probability
+  double b = 1.0;  // uniform: high, normal: std, integer: high (exclusive), dropout: keep scale
 };
 
-NABLA_HOST_DEVICE inline double random_value(const RandomParams& p, uint64_t i) {
-  Philox4x32 r = Philox4x32::generate(p.seed, p.offset + i / 4);
-  unsigned lane = static_cast<unsigned>(i % 4);
+// The four values of Philox block `block` (elements 4 * block + lane, before the offset).
+NABLA_HOST_DEVICE inline void random_block(const RandomParams& p, uint64_t block, double out[4]) {
+  Philox4x32 r = Philox4x32::generate(p.seed, p.offset + block);
   switch (p.kind) {
-    case RandomKind::Uniform: {
-      double u = (r.c[lane] >> 8) * (1.0 / 16777216.0);  // 24 bits: exact in float32, in [0, 1)
-      return p.a + (p.b - p.a) * u;
-    }
-    case RandomKind::Normal: {
+    case RandomKind::Uniform:
+      for (int lane = 0; lane < 4; ++lane) {
+        double u = (r.c[lane] >> 8) * (1.0 / 16777216.0);  // 24 bits: exact in float32, in [0, 1)
+        out[lane] = p.a + (p.b - p.a) * u;
+      }
+      return;
+    case RandomKind::Dropout:
+      for (int lane = 0; lane < 4; ++lane) {
+        double u = (r.c[lane] >> 8) * (1.0 / 16777216.0);
+        out[lane] = u >= p.a ? p.b : 0.0;
+      }
+      return;
+    case RandomKind::Normal:
       // Box-Muller on lanes (0,1) and (2,3); u1 in (0, 1] so log(u1) is finite.
-      unsigned pair = lane & 2u;
-      double u1 = ((r.c[pair] >> 8) + 1) * (1.0 / 16777216.0);
-      double u2 = (r.c[pair + 1] >> 8) * (1.0 / 16777216.0);
-      double radius = ::sqrt(-2.0 * ::log(u1));  // global overloads exist on host and device
-      double theta = 6.283185307179586 * u2;
-      double z = (lane & 1u) ? radius * ::sin(theta) : radius * ::cos(theta);
-      return p.a + p.b * z;
-    }
+      for (int pair = 0; pair < 4; pair += 2) {
+        double u1 = ((r.c[pair] >> 8) + 1) * (1.0 / 16777216.0);
+        double u2 = (r.c[pair + 1] >> 8) * (1.0 / 16777216.0);
+        double radius = ::sqrt(-2.0 * ::log(u1));  // global overloads exist on host and device
+        double theta = 6.283185307179586 * u2;
+        out[pair] = p.a + p.b * (radius * ::cos(theta));
+        out[pair + 1] = p.a + p.b * (radius * ::sin(theta));
+      }
+      return;
     case RandomKind::Integer: {
       uint64_t range = static_cast<uint64_t>(p.b - p.a);
-      uint64_t bits = (static_cast<uint64_t>(r.c[lane]) << 32) | r.c[(lane + 1) % 4];
-      return p.a + static_cast<double>(bits % range);
+      for (int lane = 0; lane < 4; ++lane) {
+        uint64_t bits = (static_cast<uint64_t>(r.c[lane]) << 32) | r.c[(lane + 1) % 4];
+        out[lane] = p.a + static_cast<double>(bits % range);
+      }
+      return;
     }
   }
-  return 0.0;
+}
+
+// Element i of a random fill: Philox block (offset + i / 4), lane i % 4.
+NABLA_HOST_DEVICE inline double random_value(const RandomParams& p, uint64_t i) {
+  double v[4];
+  random_block(p, i / 4, v);
+  return v[i % 4];
 }
 
 // The default generator: a seed and a running offset (in Philox blocks).
@@ -80,17 +101,32 @@ class Generator {
     seed_ = seed;
     offset_ = 0;
   }
-  uint64_t seed() const { return seed_; }
-  // Reserves the blocks needed for n values and returns the first block index.
-  uint64_t advance(uint64_t n) {
+  uint64_t seed() const {
     std::lock_guard<std::mutex> lock(mu_);
-    uint64_t start = offset_;
+    return seed_;
+  }
+  // Reserves the blocks needed for n values: returns the seed and the first block index, read
+  // together under the lock (a manual_seed from another thread cannot split them).
+  std::pair<uint64_t, uint64_t> reserve(uint64_t n) {
+    std::lock_guard<std::mutex> lock(mu_);
+    const uint64_t start = offset_;
     offset_ += (n + 3) / 4;
-    return start;
+    return {seed_, start};
+  }
+  uint64_t advance(uint64_t n) { return reserve(n).second; }
+  // The whole state, to save with a checkpoint and restore on resume (same numbers after).
+  std::pair<uint64_t, uint64_t> state() const {
+    std::lock_guard<std::mutex> lock(mu_);
+    return {seed_, offset_};
+  }
+  void set_state(std::pair<uint64_t, uint64_t> s) {
+    std::lock_guard<std::mutex> lock(mu_);
+    seed_ = s.first;
+    offset_ = s.second;
   }
 
  private:
-  std::mutex mu_;
+  mutable std::mutex mu_;
   uint64_t seed_;
   uint64_t offset_ = 0;
 };

@@ -47,10 +47,12 @@ inline void save_checkpoint(const std::string& path, const nn::Module& model, co
 
 // Restores what save_checkpoint wrote into the given objects (each optional) and returns the
 // step. The model is loaded strictly; a missing optimizer or scheduler section is an error
-// when that object is given.
+// when that object is given. metadata, when given, receives the file's metadata (what the
+// caller passed to save_checkpoint, plus "format" and "step").
 inline int64_t load_checkpoint(const std::string& path, nn::Module& model, optim::Optimizer* optimizer = nullptr,
-                               optim::LRScheduler* scheduler = nullptr) {
+                               optim::LRScheduler* scheduler = nullptr, Metadata* metadata = nullptr) {
   SafetensorsFile f = load_safetensors(path);
+  if (metadata) *metadata = f.metadata;
   auto it = f.metadata.find("format");
   if (it == f.metadata.end() || it->second != kCheckpointFormat)
     detail::io_fail(path, std::string("not a nabla checkpoint (metadata \"format\" is not \"") + kCheckpointFormat + "\")");

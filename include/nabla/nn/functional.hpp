@@ -105,8 +105,10 @@ inline Tensor dropout(const Tensor& x, double p = 0.5, bool training = true) {
   NABLA_CHECK(x.is_floating_point(), DTypeError, "dropout: expected a floating-point input, got ", detail::describe(x));
   if (!training || p == 0.0) return x;
   if (p == 1.0) return x * 0;
-  Tensor mask = dropout_mask(x.sizes(), p, x.device());
-  return x * (mask.to(x.dtype()) * (1.0 / (1.0 - p)));
+  // The scaled keep-mask (0 or 1 / (1 - p), same elements as dropout_mask) in one pass.
+  Tensor mask = nabla::detail::random_tensor(x.sizes(), x.options().requires_grad(false),
+                                             RandomParams{RandomKind::Dropout, 0, 0, p, 1.0 / (1.0 - p)}, "dropout");
+  return x * mask;
 }
 
 // Rows of weight [num_embeddings, dim] picked by integer indices of any shape:

@@ -7,6 +7,7 @@
 #define NABLA_OPS_OUTERMOST_FACTORY
 #endif
 
+#include <tuple>
 #include <cmath>
 #include <functional>
 #include <vector>
@@ -77,8 +78,7 @@ inline Tensor eye(int64_t n, TensorOptions options = {}) { return eye(n, n, opti
 namespace detail {
 inline Tensor random_tensor(const Shape& shape, TensorOptions options, RandomParams p, const char* op) {
   Tensor t = empty(shape, options.requires_grad(false));
-  p.seed = default_generator().seed();
-  p.offset = default_generator().advance(static_cast<uint64_t>(t.numel()));
+  std::tie(p.seed, p.offset) = default_generator().reserve(static_cast<uint64_t>(t.numel()));
   if (t.numel() > 0) backend(t.device()).random(t, p);
   if (options.requires_grad_) t.requires_grad_(true);
   (void)op;

@@ -129,6 +129,9 @@ struct Pow {
     }
   }
 };
+struct ReluBackward {  // relu's vjp from its output: a = incoming gradient, b = relu(x)
+  template <class T> NABLA_HOST_DEVICE T operator()(T a, T b) const { return b > T(0) ? a : T(0); }
+};
 struct Maximum {  // NaN-propagating, like torch.maximum
   template <class T> NABLA_HOST_DEVICE T operator()(T a, T b) const {
     return is_nan(a) ? a : (is_nan(b) ? b : (a > b ? a : b));

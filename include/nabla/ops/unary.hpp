@@ -60,11 +60,24 @@ inline Tensor square(const Tensor& x) {
   });
   return out;
 }
+namespace detail {
+// relu's vjp in one pass over g: g where y = relu(x) > 0, else 0. Linear in g with the same
+// mask, so its own vjp is itself (nothing flows to y: relu is piecewise linear), and double
+// backward stays exact.
+inline Tensor relu_backward(const Tensor& g, const Tensor& y) {
+  Tensor out = binary_forward(BinaryOp::ReluBackward, "relu_backward", g, y, g.dtype(), g.dtype());
+  if (autograd::needs_grad(g))
+    autograd::record("ReluBackwardBackward", out, {g}, [ys = save(y.detach())](const Tensor& gg, NeedsGrad) {
+      return TensorList{relu_backward(gg, ys.unpack())};
+    });
+  return out;
+}
+}  // namespace detail
+
 inline Tensor relu(const Tensor& x) {
   Tensor out = detail::unary_forward(UnaryOp::Relu, "relu", x);
   detail::record_unary("ReluBackward", out, x, [s = detail::save_output(out)](const Tensor& g, detail::NeedsGrad) {
-    Tensor y = s.unpack();
-    return TensorList{where(y.gt(detail::zero_like_scalar(y)), g, detail::zero_like_scalar(g))};
+    return TensorList{detail::relu_backward(g, s.unpack().detach())};
   });
   return out;
 }

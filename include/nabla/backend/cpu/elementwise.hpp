@@ -131,8 +131,14 @@ inline void random_kernel(const Tensor& out, const RandomParams& params) {
   dispatch_numeric(out.dtype(), "random", [&](auto tag) {
     using T = typename decltype(tag)::type;
     T* o = static_cast<T*>(out.data_ptr());
-    parallel_for(0, out.numel(), 4096, [&](int64_t b, int64_t e) {
-      for (int64_t i = b; i < e; ++i) o[i] = static_cast<T>(random_value(params, static_cast<uint64_t>(i)));
+    // One Philox call per four elements (each block fills its four lanes).
+    parallel_for(0, (out.numel() + 3) / 4, 1024, [&](int64_t b, int64_t e) {
+      const int64_t n = out.numel();
+      double v[4];
+      for (int64_t blk = b; blk < e; ++blk) {
+        random_block(params, static_cast<uint64_t>(blk), v);
+        for (int64_t lane = 0; lane < 4 && 4 * blk + lane < n; ++lane) o[4 * blk + lane] = static_cast<T>(v[lane]);
+      }
     });
   });
 }

@@ -1,0 +1,356 @@
+// mnist: trains an MLP or PyTorch's examples/mnist CNN on MNIST with nabla, on the CPU or a GPU.
+//   mnist --model cnn --epochs 3            (see --help)
+// Per epoch: a progress bar (plain lines when stdout is not a terminal), test loss and accuracy,
+// a row of the metrics CSV, and a checkpoint that --resume continues from (mid-epoch too).
+
+#include <unistd.h>
+
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <iostream>
+#include <map>
+#include <memory>
+#include <string>
+#include <vector>
+
+#if defined(_OPENMP)
+#include <omp.h>
+#endif
+
+#include <nabla/data.hpp>
+#include <nabla/nabla.hpp>
+
+namespace nb = nabla;
+namespace nn = nabla::nn;
+
+namespace {
+
+struct Args {
+  std::string model = "cnn", device = "auto", optimizer = "adam", data, checkpoint = "mnist_checkpoint.safetensors",
+              csv = "mnist_metrics.csv";
+  int64_t epochs = 3, batch_size = 64, test_batch_size = 1000, limit = 0, test_limit = 0, seed = 1, checkpoint_every = 0, threads = 0, max_steps = 0;
+  double lr = -1, gamma = 0.7;
+  bool resume = false, progress = true;
+};
+
+const char* kUsage = R"(usage: mnist [options]
+Trains a classifier on MNIST and reports test accuracy after each epoch.
+
+  --model {mlp,cnn}         network: a 784-256-128-10 MLP, or PyTorch's examples/mnist CNN (default cnn)
+  --device {auto,cpu,cuda}  where to train; auto = cuda if a GPU is usable, else cpu (default auto)
+  --epochs N                epochs to train (default 3)
+  --batch-size N            training batch size (default 64)
+  --test-batch-size N       evaluation batch size (default 1000)
+  --lr X                    learning rate (default: 1e-3 for adam/adamw, 0.05 for sgd)
+  --gamma X                 multiply the learning rate by X after each epoch (default 0.7; 1 = constant)
+  --optimizer {sgd,adam,adamw}   optimizer (default adam; sgd uses momentum 0.9)
+  --seed N                  seed for initialisation, shuffling and dropout (default 1)
+  --data DIR                folder with the four MNIST files, .gz or not
+                            (default: $NABLA_DATA/mnist, then ./data/mnist)
+  --limit N                 train on the first N training images only (default: all 60000)
+  --test-limit N            evaluate on the first N test images only (default: all 10000)
+  --checkpoint PATH         checkpoint written after each epoch (default mnist_checkpoint.safetensors)
+  --checkpoint-every N      also write it every N training steps (default 0: epoch ends only)
+  --resume                  continue from --checkpoint (model, optimizer, schedule, position in the epoch)
+  --max-steps N             stop after training step N, as if killed (tests --resume; default 0: no limit)
+  --csv PATH                per-epoch metrics as CSV (default mnist_metrics.csv)
+  --threads N               CPU threads (default: OpenMP's default, all cores)
+  --no-progress             plain progress lines even on a terminal
+  --help                    this text
+)";
+
+[[noreturn]] void usage_error(const std::string& msg) {
+  std::cerr << "mnist: " << msg << "\n(run mnist --help for the options)\n";
+  std::exit(2);
+}
+
+Args parse(int argc, char** argv) {
+  Args a;
+  auto value = [&](int& i) -> std::string {
+    if (i + 1 >= argc) usage_error(std::string(argv[i]) + " needs a value");
+    return argv[++i];
+  };
+  auto integer = [&](int& i, int64_t lo) {
+    std::string v = value(i);
+    char* end = nullptr;
+    long long x = std::strtoll(v.c_str(), &end, 10);
+    if (v.empty() || *end || x < lo) usage_error(std::string(argv[i - 1]) + " expects an integer >= " + std::to_string(lo) + ", got \"" + v + "\"");
+    return static_cast<int64_t>(x);
+  };
+  auto real = [&](int& i) {
+    std::string v = value(i);
+    char* end = nullptr;
+    double x = std::strtod(v.c_str(), &end);
+    if (v.empty() || *end || !(x > 0) || !std::isfinite(x)) usage_error(std::string(argv[i - 1]) + " expects a positive number, got \"" + v + "\"");
+    return x;
+  };
+  auto choice = [&](int& i, std::initializer_list<const char*> ok) {
+    std::string v = value(i);
+    for (const char* o : ok)
+      if (v == o) return v;
+    std::string all;
+    for (const char* o : ok) all += std::string(all.empty() ? "" : ", ") + o;
+    usage_error(std::string(argv[i - 1]) + " must be one of " + all + ", got \"" + v + "\"");
+  };
+  for (int i = 1; i < argc; ++i) {
+    std::string f = argv[i];
+    if (f == "--help" || f == "-h") {
+      std::cout << kUsage;
+      std::exit(0);
+    } else if (f == "--model") a.model = choice(i, {"mlp", "cnn"});
+    else if (f == "--device") a.device = choice(i, {"auto", "cpu", "cuda"});
+    else if (f == "--optimizer") a.optimizer = choice(i, {"sgd", "adam", "adamw"});
+    else if (f == "--epochs") a.epochs = integer(i, 1);
+    else if (f == "--batch-size") a.batch_size = integer(i, 1);
+    else if (f == "--test-batch-size") a.test_batch_size = integer(i, 1);
+    else if (f == "--limit") a.limit = integer(i, 1);
+    else if (f == "--test-limit") a.test_limit = integer(i, 1);
+    else if (f == "--seed") a.seed = integer(i, 0);
+    else if (f == "--checkpoint-every") a.checkpoint_every = integer(i, 0);
+    else if (f == "--threads") a.threads = integer(i, 1);
+    else if (f == "--max-steps") a.max_steps = integer(i, 0);
+    else if (f == "--lr") a.lr = real(i);
+    else if (f == "--gamma") a.gamma = real(i);
+    else if (f == "--data") a.data = value(i);
+    else if (f == "--checkpoint") a.checkpoint = value(i);
+    else if (f == "--csv") a.csv = value(i);
+    else if (f == "--resume") a.resume = true;
+    else if (f == "--no-progress") a.progress = false;
+    else usage_error("unknown option \"" + f + "\"");
+  }
+  if (a.lr < 0) a.lr = a.optimizer == "sgd" ? 0.05 : 1e-3;
+  return a;
+}
+
+std::string find_data_dir(const std::string& given) {
+  if (!given.empty()) return given;
+  if (const char* env = std::getenv("NABLA_DATA"); env && *env && std::filesystem::exists(std::string(env) + "/mnist"))
+    return std::string(env) + "/mnist";
+  return "data/mnist";  // load_mnist names the folder and the four files if they are not there
+}
+
+std::shared_ptr<nn::Sequential> make_model(const std::string& kind) {
+  if (kind == "mlp")
+    return std::make_shared<nn::Sequential>(nn::Flatten(), nn::Linear(784, 256), nn::ReLU(), nn::Linear(256, 128),
+                                            nn::ReLU(), nn::Linear(128, 10));
+  // PyTorch's examples/mnist Net, layer for layer (its state_dict names are 0.weight ... 10.bias here).
+  return std::make_shared<nn::Sequential>(nn::Conv2d(1, 32, 3, 1), nn::ReLU(), nn::Conv2d(32, 64, 3, 1), nn::ReLU(),
+                                          nn::MaxPool2d(2), nn::Dropout(0.25), nn::Flatten(), nn::Linear(9216, 128),
+                                          nn::ReLU(), nn::Dropout(0.5), nn::Linear(128, 10));
+}
+
+std::unique_ptr<nb::optim::Optimizer> make_optimizer(const Args& a, const std::vector<nb::Tensor>& params) {
+  if (a.optimizer == "sgd") return std::make_unique<nb::optim::SGD>(params, nb::optim::SGDOptions(a.lr).momentum(0.9));
+  if (a.optimizer == "adamw") return std::make_unique<nb::optim::AdamW>(params, nb::optim::AdamWOptions(a.lr));
+  return std::make_unique<nb::optim::Adam>(params, nb::optim::AdamOptions(a.lr));
+}
+
+std::string clock_str(double seconds) {
+  const long s = std::lround(std::max(0.0, seconds));
+  char buf[32];
+  if (s >= 3600) std::snprintf(buf, sizeof buf, "%ld:%02ld:%02ld", s / 3600, s / 60 % 60, s % 60);
+  else std::snprintf(buf, sizeof buf, "%ld:%02ld", s / 60, s % 60);
+  return buf;
+}
+
+// One line per epoch, redrawn in place on a terminal; on a pipe or file, a plain line every 10%.
+class Progress {
+ public:
+  Progress(int64_t epoch, int64_t epochs, int64_t steps, int64_t first, bool tty)
+      : epoch_(epoch), epochs_(epochs), steps_(steps), first_(first), tty_(tty), start_(now()) {}
+
+  // Whether update() would draw now (reading the loss back from a GPU is a synchronisation,
+  // so the caller only does it when it is shown). step: 1-based, within the epoch.
+  bool due(int64_t step) const {
+    if (step == steps_ || step == first_ + 1) return true;
+    return tty_ ? now() - start_ - drawn_ >= 0.1 : step * 10 / steps_ != shown_ * 10 / steps_;
+  }
+
+  void update(int64_t step, double loss, int64_t images) {
+    const double t = now() - start_;
+    const bool last = step == steps_;
+    drawn_ = t, shown_ = step;
+    const double rate = images / std::max(t, 1e-9), eta = (steps_ - step) * t / std::max<int64_t>(1, step - first_);
+    char line[256];
+    const int width = 24, filled = static_cast<int>(width * step / steps_);
+    std::string bar = std::string(filled, '=') + (filled < width ? ">" : "") + std::string(width - std::min(width, filled + 1), ' ');
+    std::snprintf(line, sizeof line, "epoch %lld/%lld [%s] %lld/%lld  loss %.4f  %.0f img/s  %s %s", (long long)epoch_,
+                  (long long)epochs_, bar.c_str(), (long long)step, (long long)steps_, loss, rate,
+                  last ? "took" : "ETA", clock_str(last ? t : eta).c_str());
+    if (tty_) std::printf("\r%s\033[K%s", line, last ? "\n" : "");
+    else std::printf("%s\n", line);
+    std::fflush(stdout);
+  }
+
+  static double now() { return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count(); }
+
+ private:
+  int64_t epoch_, epochs_, steps_, first_;
+  bool tty_;
+  double start_, drawn_ = -1;
+  int64_t shown_ = 0;
+};
+
+struct Eval {
+  double loss, accuracy;
+};
+
+Eval evaluate(nn::Module& model, nb::data::DataLoader& loader) {
+  nb::NoGradGuard no_grad;
+  model.eval();
+  double loss = 0;
+  int64_t correct = 0, seen = 0;
+  for (nb::data::Batch& b : loader) {
+    nb::Tensor logits = model.forward(b.data);
+    nb::CrossEntropyOptions sum;
+    sum.reduction = nb::kSum;
+    loss += nb::cross_entropy(logits, b.target, sum).item<double>();
+    correct += nb::eq(logits.argmax(1), b.target).sum().item<int64_t>();
+    seen += b.target.size(0);
+  }
+  model.train();
+  return {loss / static_cast<double>(seen), static_cast<double>(correct) / static_cast<double>(seen)};
+}
+
+int run(const Args& a) {
+#if defined(_OPENMP)
+  if (a.threads > 0) omp_set_num_threads(static_cast<int>(a.threads));
+#endif
+  nb::Device device = nb::Device::cpu();
+  if (a.device == "cuda" || (a.device == "auto" && nb::cuda::is_available())) {
+    NABLA_CHECK(nb::cuda::is_available(), nb::DeviceError,
+                "mnist: --device cuda, but no CUDA device is usable (no GPU, no driver, or built without nabla::cuda)");
+    device = nb::Device::cuda(0);
+  }
+  const std::string dir = find_data_dir(a.data);
+  auto train_set = nb::data::mnist_dataset(dir, true);
+  auto test_set = nb::data::mnist_dataset(dir, false);
+  using nb::data::TensorDataset;
+  if (a.limit > 0 && a.limit < train_set->size())
+    train_set = std::make_shared<TensorDataset>(train_set->data().narrow(0, 0, a.limit),
+                                                train_set->target().narrow(0, 0, a.limit));
+  if (a.test_limit > 0 && a.test_limit < test_set->size())
+    test_set = std::make_shared<TensorDataset>(test_set->data().narrow(0, 0, a.test_limit),
+                                               test_set->target().narrow(0, 0, a.test_limit));
+  // The whole set is 188 MB of float32: on a GPU keep it there, so batches are gathered in place.
+  if (device.is_cuda()) {
+    train_set = std::make_shared<TensorDataset>(train_set->data().to(device), train_set->target().to(device));
+    test_set = std::make_shared<TensorDataset>(test_set->data().to(device), test_set->target().to(device));
+  }
+
+  nb::data::DataLoader train(train_set, nb::data::DataLoaderOptions()
+                                            .batch_size(a.batch_size)
+                                            .shuffle(true)
+                                            .seed(static_cast<uint64_t>(a.seed))
+                                            .device(device));
+  nb::data::DataLoader test(test_set, nb::data::DataLoaderOptions().batch_size(a.test_batch_size).device(device));
+
+  nb::manual_seed(static_cast<uint64_t>(a.seed));
+  auto model = make_model(a.model);
+  model->to(device);
+  auto opt = make_optimizer(a, model->parameters());
+  nb::optim::StepLR schedule(*opt, 1, a.gamma);
+
+  int64_t step = 0, start_epoch = 0, skip = 0;
+  const int64_t steps_per_epoch = train.size();
+  if (a.resume) {
+    NABLA_CHECK(std::filesystem::exists(a.checkpoint), nb::IOError, "mnist: --resume: no checkpoint at ", a.checkpoint);
+    nb::io::Metadata meta;
+    step = nb::io::load_checkpoint(a.checkpoint, *model, opt.get(), &schedule, &meta);
+    if (meta.count("steps_per_epoch"))
+      NABLA_CHECK(std::stoll(meta.at("steps_per_epoch")) == steps_per_epoch, nb::ValueError, "mnist: --resume: ",
+                  a.checkpoint, " was written with ", meta.at("steps_per_epoch"), " steps per epoch, this run has ",
+                  steps_per_epoch, " (use the same --batch-size and --limit)");
+    start_epoch = step / steps_per_epoch, skip = step % steps_per_epoch;
+    // Dropout continues with the numbers the interrupted run would have drawn next.
+    if (meta.count("rng_seed") && meta.count("rng_offset"))
+      nb::default_generator().set_state({std::stoull(meta.at("rng_seed")), std::stoull(meta.at("rng_offset"))});
+    std::printf("resumed from %s at step %lld (epoch %lld, batch %lld)\n", a.checkpoint.c_str(), (long long)step,
+                (long long)start_epoch + 1, (long long)skip);
+  }
+  if (start_epoch >= a.epochs) {
+    std::printf("the checkpoint is already at the end of epoch %lld; nothing to do\n", (long long)a.epochs);
+    return 0;
+  }
+  std::printf("model %s, %lld parameters; device %s; optimizer %s lr %g; %lld training images, batch %lld\n",
+              a.model.c_str(), (long long)[&] {
+                int64_t n = 0;
+                for (const auto& p : model->parameters()) n += p.numel();
+                return n;
+              }(),
+              device.str().c_str(), a.optimizer.c_str(), a.lr, (long long)train_set->size(), (long long)a.batch_size);
+
+  const bool fresh_csv = !a.resume || !std::filesystem::exists(a.csv);
+  std::ofstream csv(a.csv, fresh_csv ? std::ios::trunc : std::ios::app);
+  NABLA_CHECK(csv.good(), nb::IOError, "mnist: cannot write the metrics file ", a.csv);
+  if (fresh_csv) csv << "epoch,step,lr,train_loss,test_loss,test_accuracy,epoch_seconds,images_per_second\n";
+
+  // The checkpoint: model, optimizer, schedule, step, and the RNG state (for dropout).
+  auto save = [&](int64_t at_step) {
+    auto [seed, offset] = nb::default_generator().state();
+    nb::io::save_checkpoint(a.checkpoint, *model, opt.get(), &schedule, at_step,
+                            {{"rng_seed", std::to_string(seed)}, {"rng_offset", std::to_string(offset)},
+                             {"model", a.model}, {"steps_per_epoch", std::to_string(steps_per_epoch)}});
+  };
+  const bool tty = a.progress && isatty(fileno(stdout));
+  const double t_start = Progress::now();
+  Eval last{0, 0};
+  for (int64_t epoch = start_epoch; epoch < a.epochs; ++epoch) {
+    const double lr = opt->lr(0);
+    train.set_epoch(epoch, epoch == start_epoch ? skip : 0);
+    Progress bar(epoch + 1, a.epochs, steps_per_epoch, epoch == start_epoch ? skip : 0, tty);
+    const double t0 = Progress::now();
+    int64_t images = 0, batches = 0;
+    nb::Tensor loss_sum = nb::zeros({}, nb::TensorOptions(nb::kFloat32).device(device));  // read back when shown
+    for (auto it = train.begin(); it != train.end(); ++it) {
+      nb::data::Batch& b = *it;
+      opt->zero_grad();
+      nb::Tensor loss = nb::cross_entropy(model->forward(b.data), b.target);
+      loss.backward();
+      opt->step();
+      ++step, ++batches, images += b.target.size(0);
+      loss_sum.add_(loss.detach());
+      if (bar.due(it.index() + 1)) bar.update(it.index() + 1, loss_sum.item<double>() / static_cast<double>(batches), images);
+      if (a.checkpoint_every > 0 && step % a.checkpoint_every == 0 && it.index() + 1 < steps_per_epoch)
+        save(step);
+      if (a.max_steps > 0 && step >= a.max_steps) {
+        std::printf("\nstopping at step %lld (--max-steps), without a checkpoint of this step\n", (long long)step);
+        return 3;
+      }
+    }
+    const double seconds = Progress::now() - t0;
+    const double train_loss = loss_sum.item<double>() / static_cast<double>(std::max<int64_t>(1, batches));
+    schedule.step();
+    last = evaluate(*model, test);
+    save(step);
+    std::printf("epoch %lld: train loss %.4f, test loss %.4f, test accuracy %.2f%% (%lld/%lld), %.1f s, %.0f img/s\n",
+                (long long)epoch + 1, train_loss, last.loss, 100 * last.accuracy,
+                (long long)std::llround(last.accuracy * test_set->size()), (long long)test_set->size(), seconds,
+                images / seconds);
+    csv << epoch + 1 << "," << step << "," << lr << "," << train_loss << "," << last.loss
+        << "," << last.accuracy << "," << seconds << "," << images / seconds << "\n";
+    csv.flush();
+  }
+  std::printf("test accuracy %.2f%% after %lld epochs; total time %.1f s; checkpoint %s, metrics %s\n",
+              100 * last.accuracy, (long long)a.epochs, Progress::now() - t_start, a.checkpoint.c_str(), a.csv.c_str());
+  return 0;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  Args args = parse(argc, argv);
+  try {
+    return run(args);
+  } catch (const nb::Error& e) {
+    std::cerr << "mnist: error: " << e.what() << "\n";
+    return 1;
+  } catch (const std::exception& e) {
+    std::cerr << "mnist: unexpected error: " << e.what() << "\n";
+    return 1;
+  }
+}

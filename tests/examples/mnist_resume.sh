@@ -1,0 +1,57 @@
+#!/usr/bin/env bash
+# The MNIST example end to end on a slice of the real data (ctest: mnist_example):
+#  1. a short run learns (test accuracy above a floor) and writes its checkpoint and CSV;
+#  2. a run stopped mid-epoch (--max-steps, as if killed) and continued with --resume ends with
+#     a checkpoint byte-identical to an uninterrupted run's: same weights, optimizer state,
+#     schedule, step and RNG state;
+#  3. a missing data folder and a corrupt file give one clear error line and exit code 1.
+# Usage: mnist_resume.sh <path to the mnist program>. Needs $NABLA_DATA/mnist (skips otherwise).
+set -euo pipefail
+mnist=$1
+data=${NABLA_DATA:-}/mnist
+if [ -z "${NABLA_DATA:-}" ] || [ ! -d "$data" ]; then
+  echo "SKIP: NABLA_DATA is not set or has no mnist/ folder"
+  exit 77
+fi
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+cd "$work"
+common=(--data "$data" --limit 1280 --test-limit 2000 --batch-size 64 --no-progress --threads 2)
+
+echo "== 1. a short run learns"
+"$mnist" --data "$data" --limit 3200 --no-progress --epochs 1 --checkpoint a.safetensors --csv a.csv | tee a.log
+acc=$(sed -n 's/^epoch 1: .*test accuracy \([0-9.]*\)%.*/\1/p' a.log)
+python3 -c "import sys; a=float('$acc'); print('accuracy', a); sys.exit(0 if a >= 85.0 else 1)"
+test -s a.safetensors
+test "$(wc -l < a.csv)" -eq 2
+
+echo "== 2. stop mid-epoch, resume, compare with an uninterrupted run"
+"$mnist" "${common[@]}" --epochs 2 --checkpoint full.safetensors --csv full.csv >/dev/null
+set +e
+"$mnist" "${common[@]}" --epochs 2 --checkpoint-every 7 --max-steps 30 --checkpoint part.safetensors --csv part.csv >/dev/null
+rc=$?
+set -e
+test $rc -eq 3  # stopped by --max-steps, last checkpoint at step 28 (epoch 2, batch 8)
+"$mnist" "${common[@]}" --epochs 2 --resume --checkpoint part.safetensors --csv part.csv | tee resume.log
+grep -q "resumed from part.safetensors at step 28 (epoch 2, batch 8)" resume.log
+cmp full.safetensors part.safetensors
+echo "resumed run's checkpoint is byte-identical to the uninterrupted run's"
+
+echo "== 3. bad input gives one clear error line"
+set +e
+"$mnist" --data "$work/nowhere" --epochs 1 >out.txt 2>err.txt
+rc=$?
+set -e
+cat err.txt
+test $rc -eq 1 && grep -q "nowhere" err.txt && test "$(wc -l < err.txt)" -eq 1
+mkdir bad && for f in train-images-idx3-ubyte train-labels-idx1-ubyte t10k-images-idx3-ubyte t10k-labels-idx1-ubyte; do
+  cp "$data/$f.gz" bad/ 2>/dev/null || cp "$data/$f" bad/
+done
+head -c 100000 "$data/train-images-idx3-ubyte.gz" > bad/train-images-idx3-ubyte.gz  # truncated
+set +e
+"$mnist" --data "$work/bad" --epochs 1 >out.txt 2>err.txt
+rc=$?
+set -e
+cat err.txt
+test $rc -eq 1 && grep -q "train-images-idx3-ubyte" err.txt && test "$(wc -l < err.txt)" -eq 1
+echo "PASS"
