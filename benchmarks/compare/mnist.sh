@@ -3,7 +3,7 @@
 # batch 64, Adam lr 1e-3, data in memory, on the CPU, alternating runs in one session. Prints
 # the seconds per training epoch (evaluation excluded) of each and the ratio nabla / LibTorch.
 #   benchmarks/compare/mnist.sh [build-dir]      (default: build-bench)
-# Env: NABLA_DATA (MNIST in $NABLA_DATA/mnist), THREADS (default: all cores), EPOCHS (default 1),
+# Env: NABLA_DATA (required: MNIST in $NABLA_DATA/mnist), THREADS (default: all cores), EPOCHS (default 1),
 #      ROUNDS (alternating nabla/LibTorch rounds, default 2), LIMIT (training images, default all).
 set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -12,7 +12,11 @@ build="${1:-$root/build-bench}"
 threads="${THREADS:-$(nproc)}"
 epochs="${EPOCHS:-1}"
 rounds="${ROUNDS:-2}"
-data="${NABLA_DATA:-$root/../shared/data}/mnist"
+if [ -z "${NABLA_DATA:-}" ] || [ ! -d "$NABLA_DATA/mnist" ]; then
+  echo "mnist.sh: set NABLA_DATA to the folder holding mnist/ (the four MNIST files)" >&2
+  exit 2
+fi
+data="$NABLA_DATA/mnist"
 limit=()
 [ -n "${LIMIT:-}" ] && limit=(--limit "$LIMIT")
 
