@@ -6,8 +6,11 @@
 #   CMAKE_CUDA_ARCHITECTURES  default: "native" when a GPU is visible, else 75;80;90 (+PTX for 90)
 #   CUDNN_ROOT                where cuDNN lives when not under the CUDA toolkit (e.g. inside a
 #                             PyTorch wheel: .../site-packages/nvidia/cudnn)
-#   NABLA_WITH_CUDNN          ON (default): cuDNN convolutions when cuDNN >= 8 is found; OFF: never
-#                             (conv2d then runs as its composite of cuBLAS matmuls and gathers)
+#   NABLA_WITH_CUDNN          AUTO (default): cuDNN convolutions when cuDNN >= 8 is found, else says
+#                             so and builds without; ON: configure fails unless cuDNN >= 8 is
+#                             found; OFF: never (conv2d then runs as its composite of cuBLAS
+#                             matmuls and gathers). Versioned names (libcudnn.so.9, as the pip
+#                             wheels ship it) are accepted.
 include_guard(GLOBAL)
 
 # Call before enable_language(CUDA): picks the default architectures when the user set none.
@@ -40,10 +43,11 @@ function(nabla_add_cuda_target backend_source kernels_parent)
   target_compile_definitions(nabla_cuda_backend PUBLIC NABLA_WITH_CUDA)
   target_link_libraries(nabla_cuda_backend PUBLIC nabla::nabla CUDA::cudart CUDA::cublas CUDA::cublasLt)
 
-  option(NABLA_WITH_CUDNN "nabla::cuda: use cuDNN (>= 8) for conv2d when it is found" ON)
+  set(NABLA_WITH_CUDNN AUTO CACHE STRING "nabla::cuda: use cuDNN (>= 8) for conv2d: ON (required), OFF, or AUTO (when found)")
   set(cudnn_note "without cuDNN")
-  if(NABLA_WITH_CUDNN)
-    find_library(NABLA_CUDNN_LIBRARY cudnn HINTS ${CUDNN_ROOT} $ENV{CUDNN_ROOT} ${CUDAToolkit_LIBRARY_DIR}
+  if(NABLA_WITH_CUDNN)  # ON, AUTO (both true in CMake's sense); OFF is false
+    # The pip wheels (nvidia-cudnn-cu12/13) ship only libcudnn.so.9, no unversioned link.
+    find_library(NABLA_CUDNN_LIBRARY NAMES cudnn libcudnn.so.9 libcudnn.so.8 HINTS ${CUDNN_ROOT} $ENV{CUDNN_ROOT} ${CUDAToolkit_LIBRARY_DIR}
                  PATH_SUFFIXES lib lib64)
     find_path(NABLA_CUDNN_INCLUDE_DIR cudnn.h HINTS ${CUDNN_ROOT} $ENV{CUDNN_ROOT} ${CUDAToolkit_INCLUDE_DIRS}
               PATH_SUFFIXES include)
@@ -64,6 +68,11 @@ function(nabla_add_cuda_target backend_source kernels_parent)
       set(cudnn_note "with cuDNN ${cudnn_major} (${NABLA_CUDNN_LIBRARY})")
     elseif(NABLA_CUDNN_LIBRARY AND NABLA_CUDNN_INCLUDE_DIR)
       set(cudnn_note "without cuDNN (found version ${cudnn_major}, need >= 8)")
+    else()
+      set(cudnn_note "without cuDNN (library: ${NABLA_CUDNN_LIBRARY}, header: ${NABLA_CUDNN_INCLUDE_DIR}; set CUDNN_ROOT)")
+    endif()
+    if(NOT NABLA_WITH_CUDNN STREQUAL "AUTO" AND NOT cudnn_note MATCHES "^with cuDNN")
+      message(FATAL_ERROR "nabla: NABLA_WITH_CUDNN=${NABLA_WITH_CUDNN} but cuDNN >= 8 was not usable: ${cudnn_note}")
     endif()
   endif()
   add_library(nabla::cuda ALIAS nabla_cuda_backend)

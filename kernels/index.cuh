@@ -3,30 +3,28 @@
 // device; the first bad one is recorded in a flag that the host reads after the launch, so a
 // bad index raises IndexError like on the CPU (at the price of one synchronisation).
 
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+
 #include "elementwise.cuh"
 
 namespace nabla {
 namespace cuda {
 
-// 16-bit atomics through a compare-and-swap on the aligned 32-bit word.
+// Atomic add for every dtype the scatter kernels take. 16-bit types use the native
+// atomicAdd(__half*) / atomicAdd(__nv_bfloat16*), which touch only their own 2 bytes (a
+// compare-and-swap on the enclosing 4-byte word read past the end of a tensor with an odd
+// number of elements).
 template <class T>
 __device__ void atomic_add(T* addr, T v) {
   if constexpr (std::is_same_v<T, float> || std::is_same_v<T, double> || std::is_same_v<T, int32_t>) {
     atomicAdd(addr, v);
   } else if constexpr (std::is_same_v<T, int64_t>) {
     atomicAdd(reinterpret_cast<unsigned long long*>(addr), static_cast<unsigned long long>(v));
-  } else if constexpr (std::is_same_v<T, Half> || std::is_same_v<T, BFloat16>) {
-    auto* word = reinterpret_cast<unsigned int*>(reinterpret_cast<uintptr_t>(addr) & ~uintptr_t{3});
-    const bool high = (reinterpret_cast<uintptr_t>(addr) & 2) != 0;
-    unsigned int old = *word, assumed;
-    do {
-      assumed = old;
-      T cur = T::from_bits(static_cast<uint16_t>(high ? assumed >> 16 : assumed & 0xffffu));
-      T sum = T(static_cast<float>(cur) + static_cast<float>(v));
-      unsigned int repl = high ? (assumed & 0xffffu) | (static_cast<unsigned int>(sum.bits) << 16)
-                               : (assumed & 0xffff0000u) | sum.bits;
-      old = atomicCAS(word, assumed, repl);
-    } while (old != assumed);
+  } else if constexpr (std::is_same_v<T, Half>) {
+    atomicAdd(reinterpret_cast<__half*>(addr), __ushort_as_half(v.bits));
+  } else if constexpr (std::is_same_v<T, BFloat16>) {
+    atomicAdd(reinterpret_cast<__nv_bfloat16*>(addr), __ushort_as_bfloat16(v.bits));
   }
 }
 

@@ -1,44 +1,257 @@
 #!/usr/bin/env bash
-# Everything that needs a GPU, in one command (for a machine with an NVIDIA GPU, nvcc and
-# PyTorch): build with the CUDA backend for this card, run the whole test suite (CUDA parity
-# column included), run compute-sanitizer memcheck and racecheck over the CUDA tests, then the
-# GPU benchmarks beside PyTorch. Logs and the comparison table go to ${OUT:-build/gpu-check}.
+# The GPU check, one command on a lent GPU machine, from what scripts/gpu-prep.sh built here:
 #
-#   NABLA_GTEST_ROOT=/path/to/googletest  (source tree, when the machine has no GoogleTest)
-#   CUDNN_ROOT=/path/to/cudnn              (e.g. .../site-packages/nvidia/cudnn)
+#   run(command="bash scripts/gpu-check.sh", carry=["build-gpu"], timeout_s=540)
+#
+# Builds nothing. Steps, each under `timeout`, in this order (the most valuable first):
+#   1. machine facts (GPU, driver, CUDA, commit, date) and run-time library discovery (cuDNN
+#      from PyTorch's pip wheel, the toolkit's lib64); fails loudly when a library is missing
+#   2. the test suite (CPU + CUDA column), --gtest_brief=1, counted from its XML report
+#   3. GPU benchmarks, nabla and PyTorch on the same shapes, same GPU, one run: ratios
+#   4. MNIST (cnn, batch 64, Adam) on the GPU, nabla's example beside the PyTorch twin
+#   5. compute-sanitizer memcheck over the CUDA tests (not the deliberate out-of-memory test)
+#   6. compute-sanitizer racecheck over the reduction, softmax, batch-norm and optimizer tests
+# Writes under $OUT (default build-gpu-check/): summary.md and gpu-check-logs.tar.gz (every log,
+# whole). The summary is printed last; commit it as docs/gpu/<date>-<gpu>.md.
+#
+#   --dry-run          on a machine without a GPU (CI): the same steps, the CUDA parts report
+#                      "no GPU"; proves the script and the summary format
+#   --bin-dir DIR      where nabla_tests, nabla_bench_gpu and mnist are (default build-gpu/bin;
+#                      searched recursively, so a CMake build folder works too)
+#   NABLA_CHECK_SCALE  multiply every step's time limit (default 1)
 set -uo pipefail
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-out=${OUT:-$root/build/gpu-check}
-build=${NABLA_BUILD_DIR:-$root/build}/gpu
-mkdir -p "$out"
-export PATH=$PATH:/usr/local/cuda/bin OMP_WAIT_POLICY=passive
-status=0
-
-{
-  echo "date: $(date -u +%Y-%m-%dT%H:%MZ)  commit: $(git -C "$root" rev-parse --short HEAD 2>/dev/null)"
-  nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader
-  nvcc --version | tail -2
-} | tee "$out/machine.txt"
-
-extra=()
-[ -n "${NABLA_GTEST_ROOT:-}" ] && extra+=(-DNABLA_GTEST_ROOT="$NABLA_GTEST_ROOT")
-[ -n "${NABLA_BENCHMARK_ROOT:-}" ] && extra+=(-DNABLA_BENCHMARK_ROOT="$NABLA_BENCHMARK_ROOT")
-[ -n "${CUDNN_ROOT:-}" ] && extra+=(-DCUDNN_ROOT="$CUDNN_ROOT")
-cmake -S "$root" -B "$build" -DCMAKE_BUILD_TYPE=Release -DNABLA_WITH_CUDA=ON -DCMAKE_CUDA_ARCHITECTURES=native \
-  -DNABLA_WITH_LIBTORCH=OFF "${extra[@]}" 2>&1 | tail -5 | tee "$out/configure.log"
-cmake --build "$build" -j "$(nproc)" 2>&1 | tail -20 | tee "$out/build.log" || exit 1
-
-echo "== tests" | tee "$out/tests.log"
-"$build/tests/nabla_tests" 2>&1 | tail -60 | tee -a "$out/tests.log" || status=1
-
-for tool in memcheck racecheck; do
-  echo "== compute-sanitizer --tool $tool" | tee "$out/sanitizer-$tool.log"
-  compute-sanitizer --tool "$tool" --error-exitcode 1 "$build/tests/nabla_tests" \
-    --gtest_filter='Cuda*:*CudaMatchesCpu*' 2>&1 | tail -40 | tee -a "$out/sanitizer-$tool.log" || status=1
+dry=0
+bin_dir=$root/build-gpu/bin
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --dry-run) dry=1 ;;
+    --bin-dir) bin_dir=$(cd "$2" && pwd); shift ;;
+    *) echo "gpu-check: unknown argument $1" >&2; exit 2 ;;
+  esac
+  shift
 done
+prep=$root/build-gpu
+out=${OUT:-$root/build-gpu-check}
+logs=$out/logs
+rm -rf "$logs"
+mkdir -p "$logs"
+summary=$out/summary.md
+scale=${NABLA_CHECK_SCALE:-1}
+export PATH=$PATH:/usr/local/cuda/bin OMP_WAIT_POLICY=passive PYTHONUNBUFFERED=1
+t_begin=$(date +%s)
+lines=()   # the summary's key lines, in order
+note() { lines+=("$*"); echo "gpu-check: $*"; }
+limit() { echo $(($1 * scale)); }
+# run_step NAME SECONDS CMD...: runs CMD under timeout, whole output tee'd to logs/NAME.log
+run_step() {
+  local name=$1 secs; secs=$(limit "$2"); shift 2
+  echo "==== $name (limit ${secs}s): $*" | tee "$logs/$name.log"
+  local t0; t0=$(date +%s)
+  timeout -k 10 "$secs" "$@" 2>&1 | tee -a "$logs/$name.log"
+  local rc=${PIPESTATUS[0]}
+  echo "==== $name: exit $rc after $(($(date +%s) - t0)) s" | tee -a "$logs/$name.log"
+  [ "$rc" = 124 ] && echo "==== $name: TIMED OUT" | tee -a "$logs/$name.log"
+  return "$rc"
+}
+find_bin() { find "$bin_dir" -type f -name "$1" -perm -u+x 2>/dev/null | head -1; }
 
-echo "== benchmarks"
-"$build/benchmarks/gpu/nabla_bench_gpu" > "$out/bench_nabla.jsonl" || status=1
-python3 "$root/benchmarks/gpu/bench_torch.py" > "$out/bench_torch.jsonl" || status=1
-python3 "$root/benchmarks/gpu/compare.py" "$out/bench_nabla.jsonl" "$out/bench_torch.jsonl" | tee "$out/compare.md"
-exit $status
+# ---- 1. machine facts and libraries -----------------------------------------------------------
+gpu_name=none
+has_gpu=0
+if [ $dry = 0 ] && nvidia-smi -L >/dev/null 2>&1; then
+  has_gpu=1
+  gpu_name=$(nvidia-smi --query-gpu=name --format=csv,noheader | head -1)
+  driver=$(nvidia-smi --query-gpu=driver_version --format=csv,noheader | head -1)
+  note "device: $gpu_name, $(nvidia-smi --query-gpu=memory.total --format=csv,noheader | head -1), $(nproc) CPU cores"
+  note "driver: $driver"
+else
+  note "device: no GPU ($([ $dry = 1 ] && echo dry run || echo 'nvidia-smi found none')), $(nproc) CPU cores"
+  note "driver: none"
+fi
+cuda_v=$(nvcc --version 2>/dev/null | grep -o 'release [0-9.]*' | cut -d' ' -f2)
+note "cuda: toolkit ${cuda_v:-none}; built with $(grep -o 'release [0-9.]*' "$prep/PREP.txt" 2>/dev/null || echo '(no build-gpu/PREP.txt)')"
+note "commit: $(git -C "$root" rev-parse --short HEAD 2>/dev/null || echo unknown) (build: $(sed -n 's/^commit: //p' "$prep/PREP.txt" 2>/dev/null || echo unknown))"
+note "date: $(date -u +%Y-%m-%dT%H:%MZ)"
+{
+  nvidia-smi 2>&1 || true
+  uname -a
+  cat /etc/os-release 2>/dev/null | head -2
+  cat "$prep/PREP.txt" 2>/dev/null
+  python3 -c 'import torch; print("torch", torch.__version__, "cuda", torch.version.cuda, "cudnn", torch.backends.cudnn.version())' 2>&1
+} >"$logs/machine.log"
+
+# cuDNN 9 loads its sub-libraries (libcudnn_graph, _cnn, _engines_*) by bare name, so the binary's
+# RUNPATH is not enough: the folder must be on LD_LIBRARY_PATH. On the GPU machine cuDNN exists
+# only inside PyTorch's pip wheel.
+libpath=()
+cudnn_dir=$(python3 -c 'import nvidia.cudnn as m; print(m.__path__[0])' 2>/dev/null)
+[ -n "$cudnn_dir" ] && [ -d "$cudnn_dir/lib" ] && libpath+=("$cudnn_dir/lib")
+for d in /usr/local/cuda/lib64 /usr/local/cuda/targets/x86_64-linux/lib; do [ -d "$d" ] && libpath+=("$d"); done
+# the wheel's cuBLAS/runtime, after the toolkit's, for a machine whose toolkit lacks them
+nv_libs=$(python3 - <<'EOF' 2>/dev/null
+import glob, os
+try:
+    import nvidia
+    for base in nvidia.__path__:
+        for d in sorted(glob.glob(os.path.join(base, "*", "lib"))):
+            if "cudnn" not in d:
+                print(d)
+except Exception:
+    pass
+EOF
+)
+for d in $nv_libs; do libpath+=("$d"); done
+[ -d "$prep/lib" ] && libpath+=("$prep/lib")   # libgomp/libz from the build machine, last
+bin_ld=$(IFS=:; echo "${libpath[*]}")
+export LD_LIBRARY_PATH=$bin_ld${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
+
+tests_bin=$(find_bin nabla_tests)
+bench_bin=$(find_bin nabla_bench_gpu)
+mnist_bin=$(find_bin mnist)
+lib_ok=1
+for b in "$tests_bin" "$bench_bin" "$mnist_bin"; do
+  [ -n "$b" ] || continue
+  missing=$(ldd "$b" 2>&1 | grep 'not found' | awk '{print $1}' | sort -u | tr '\n' ' ')
+  if [ -n "$missing" ]; then
+    lib_ok=0
+    note "LIBRARIES MISSING for $(basename "$b"): $missing(LD_LIBRARY_PATH=$LD_LIBRARY_PATH)"
+  fi
+done
+{ echo "LD_LIBRARY_PATH=$LD_LIBRARY_PATH"; [ -n "$tests_bin" ] && ldd "$tests_bin"; } >"$logs/libraries.log" 2>&1
+if [ -n "$tests_bin" ] && ldd "$tests_bin" 2>/dev/null | grep -q libcudnn; then
+  if [ -z "$cudnn_dir" ] && ! ldd "$tests_bin" | grep libcudnn | grep -qv 'not found'; then
+    note "CUDNN NOT FOUND: the binary was built with cuDNN but neither python3's nvidia.cudnn nor the system has it"
+    lib_ok=0
+  fi
+  cudnn_line="cudnn: $(ldd "$tests_bin" | awk '/libcudnn/ {print $3}' | head -1)"
+else
+  cudnn_line="cudnn: not in this build"
+fi
+note "$cudnn_line"
+[ -z "$tests_bin" ] && note "NO nabla_tests under $bin_dir (run scripts/gpu-prep.sh first)"
+
+# ---- 2. the test suite -------------------------------------------------------------------------
+count_xml() {  # prints "N passed, N failed, N skipped" from gtest XML reports
+  python3 - "$@" <<'EOF'
+import sys, xml.etree.ElementTree as ET
+p = f = s = 0
+bad = []
+for path in sys.argv[1:]:
+    try:
+        cases = list(ET.parse(path).getroot().iter("testcase"))
+    except Exception as e:
+        bad.append(path.rsplit("/", 1)[-1]); continue
+    for c in cases:
+        if c.find("failure") is not None or c.find("error") is not None: f += 1
+        elif c.get("result") == "skipped" or c.find("skipped") is not None or c.get("status") == "notrun": s += 1
+        else: p += 1
+print(f"{p} passed, {f} failed, {s} skipped" + (f" (no report from {', '.join(bad)}: crashed or killed)" if bad else ""))
+EOF
+}
+if [ -n "$tests_bin" ]; then
+  # the dry run walks the CUDA tests only (they report "no GPU"); the GPU run, the whole suite, as
+  # parallel gtest shards (the CPU reference half of the suite is most of its time)
+  filter='*'
+  shards=4
+  [ $has_gpu = 0 ] && filter='Cuda*:CudaFused*:*CudaMatchesCpu*' && shards=1
+  run_tests() {
+    local pids=() i
+    for ((i = 0; i < shards; i++)); do
+      GTEST_TOTAL_SHARDS=$shards GTEST_SHARD_INDEX=$i OMP_NUM_THREADS=$(( $(nproc) / shards > 0 ? $(nproc) / shards : 1 )) \
+        "$tests_bin" --gtest_brief=1 --gtest_filter="$filter" --gtest_output=xml:"$logs/tests.$i.xml" \
+        >"$logs/tests.shard$i.log" 2>&1 &
+      pids+=($!)
+    done
+    local rc=0
+    for i in "${!pids[@]}"; do wait "${pids[$i]}" || rc=1; cat "$logs/tests.shard$i.log"; done
+    return $rc
+  }
+  export -f run_tests; export shards tests_bin filter logs
+  run_step tests 90 bash -c run_tests
+  tests_rc=$?
+  note "tests: $(count_xml "$logs"/tests.*.xml)$([ $tests_rc = 124 ] && echo ' (TIMED OUT: counts are partial)')"
+  grep -hE '^\[  FAILED  \]' "$logs"/tests.shard*.log | sort -u | head -60 >"$logs/failed.txt"
+else
+  note "tests: 0 passed, 0 failed, 0 skipped (no binary)"
+fi
+
+# ---- 3. benchmarks beside PyTorch --------------------------------------------------------------
+bench_table="(not run: no GPU)"
+if [ $has_gpu = 1 ] && [ -n "$bench_bin" ]; then
+  run_step bench_nabla 45 "$bench_bin" ; cp "$logs/bench_nabla.log" "$logs/bench_nabla.jsonl"
+  run_step bench_torch 45 python3 "$root/benchmarks/gpu/bench_torch.py"; cp "$logs/bench_torch.log" "$logs/bench_torch.jsonl"
+  bench_table=$(python3 "$root/benchmarks/gpu/compare.py" "$logs/bench_nabla.jsonl" "$logs/bench_torch.jsonl" 2>&1)
+elif [ -n "$bench_bin" ]; then
+  run_step bench_nabla 20 "$bench_bin"   # must say it has no device and exit non-zero
+fi
+
+# ---- 4. MNIST beside PyTorch -------------------------------------------------------------------
+epoch_times() { grep -oE '^epoch [0-9]+: .*, [0-9.]+ s' "$1" | grep -oE '[0-9.]+ s$' | tr '\n' ' '; }
+acc() { grep -oE 'test accuracy [0-9.]+%' "$1" | tail -1 | grep -oE '[0-9.]+%'; }
+mnist_data=$prep/data/mnist
+[ -d "$mnist_data" ] || mnist_data=${NABLA_DATA:-$root/../shared/data}/mnist
+if [ $has_gpu = 1 ] && [ -n "$mnist_bin" ]; then
+  run_step mnist_nabla 75 "$mnist_bin" --device cuda --epochs 2 --batch-size 64 --data "$mnist_data" --no-progress \
+    --checkpoint /tmp/nabla_mnist.safetensors --csv "$logs/mnist_nabla.csv"
+  run_step mnist_torch 45 python3 "$root/benchmarks/gpu/mnist_torch.py" --epochs 2 --batch-size 64 --data "$mnist_data"
+  note "mnist epoch: $(epoch_times "$logs/mnist_nabla.log")(PyTorch $(epoch_times "$logs/mnist_torch.log")); epochs 1 and 2, cnn, batch 64, Adam; test accuracy $(acc "$logs/mnist_nabla.log") (PyTorch $(acc "$logs/mnist_torch.log"))"
+else
+  note "mnist epoch: not run (no GPU) (PyTorch not run)"
+fi
+
+# ---- 5-6. compute-sanitizer --------------------------------------------------------------------
+cs=$(command -v compute-sanitizer || ls /usr/local/cuda/bin/compute-sanitizer 2>/dev/null)
+cuda_tests='Cuda*:CudaFused*:*CudaMatchesCpu*-Cuda.OutOfMemoryThrowsAndTheProcessKeepsWorking'
+race_tests='*CudaMatchesCpu/sum*:*CudaMatchesCpu/mean*:*CudaMatchesCpu/softmax*:*CudaMatchesCpu/log_softmax*:*CudaMatchesCpu/logsumexp*:*CudaMatchesCpu/var*:*CudaMatchesCpu/std*:*CudaMatchesCpu/amax*:*CudaMatchesCpu/argmax*:*CudaMatchesCpu/batch_norm*:*CudaMatchesCpu/layer_norm*:CudaFused.BatchNorm*:CudaFused.AdamStep*:CudaFused.SgdStep*:*ClipGradNorm*Cuda*'
+if [ $has_gpu = 1 ] && [ -n "$cs" ] && [ -n "$tests_bin" ]; then
+  api=()
+  "$cs" --help 2>&1 | grep -q -- '--report-api-errors' && api=(--report-api-errors no)
+  run_step memcheck 120 "$cs" --tool memcheck "${api[@]}" --print-limit 200 "$tests_bin" --gtest_brief=1 \
+    --gtest_filter="$cuda_tests"
+  n=$(grep -oE 'ERROR SUMMARY: [0-9]+' "$logs/memcheck.log" | tail -1 | grep -oE '[0-9]+$')
+  [ -z "$n" ] && n="$(grep -cE '^========= (Invalid|Program hit|Uninitialized|Error)' "$logs/memcheck.log") or more"
+  note "memcheck: ${n:-unknown} errors$(grep -q 'TIMED OUT' "$logs/memcheck.log" && echo ' (TIMED OUT, partial)')"
+  run_step racecheck 60 "$cs" --tool racecheck --racecheck-report hazard "$tests_bin" --gtest_brief=1 \
+    --gtest_filter="$race_tests"
+  n=$(grep -oE 'RACECHECK SUMMARY: [0-9]+ hazard' "$logs/racecheck.log" | tail -1 | grep -oE '[0-9]+')
+  [ -z "$n" ] && grep -q 'ERROR SUMMARY: 0 errors' "$logs/racecheck.log" && n=0
+  note "racecheck: ${n:-unknown} hazards$(grep -q 'TIMED OUT' "$logs/racecheck.log" && echo ' (TIMED OUT, partial)')"
+else
+  note "memcheck: not run (no GPU) errors"
+  note "racecheck: not run (no GPU) hazards"
+fi
+
+# ---- summary -----------------------------------------------------------------------------------
+{
+  echo "# GPU check: ${gpu_name}, $(date -u +%Y-%m-%d)"
+  echo
+  echo "Command: \`bash scripts/gpu-check.sh$([ $dry = 1 ] && echo ' --dry-run')\` (binaries from \`scripts/gpu-prep.sh\`), $(($(date +%s) - t_begin)) s in all."
+  echo
+  for l in "${lines[@]}"; do echo "$l  "; done
+  echo
+  echo "## Benchmarks (nabla / PyTorch, same GPU, one run)"
+  echo
+  echo "$bench_table"
+  if [ -s "$logs/failed.txt" ]; then
+    echo
+    echo "## Failed tests"
+    echo
+    sed 's/^/    /' "$logs/failed.txt"
+  fi
+  for f in memcheck racecheck; do
+    if [ -f "$logs/$f.log" ] && grep -qE '^========= (Invalid|Error|Race|Warning|Program hit)' "$logs/$f.log"; then
+      echo
+      echo "## First $f reports"
+      echo
+      grep -E '^========= (Invalid|Error|Race|Warning|Program hit|    at )' "$logs/$f.log" | head -30 | sed 's/^/    /'
+    fi
+  done
+} >"$summary"
+cp "$summary" "$logs/"
+tar -C "$out" -czf "$out/gpu-check-logs.tar.gz" logs && rm -rf "$logs"
+echo
+echo "==================================== summary ($summary) ===================================="
+cat "$summary"
+# exit status: libraries and tests decide (benchmarks and sanitizers are reported, not fatal)
+[ $lib_ok = 1 ] && grep -qE "^tests: [0-9]+ passed, 0 failed, [0-9]+ skipped *$" "$summary"

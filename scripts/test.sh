@@ -52,6 +52,18 @@ cmake --build "$build/release" -j "$jobs"
 step "Release tests"
 ctest --test-dir "$build/release" --output-on-failure -j "$jobs"
 
+# ---- the GPU check's dry run ----------------------------------------------------------------------
+# scripts/gpu-check.sh is what a lent GPU machine runs; here (no GPU) it walks the same steps with
+# the CUDA parts reporting "no GPU", and must write every line of its summary.
+if [ -x "$build/release/tests/nabla_tests" ] && [ -f "$build/release/benchmarks/gpu/nabla_bench_gpu" ]; then
+  step "GPU check, dry run (scripts/gpu-check.sh --dry-run)"
+  OUT="$build/gpu-check-dry" bash "$root/scripts/gpu-check.sh" --dry-run --bin-dir "$build/release"
+  for key in device driver cuda commit tests memcheck racecheck "mnist epoch"; do
+    grep -q "^$key: " "$build/gpu-check-dry/summary.md" || { echo "gpu-check summary lacks '$key:'" >&2; exit 1; }
+  done
+  tar -tzf "$build/gpu-check-dry/gpu-check-logs.tar.gz" | grep -q logs/tests.0.xml
+fi
+
 # ---- the quick start, on a slice of MNIST -------------------------------------------------------
 # The README's run command exactly as a user runs it (its own build folder), on 2000 images so
 # it stays fast; it must finish and print the test accuracy. (The ctest mnist_example above
