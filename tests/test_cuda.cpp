@@ -72,7 +72,14 @@ TEST(Cuda, MixedDevicesAreNamedInTheError) {
   EXPECT_TRUE(throws_with<DeviceError>([&] { a + b; }, {"add", "cuda:0", "cpu"}));
   EXPECT_TRUE(throws_with<DeviceError>([&] { matmul(a.view({1, 2}), b.view({2, 1})); }, {"matmul", "cuda:0", "cpu"}));
   EXPECT_EQ((a + 1).sum().item<float>(), 4.0f);  // a CPU scalar joins a CUDA op
-  EXPECT_TRUE(throws_with<IndexError>([&] { a.index_select(0, tensor({5}, Device::cuda())); }, {"index_select", "5"}));
+  Tensor bad_index = full({1}, 5, TensorOptions(kInt64).device(Device::cuda()));
+  // raised at once or, when the check is deferred to the next synchronisation, there
+  EXPECT_TRUE(throws_with<IndexError>([&] { (void)a.index_select(0, bad_index); cuda::synchronize(); },
+                                      {"index_select", "5"}));
+  // running statistics left on the CPU while the input moved: named before any arithmetic
+  Tensor x = randn({4, 2}, Device::cuda()), rm = zeros({2}), rv = ones({2});
+  EXPECT_TRUE(throws_with<DeviceError>([&] { batch_norm(x, rm, rv, Tensor(), Tensor(), true); },
+                                       {"batch_norm", "cpu", "cuda:0"}));
 }
 
 TEST(Cuda, Tf32IsOptIn) {

@@ -166,7 +166,7 @@ const RegisterParity rows([](std::vector<ParityCase>& t) {
 
   t.push_back({"batch_norm", "train", {in({3, 2, 3, 2}), in({2}), in({2})},
                [](const TensorList& x) {
-                 Tensor rm = zeros({2}, x[0].dtype()), rv = ones({2}, x[0].dtype());
+                 Tensor rm = zeros({2}, x[0].options()), rv = ones({2}, x[0].options());  // on x's device
                  return batch_norm(x[0], rm, rv, x[1], x[2], true, 0.1, 1e-5);
                },
                [](const std::vector<Ref>& r) { return ref_batch_norm(r[0], nullptr, nullptr, r[1], r[2], 1e-5); },

@@ -170,7 +170,7 @@ const RegisterParity rows([](std::vector<ParityCase>& t) {
 
   t.push_back({"batch_norm", "train_3d_no_affine", {in({4, 3, 5})},
                [](const TensorList& x) {
-                 Tensor rm = zeros({3}, x[0].dtype()), rv = ones({3}, x[0].dtype());
+                 Tensor rm = zeros({3}, x[0].options()), rv = ones({3}, x[0].options());  // on x's device
                  return batch_norm(x[0], rm, rv, Tensor(), Tensor(), true, 0.1, 1e-5);
                },
                [](const std::vector<Ref>& r) { return ref_batch_norm_plain(r[0], 1e-5); },

@@ -96,6 +96,8 @@ inline Tensor batch_norm(const Tensor& x, const Tensor& running_mean, const Tens
   for (const Tensor* t : {&running_mean, &running_var, &weight, &bias}) {
     NABLA_CHECK(!t->defined() || (t->dim() == 1 && t->size(0) == C), ShapeError, "batch_norm: ", detail::describe(*t),
                 " must be [", C, "] for input ", detail::describe(x));
+    NABLA_CHECK(!t->defined() || t->device() == x.device(), DeviceError, "batch_norm: expected all tensors on one device, got ",
+                detail::describe(*t), " for input ", detail::describe(x));
     if (t->defined()) fusable = fusable && t->dtype() == x.dtype() && t->device() == x.device() && t->is_contiguous();
   }
   if (training) {
