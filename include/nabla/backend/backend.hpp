@@ -71,6 +71,10 @@ class Backend {
   virtual void gather(const Tensor& out, const Tensor& in, int64_t dim, const Tensor& index) = 0;
   virtual void scatter_add(const Tensor& self, int64_t dim, const Tensor& index, const Tensor& src) = 0;
   virtual void index_add(const Tensor& self, int64_t dim, const Tensor& index, const Tensor& src) = 0;
+  // IndexError naming `op` and `dim` if a value of `index` (int64) is outside [0, size). The CPU
+  // raises it at once; a device may raise it at its next synchronisation (CUDA does, so that a
+  // training loop never waits for the check).
+  virtual void check_index_range(const Tensor& index, int64_t size, const char* op, int64_t dim) = 0;
 
   virtual void synchronize(Device) {}
 

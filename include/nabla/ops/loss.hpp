@@ -68,12 +68,9 @@ inline Tensor nll_loss(const Tensor& log_probs, const Tensor& target, const NllL
   Tensor t = target.to(kInt64).reshape({-1});
   Tensor valid = t.ne(detail::scalar_to_tensor(opt.ignore_index, kInt64));
   Tensor safe = where(valid, t, detail::scalar_to_tensor(0, kInt64));
-  if (t.numel() > 0) {
-    Tensor tv = where(valid, t, detail::scalar_to_tensor(0, kInt64)).to(Device::cpu());
-    int64_t lo = tv.min().item<int64_t>(), hi = tv.max().item<int64_t>();
-    NABLA_CHECK(lo >= 0 && hi < C, IndexError, "nll_loss: target values must be in [0, ", C, ") or ignore_index (",
-                opt.ignore_index, "), got values in [", lo, ", ", hi, "]");
-  }
+  // Targets other than ignore_index must be in [0, C). On a GPU the check is a kernel whose
+  // error surfaces at the next synchronisation: a training loop must not wait for it.
+  backend(safe.device()).check_index_range(safe, C, "nll_loss", log_probs.dim() == 1 ? 0 : 1);
   Tensor picked = -lp.gather(1, safe.unsqueeze(1)).squeeze(1);
   Tensor w = valid.to(lp.dtype());
   if (opt.weight.defined()) {

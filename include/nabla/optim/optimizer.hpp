@@ -210,31 +210,60 @@ class OptimizerBase : public Optimizer {
   std::unordered_map<TensorImpl*, OrderedDict<Tensor>> state_;
 };
 
+// clip_grad_norm_'s result: the total norm, kept on the gradients' device. Converting it to
+// double reads it back (a synchronisation on a GPU); a caller that ignores it never pays that.
+//   double n = clip_grad_norm_(params, 1.0);   // as LibTorch: reads the norm
+//   clip_grad_norm_(params, 1.0);              // no host read at all
+//   Tensor t = clip_grad_norm_(params, 1.0).tensor();  // float64 0-dim, on the device
+class GradNorm {
+ public:
+  explicit GradNorm(Tensor total) : total_(std::move(total)) {}
+  operator double() const { return total_.item<double>(); }  // NOLINT: implicit, as LibTorch's double
+  double item() const { return total_.item<double>(); }
+  const Tensor& tensor() const { return total_; }
+
+ private:
+  Tensor total_;
+};
+
 // Scales the gradients of `params` in place so that their joint norm is at most max_norm, as
 // torch.nn.utils.clip_grad_norm_; returns the total norm before clipping. norm_type may be
-// infinity. Parameters without a gradient are skipped.
-inline double clip_grad_norm_(const std::vector<Tensor>& params, double max_norm, double norm_type = 2.0) {
+// infinity. Parameters without a gradient are skipped. One norm over all gradients, computed on
+// their device with the clip coefficient min(1, max_norm / (norm + 1e-6)) applied as a tensor:
+// no host read, unless error_if_nonfinite is set (then the norm is read to check it) or the
+// result is converted to double.
+inline GradNorm clip_grad_norm_(const std::vector<Tensor>& params, double max_norm, double norm_type = 2.0,
+                                bool error_if_nonfinite = false) {
   NABLA_CHECK(norm_type > 0, ValueError, "clip_grad_norm_: norm_type must be positive, got ", norm_type);
   NoGradGuard no_grad;
   std::vector<Tensor> grads;
   for (const Tensor& p : params)
     if (p.grad().defined()) grads.push_back(p.grad());
-  if (grads.empty()) return 0.0;
+  if (grads.empty()) return GradNorm(zeros({}, kFloat64));
+  const Device device = grads[0].device();
   const bool inf = std::isinf(norm_type);
-  double total = 0.0;
+  std::vector<Tensor> parts;  // one float64 0-dim tensor per gradient, on `device`
   for (const Tensor& g : grads) {
     if (g.numel() == 0) continue;
-    Tensor a = g.abs();
-    if (inf) total = std::max(total, a.max().to(kFloat64).item<double>());
-    else if (norm_type == 2.0) total += (a * a).sum().to(kFloat64).item<double>();
-    else if (norm_type == 1.0) total += a.sum().to(kFloat64).item<double>();
-    else total += a.pow(norm_type).sum().to(kFloat64).item<double>();
+    // 16-bit gradients are summed in float32: their squares overflow float16 long before the norm does
+    Tensor a = (g.dtype() == kFloat16 || g.dtype() == kBFloat16 ? g.to(kFloat32) : g).abs();
+    Tensor part = inf ? a.max() : norm_type == 2.0 ? (a * a).sum() : norm_type == 1.0 ? a.sum() : a.pow(norm_type).sum();
+    parts.push_back(part.to(device, kFloat64));
   }
-  if (!inf) total = std::pow(total, 1.0 / norm_type);
-  double coef = max_norm / (total + 1e-6);
-  if (coef < 1.0)
-    for (Tensor g : grads) g.mul_(coef);
-  return total;
+  if (parts.empty()) return GradNorm(zeros({}, TensorOptions(kFloat64).device(device)));
+  Tensor all = stack(parts);
+  Tensor total = inf ? all.max() : norm_type == 1.0 ? all.sum() : all.sum().pow(1.0 / norm_type);
+  if (error_if_nonfinite) {
+    const double t = total.item<double>();
+    NABLA_CHECK(std::isfinite(t), ValueError, "clip_grad_norm_: the total norm of order ", norm_type,
+                " of the gradients is ", t, ", so they cannot be clipped (error_if_nonfinite=true)");
+  }
+  Tensor coef = ((total + 1e-6).reciprocal() * max_norm).clamp_max(1.0);
+  for (Tensor g : grads) {
+    if (g.numel() == 0) continue;
+    g.mul_(coef.to(g.device(), g.dtype()));
+  }
+  return GradNorm(total);
 }
 
 }  // namespace optim

@@ -95,6 +95,9 @@ class CpuBackend final : public Backend {
   void index_add(const Tensor& self, int64_t dim, const Tensor& index, const Tensor& src) override {
     scatter_add_kernel(self, dim, index_along(index, src.sizes(), dim), src, "index_add");
   }
+  void check_index_range(const Tensor& index, int64_t size, const char* op, int64_t dim) override {
+    check_index_range_kernel(index, size, op, dim);
+  }
 
   // ---- Fused kernels (float32 and float64; everything else takes the composite path) ----
 

@@ -27,7 +27,15 @@ inline Tensor index_along(const Tensor& index, const Shape& shape, int64_t dim) 
 
 [[noreturn]] inline void throw_bad_index(const char* op, int64_t bad, int64_t size, int64_t dim) {
   throw IndexError(detail::cat("nabla::", op, ": index ", bad, " is out of bounds for dimension ", dim,
-                               " with size ", size));
+                               " with size ", size, " (valid: [0, ", size, "))"));
+}
+
+// Throws IndexError for the first value of the int64 tensor `index` outside [0, size).
+inline void check_index_range_kernel(const Tensor& index, int64_t size, const char* op, int64_t dim) {
+  Tensor idx = index.contiguous();
+  const auto* p = static_cast<const int64_t*>(idx.data_ptr());
+  for (int64_t i = 0, n = idx.numel(); i < n; ++i)
+    if (p[i] < 0 || p[i] >= size) throw_bad_index(op, p[i], size, dim);
 }
 
 // Runs a 3-operand loop where operand `idx_pos` holds int64 indices into a dimension of size

@@ -112,11 +112,13 @@ class CudaBackend final : public Backend {
     detail::DeviceGuard g(self.device().index);
     launch_scatter_add("index_add", self, dim, cpu::index_along(index, src.sizes(), dim), src);
   }
-
-  void synchronize(Device d) override {
-    detail::DeviceGuard g(d.index);
-    NABLA_CUDA_CHECK(cudaStreamSynchronize(detail::stream(d.index)));
+  void check_index_range(const Tensor& index, int64_t size, const char* op, int64_t dim) override {
+    detail::DeviceGuard g(index.device().index);
+    launch_index_range_check(index, size, op, dim);
   }
+
+  // Every synchronisation also reports a bad index that a kernel recorded since the last one.
+  void synchronize(Device d) override { detail::deferred_index_errors(d.index).synchronize_and_check(); }
 
   // ---- fused kernels (see backend.hpp): false hands the case back to the composite ----------
 
@@ -345,7 +347,7 @@ class CudaBackend final : public Backend {
     Tensor host = direct ? dst : empty(src.sizes(), dst.dtype());
     NABLA_CUDA_CHECK(cudaMemcpyAsync(host.data_ptr(), dense.data_ptr(), dense.nbytes(), cudaMemcpyDeviceToHost,
                                      detail::stream(dev)));
-    NABLA_CUDA_CHECK(cudaStreamSynchronize(detail::stream(dev)));
+    detail::deferred_index_errors(dev).synchronize_and_check();
     if (!direct) cpu::copy_kernel(dst, host);
   }
 };
