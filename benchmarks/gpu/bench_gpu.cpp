@@ -75,6 +75,31 @@ int main() {
     nb::set_float32_matmul_precision("highest");
   }
 
+  // ---- conv2d forward + backward (cuDNN), the MNIST net's second conv and a ResNet-50 stage -----
+  // TFLOP/s counts 3 x 2*N*O*C*kh*kw*Ho*Wo (forward, input gradient, weight gradient).
+  struct ConvCase {
+    const char* name;
+    int64_t n, c, h, w, o, k, pad;
+  };
+  for (const ConvCase& cc : {ConvCase{"conv_mnist_64x32x26x26_k3", 64, 32, 26, 26, 64, 3, 0},
+                             ConvCase{"conv_resnet_32x64x56x56_k3", 32, 64, 56, 56, 64, 3, 1},
+                             ConvCase{"conv_resnet_32x256x56x56_k1", 32, 256, 56, 56, 64, 1, 0}}) {
+    for (const char* kind : {"f32", "tf32", "bf16"}) {
+      std::string k = kind;
+      nb::DType dt = k == "bf16" ? nb::kBFloat16 : nb::kFloat32;
+      nb::set_float32_matmul_precision(k == "tf32" ? "high" : "highest");
+      nb::EnableGradGuard grad;
+      nb::Tensor x = nb::randn({cc.n, cc.c, cc.h, cc.w}, nb::TensorOptions(dt).device(gpu)).requires_grad_();
+      nb::Tensor wt = nb::randn({cc.o, cc.c, cc.k, cc.k}, nb::TensorOptions(dt).device(gpu)).requires_grad_();
+      const int64_t ho = cc.h + 2 * cc.pad - cc.k + 1, wo = cc.w + 2 * cc.pad - cc.k + 1;
+      nb::Tensor gy = nb::randn({cc.n, cc.o, ho, wo}, nb::TensorOptions(dt).device(gpu));
+      t = time_it([&] { nb::conv2d(x, wt, nb::Tensor(), 1, cc.pad).backward(gy); }, 20);
+      const double flops = 3.0 * 2 * cc.n * cc.o * cc.c * cc.k * cc.k * ho * wo;
+      report(std::string(cc.name) + "_" + k + "_fwd_bwd", t, "TFLOP/s", flops / t / 1e12);
+    }
+    nb::set_float32_matmul_precision("highest");
+  }
+
   // ---- host overhead per op on tiny tensors ------------------------------------------------------
   nb::Tensor u = nb::randn({4}, gpu), v = nb::randn({4}, gpu);
   t = time_it([&] { (void)(u + v); }, 20000);

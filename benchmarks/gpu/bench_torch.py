@@ -45,6 +45,23 @@ def main():
                 t = time_it(lambda: a @ b, 20 if s == 4096 else 5)
                 report(f"matmul_{s}_{kind}", t, "TFLOP/s", flops / t / 1e12)
             torch.backends.cuda.matmul.allow_tf32 = False
+    # conv2d forward + backward, as bench_gpu.cpp (f32 = no TF32 anywhere, as nabla's default)
+    for name, n, c, h, w_, o, k, pad in (("conv_mnist_64x32x26x26_k3", 64, 32, 26, 26, 64, 3, 0),
+                                         ("conv_resnet_32x64x56x56_k3", 32, 64, 56, 56, 64, 3, 1),
+                                         ("conv_resnet_32x256x56x56_k1", 32, 256, 56, 56, 64, 1, 0)):
+        for kind in ("f32", "tf32", "bf16"):
+            torch.backends.cudnn.allow_tf32 = kind == "tf32"
+            torch.backends.cuda.matmul.allow_tf32 = kind == "tf32"
+            dt = torch.bfloat16 if kind == "bf16" else torch.float32
+            x = torch.randn(n, c, h, w_, device=dev, dtype=dt, requires_grad=True)
+            wt = torch.randn(o, c, k, k, device=dev, dtype=dt, requires_grad=True)
+            ho, wo = h + 2 * pad - k + 1, w_ + 2 * pad - k + 1
+            gy = torch.randn(n, o, ho, wo, device=dev, dtype=dt)
+            t = time_it(lambda: torch.nn.functional.conv2d(x, wt, None, 1, pad).backward(gy), 20)
+            report(f"{name}_{kind}_fwd_bwd", t, "TFLOP/s", 3.0 * 2 * n * o * c * k * k * ho * wo / t / 1e12)
+    torch.backends.cudnn.allow_tf32 = True
+    torch.backends.cuda.matmul.allow_tf32 = False
+    with torch.no_grad():
         u, v = torch.randn(4, device=dev), torch.randn(4, device=dev)
         t = time_it(lambda: u + v, 20000); report("tiny_add_launch", t, "us/op", t * 1e6)
     w = torch.randn(4, device=dev, requires_grad=True)
