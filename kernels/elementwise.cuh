@@ -172,10 +172,25 @@ __global__ void arange_kernel(int64_t n, T* out, double start, double step) {
     out[i] = static_cast<T>(start + static_cast<double>(i) * step);
 }
 
+// One Philox block per thread step, all four lanes kept: elements 4b .. 4b+3, as the CPU fills
+// them (random_value(p, i) is lane i % 4 of block i / 4). `vec`: out is aligned to 4 elements.
 template <class T>
-__global__ void random_kernel(int64_t n, T* out, RandomParams p) {
-  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n; i += int64_t(gridDim.x) * blockDim.x)
-    out[i] = static_cast<T>(random_value(p, static_cast<uint64_t>(i)));
+__global__ void random_kernel(int64_t n, T* out, RandomParams p, bool vec) {
+  const int64_t blocks = (n + 3) / 4;
+  for (int64_t b = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; b < blocks; b += int64_t(gridDim.x) * blockDim.x) {
+    double v[4];
+    random_block(p, static_cast<uint64_t>(b), v);
+    if (vec && 4 * b + 4 <= n) {
+      Pack<T, 4> q;
+#pragma unroll
+      for (int k = 0; k < 4; ++k) q.v[k] = static_cast<T>(v[k]);
+      reinterpret_cast<Pack<T, 4>*>(out)[b] = q;
+    } else {
+#pragma unroll
+      for (int k = 0; k < 4; ++k)
+        if (4 * b + k < n) out[4 * b + k] = static_cast<T>(v[k]);
+    }
+  }
 }
 
 // ---- host launchers -----------------------------------------------------------------------------
@@ -333,8 +348,8 @@ inline void launch_random(const Tensor& out, const RandomParams& p) {
   const int dev = out.device().index;
   dispatch_numeric(out.dtype(), "random", [&](auto tag) {
     using T = typename decltype(tag)::type;
-    random_kernel<T><<<grid_for(out.numel(), dev), kThreads, 0, detail::stream(dev)>>>(
-        out.numel(), static_cast<T*>(out.data_ptr()), p);
+    random_kernel<T><<<grid_for((out.numel() + 3) / 4, dev), kThreads, 0, detail::stream(dev)>>>(
+        out.numel(), static_cast<T*>(out.data_ptr()), p, aligned_to(out.data_ptr(), 4 * sizeof(T)));
   });
   NABLA_CUDA_LAUNCH_CHECK();
 }

@@ -131,5 +131,33 @@ TEST(CudaKernels, WhereMatchesTheCpuDenseScalarAndStrided) {
   }
 }
 
+TEST(CudaKernels, RandomMatchesTheCpuForEverySizeDtypeAndOffset) {
+  NABLA_REQUIRE_GPU();
+  const std::vector<int64_t> sizes = {1, 2, 3, 4, 5, 7, 8, 1001, 4096, (int64_t{1} << 20) + 3};
+  for (DType dt : {kFloat32, kFloat64, kFloat16, kBFloat16}) {
+    for (int kind = 0; kind < 3; ++kind) {
+      auto draw = [&](int64_t n, Device d) {
+        TensorOptions o = TensorOptions(dt).device(d);
+        return kind == 0 ? rand({n}, o) : kind == 1 ? randn({n}, o) : randint(-5, 11, {n}, o);
+      };
+      // the same sequence of draws (so the generator offsets differ between draws) on each device
+      manual_seed(123);
+      std::vector<Tensor> host;
+      for (int64_t n : sizes) host.push_back(draw(n, Device::cpu()));
+      const auto state = default_generator().state();
+      manual_seed(123);
+      for (size_t i = 0; i < sizes.size(); ++i) {
+        SCOPED_TRACE(::testing::Message() << dtype_name(dt) << " kind " << kind << " n=" << sizes[i]);
+        Tensor d = draw(sizes[i], Device::cuda()).cpu();
+        // uniform and integer are exact; the normal's log / sin / cos may differ in the last
+        // float64 bit between the host and device math libraries (one ulp of dt at most)
+        const double ulp = dt == kFloat64 ? 1e-12 : dt == kFloat32 ? 2.5e-7 : dt == kFloat16 ? 1e-3 : 8e-3;
+        EXPECT_TRUE(kind == 1 ? all_close(d, host[i], 1e-12, ulp) : all_equal(d, host[i]));
+      }
+      EXPECT_EQ(default_generator().state(), state) << "both devices advance the offset alike";
+    }
+  }
+}
+
 }  // namespace
 }  // namespace nabla_test
