@@ -159,5 +159,38 @@ TEST(CudaKernels, RandomMatchesTheCpuForEverySizeDtypeAndOffset) {
   }
 }
 
+TEST(CudaKernels, HalfAndBFloat16ConversionsAreBitIdenticalToTheHost) {
+  NABLA_REQUIRE_GPU();
+  // every 16-bit pattern, widened to float on the device
+  std::vector<Half> h(65536);
+  std::vector<BFloat16> b(65536);
+  for (uint32_t i = 0; i < 65536; ++i) {
+    h[i] = Half::from_bits(static_cast<uint16_t>(i));
+    b[i] = BFloat16::from_bits(static_cast<uint16_t>(i));
+  }
+  Tensor ht = from_vector(h, {65536}, kFloat16), bt = from_vector(b, {65536}, kBFloat16);
+  for (const Tensor& t : {ht, bt}) {
+    Tensor dev = t.to(Device::cuda()).to(kFloat32).cpu(), host = t.to(kFloat32);
+    EXPECT_EQ(std::memcmp(dev.data_ptr(), host.data_ptr(), 65536 * sizeof(float)), 0) << dtype_name(t.dtype());
+  }
+  // float patterns: edges (subnormals, halfway cases, overflow to inf, signed NaNs) and a sweep
+  std::vector<uint32_t> bits = {0x00000000u, 0x80000000u, 0x00000001u, 0x33000000u, 0x33000001u, 0x387fc000u,
+                                0x38800000u, 0x477fe000u, 0x477fefffu, 0x477ff000u, 0x47800000u, 0x7f7fffffu,
+                                0x7f800000u, 0xff800000u, 0x7fc00000u, 0xffc00000u, 0x7f800001u, 0xffbfffffu,
+                                0x3f808000u, 0x3f818000u, 0x3f807fffu, 0x7f7f8000u};
+  uint64_t s = 88172645463325252ull;
+  for (int i = 0; i < (1 << 20); ++i) {
+    s ^= s << 13, s ^= s >> 7, s ^= s << 17;
+    bits.push_back(static_cast<uint32_t>(s));
+  }
+  std::vector<float> f(bits.size());
+  std::memcpy(f.data(), bits.data(), bits.size() * sizeof(float));
+  Tensor ft = from_vector(f, {static_cast<int64_t>(f.size())}, kFloat32), fd = ft.to(Device::cuda());
+  for (DType dt : {kFloat16, kBFloat16}) {
+    Tensor dev = fd.to(dt).cpu(), host = ft.to(dt);
+    EXPECT_EQ(std::memcmp(dev.data_ptr(), host.data_ptr(), f.size() * 2), 0) << dtype_name(dt);
+  }
+}
+
 }  // namespace
 }  // namespace nabla_test
