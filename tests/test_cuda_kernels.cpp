@@ -192,5 +192,68 @@ TEST(CudaKernels, HalfAndBFloat16ConversionsAreBitIdenticalToTheHost) {
   }
 }
 
+TEST(CudaKernels, RowReductionsMatchTheCpuVectorisedChunkedAndUnaligned) {
+  NABLA_REQUIRE_GPU();
+  auto g = rng_for("CudaKernels.RowReductions");
+  // rows: vector loads in one chunk, several chunks (partials), odd length (scalar loads)
+  for (Shape s : {Shape{64, 8192}, Shape{3, 40000}, Shape{5, 1001}, Shape{2, 3}}) {
+    Tensor x64 = uniform(s, 0.5, 1.5, g);
+    for (DType dt : {kFloat32, kFloat16, kBFloat16, kFloat64, kInt32, kUInt8}) {
+      SCOPED_TRACE(::testing::Message() << dtype_name(dt) << " " << shape_str(s));
+      Tensor x = is_floating_point(dt) ? x64.to(dt) : (x64 * 3.0).to(dt);
+      Tensor xd = x.to(Device::cuda());
+      const Tolerance tol = tolerance_for(dt);
+      for (const Tensor& in : {xd, unaligned(xd)}) {
+        EXPECT_TRUE(all_close(in.sum({1}), x.sum({1}), tol.atol + 1e-6 * s[1], tol.rtol));
+        EXPECT_TRUE(all_equal(in.amax({1}), x.amax({1})));
+        EXPECT_TRUE(all_equal(in.amin({1}), x.amin({1})));
+        if (is_floating_point(dt)) {
+          EXPECT_TRUE(all_close(in.mean({1}), x.mean({1}), tol.atol, tol.rtol));
+        }
+      }
+    }
+  }
+  // NaN propagates through the vectorised max
+  Tensor x = ones({4, 4096});
+  x.select(0, 2).select(0, 1234).fill_(NAN);
+  Tensor mx = x.to(Device::cuda()).amax({1}).cpu();
+  EXPECT_TRUE(std::isnan(mx.data<float>()[2]));
+  EXPECT_EQ(mx.data<float>()[1], 1.0f);
+}
+
+TEST(CudaKernels, OnePassSoftmaxMatchesTheCpu) {
+  NABLA_REQUIRE_GPU();
+  auto g = rng_for("CudaKernels.Softmax");
+  for (Shape s : {Shape{3, 8192}, Shape{5, 1000}, Shape{7, 1001}, Shape{64, 10}, Shape{2, 100000}}) {
+    for (DType dt : {kFloat32, kFloat64, kFloat16, kBFloat16}) {
+      SCOPED_TRACE(::testing::Message() << dtype_name(dt) << " " << shape_str(s));
+      // spread logits: new row maxima keep turning up, so the running sum is rescaled often
+      Tensor x = (uniform(s, -20, 20, g) + arange(s[1], kFloat64) * 0.001).to(dt);
+      Tensor xd = x.to(Device::cuda());
+      const Tolerance tol = tolerance_for(dt);
+      for (bool log : {false, true}) {
+        Tensor expected = log ? x.log_softmax(1) : x.softmax(1);
+        EXPECT_TRUE(all_close(log ? xd.log_softmax(1) : xd.softmax(1), expected, tol.atol, tol.rtol)) << "log " << log;
+        EXPECT_TRUE(all_close(log ? unaligned(xd).log_softmax(1) : unaligned(xd).softmax(1), expected, tol.atol, tol.rtol))
+            << "unaligned, log " << log;
+        Tensor xt = x.t().contiguous(), xtd = xt.to(Device::cuda());  // along dim 0: the transposing path
+        EXPECT_TRUE(all_close(log ? xtd.log_softmax(0) : xtd.softmax(0), log ? xt.log_softmax(0) : xt.softmax(0), tol.atol,
+                              tol.rtol))
+            << "dim 0, log " << log;
+      }
+    }
+  }
+  // masked rows: -inf entries add nothing; a row of only -inf is NaN on both devices; a NaN
+  // poisons its row; large logits stay finite
+  Tensor m = randn({4, 3000});
+  m.select(0, 0).slice(0, 0, 2000).fill_(-INFINITY);
+  m.select(0, 1).fill_(-INFINITY);
+  m.select(0, 2).select(0, 1500).fill_(NAN);
+  m.select(0, 3).mul_(1000.0);
+  Tensor md = m.to(Device::cuda());
+  EXPECT_TRUE(all_close(md.softmax(1), m.softmax(1), 1e-6, 1e-4));
+  EXPECT_TRUE(all_close(md.log_softmax(1), m.log_softmax(1), 1e-4, 1e-5));
+}
+
 }  // namespace
 }  // namespace nabla_test
