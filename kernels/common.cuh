@@ -6,6 +6,7 @@
 #include <cuda_runtime.h>
 
 #include <array>
+#include <cstdint>
 
 #include <nabla/nabla.hpp>
 #include <nabla/backend/cpu/index.hpp>  // host-side layout helpers shared with the CPU kernels
@@ -21,12 +22,30 @@ template <int N>
 struct StridedArgs {
   int ndim;
   bool contiguous;  // one merged dim, every operand dense (or a scalar): index directly
+  bool index32;     // numel and every byte offset fit in int32: cheaper divides in offsets()
   int64_t sizes[kMaxDims];
   int64_t strides[N][kMaxDims];  // bytes
   char* base[N];                 // null for a by-value scalar operand
   alignas(8) unsigned char scalar[N][8];
 
   __device__ __forceinline__ void offsets(int64_t i, int64_t* off) const {
+    if (index32) {  // uniform branch: a 32-bit divide is a handful of instructions, a 64-bit one ~70
+      uint32_t j = static_cast<uint32_t>(i);
+      int32_t o[N];
+#pragma unroll
+      for (int k = 0; k < N; ++k) o[k] = 0;
+      for (int d = ndim - 1; d >= 0; --d) {
+        const uint32_t s = static_cast<uint32_t>(sizes[d]);
+        const uint32_t q = j / s;
+        const int32_t idx = static_cast<int32_t>(j - q * s);
+        j = q;
+#pragma unroll
+        for (int k = 0; k < N; ++k) o[k] += idx * static_cast<int32_t>(strides[k][d]);
+      }
+#pragma unroll
+      for (int k = 0; k < N; ++k) off[k] = o[k];
+      return;
+    }
 #pragma unroll
     for (int k = 0; k < N; ++k) off[k] = 0;
     for (int d = ndim - 1; d >= 0; --d) {
@@ -43,6 +62,12 @@ struct StridedArgs {
   template <class T>
   __device__ __forceinline__ T* ptr(int k, int64_t off) const {
     return reinterpret_cast<T*>(base[k] + off);
+  }
+  // Host side, dense layouts only: skip the first n elements (a vector kernel has done them).
+  void drop_front(int64_t n) {
+    for (int k = 0; k < N; ++k)
+      if (base[k]) base[k] += n * strides[k][0];
+    sizes[0] -= n;
   }
 };
 
@@ -67,8 +92,17 @@ StridedArgs<N> make_args(const std::array<const Tensor*, N>& ops, const Shape& s
       if (a.ndim != 1 || L.strides[k][0] != static_cast<int64_t>(ops[k]->element_size())) a.contiguous = false;
     }
   }
+  constexpr int64_t kMax32 = INT32_MAX;
+  a.index32 = L.numel <= kMax32;
+  for (int k = 0; k < N; ++k) {
+    int64_t reach = 16;  // the furthest byte an element access touches, with room for a 16-byte one
+    for (int d = 0; d < a.ndim; ++d) reach += (a.sizes[d] - 1) * (a.strides[k][d] < 0 ? -a.strides[k][d] : a.strides[k][d]);
+    if (reach > kMax32) a.index32 = false;
+  }
   return a;
 }
+
+inline bool aligned_to(const void* p, size_t bytes) { return (reinterpret_cast<uintptr_t>(p) & (bytes - 1)) == 0; }
 
 inline unsigned grid_for(int64_t n, int device) {
   int64_t blocks = (n + kThreads - 1) / kThreads;

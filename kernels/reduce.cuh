@@ -2,7 +2,9 @@
 // CUDA reductions, arg-reductions and softmax. The host side moves the reduced dims (or the
 // softmax dim) last and makes the input dense, so every kernel works on rows of a [K, R]
 // matrix: blocks stride over rows, long rows are split into chunks whose partial results a
-// second pass combines. Accumulation is in float for 16-bit and 32-bit floats.
+// second pass combines (a row in one chunk is finished in place). Rows whose start is 16-byte
+// aligned are read 16 bytes per load, several loads in flight per thread. Accumulation is in
+// float for 16-bit and 32-bit floats.
 
 #include "elementwise.cuh"
 
@@ -41,17 +43,42 @@ template <class A, bool IsMax> struct ExtremumOp {
   }
 };
 
-// partial[row * chunks + c] = op over in[row, c*chunk : (c+1)*chunk]
-template <class T, class A, class Op>
-__global__ void reduce_rows_kernel(const T* in, int64_t K, int64_t R, int64_t chunk, int64_t chunks, A* partial, Op op) {
+// out[row * chunks + c] = op over in[row, c*chunk : (c+1)*chunk], read as packs of N elements
+// (N > 1 only when R and chunk are multiples of N and `in` is 16-byte aligned). With one chunk
+// per row, Out is the result type and Mean divides by `count` here; otherwise Out = A and
+// finish_rows_kernel combines the partials.
+template <int N, class T, class A, class Out, class Op>
+__global__ void reduce_rows_kernel(const T* __restrict__ in, int64_t K, int64_t R, int64_t chunk, int64_t chunks,
+                                   Out* __restrict__ out, int64_t count, bool mean, Op op) {
+  constexpr int U = 4;  // packs loaded before any is combined: memory-level parallelism
+  const Pack<T, N>* rows = reinterpret_cast<const Pack<T, N>*>(in);
+  const int64_t step = blockDim.x;
   for (int64_t row = blockIdx.y; row < K; row += gridDim.y) {
     for (int64_t c = blockIdx.x; c < chunks; c += gridDim.x) {
       const int64_t start = c * chunk, end = start + chunk < R ? start + chunk : R;
+      const Pack<T, N>* x = rows + row * (R / N);
+      const int64_t last = end / N;
       A acc = op.init();
-      for (int64_t i = start + threadIdx.x; i < end; i += blockDim.x)
-        acc = op(acc, static_cast<A>(static_cast<compute_t<T>>(in[row * R + i])));
+      int64_t i = start / N + threadIdx.x;
+      for (; i + (U - 1) * step < last; i += U * step) {
+        Pack<T, N> v[U];
+#pragma unroll
+        for (int u = 0; u < U; ++u) v[u] = x[i + u * step];
+#pragma unroll
+        for (int u = 0; u < U; ++u)
+#pragma unroll
+          for (int k = 0; k < N; ++k) acc = op(acc, static_cast<A>(static_cast<compute_t<T>>(v[u].v[k])));
+      }
+      for (; i < last; i += step) {
+        Pack<T, N> v = x[i];
+#pragma unroll
+        for (int k = 0; k < N; ++k) acc = op(acc, static_cast<A>(static_cast<compute_t<T>>(v.v[k])));
+      }
       acc = block_reduce(acc, op);
-      if (threadIdx.x == 0) partial[row * chunks + c] = acc;
+      if (threadIdx.x == 0) {
+        if (mean) acc = acc / static_cast<A>(count);
+        out[row * chunks + c] = static_cast<Out>(acc);
+      }
     }
   }
 }
@@ -87,31 +114,82 @@ __global__ void arg_reduce_kernel(const T* in, int64_t K, int64_t R, int64_t* ou
   }
 }
 
-template <class T>
-__global__ void softmax_rows_kernel(const T* in, T* out, int64_t K, int64_t R, bool log) {
+// Online softmax statistics: m = running max, s = sum of exp(x - m). Each thread folds its
+// elements in one read, rescaling s when the max grows; the block then merges the pairs.
+template <class A>
+__device__ __forceinline__ void softmax_fold(A& m, A& s, A x) {
+  if (!(x <= m)) {  // a new max (or NaN, which then poisons s as the two-pass form does)
+    s = s * fn::exp(m - x) + fn::exp(x - x);  // exp(x - x): 1, NaN for x = inf like the two-pass form
+    m = x;
+  } else if (x != -INFINITY) {  // -inf adds nothing, also while m is still -inf
+    s += fn::exp(x - m);
+  }
+}
+
+template <class A>
+__device__ __forceinline__ void softmax_merge(A& m, A& s, A m2, A s2) {
+  const A M = ExtremumOp<A, true>{}(m, m2);
+  // a side that saw only -inf has s == 0 (and m == -inf): it adds nothing
+  s = (s == A(0) ? A(0) : s * fn::exp(m - M)) + (s2 == A(0) ? A(0) : s2 * fn::exp(m2 - M));
+  m = M;
+}
+
+// Merges every thread's (m, s) across the block; every thread gets the result.
+template <class A>
+__device__ void block_softmax_stats(A& m, A& s) {
+  __shared__ A shared_m[32], shared_s[32];
+  const int lane = threadIdx.x % 32, warp = threadIdx.x / 32, warps = blockDim.x / 32;
+  for (int off = 16; off > 0; off /= 2)
+    softmax_merge(m, s, __shfl_xor_sync(0xffffffffu, m, off), __shfl_xor_sync(0xffffffffu, s, off));
+  if (lane == 0) {
+    shared_m[warp] = m;
+    shared_s[warp] = s;
+  }
+  __syncthreads();
+  m = shared_m[0];
+  s = shared_s[0];
+  for (int w = 1; w < warps; ++w) softmax_merge(m, s, shared_m[w], shared_s[w]);
+  __syncthreads();  // shared_* are reused for the next row
+}
+
+// y[row] = softmax (or log_softmax) of x[row] over rows of length R (a multiple of N; both
+// pointers 16-byte aligned when N > 1). One block per row: a read for the statistics, then a
+// read (mostly from L2) and a write for the output.
+template <int N, class T>
+__global__ void softmax_rows_kernel(const T* __restrict__ in, T* __restrict__ out, int64_t K, int64_t R, bool log) {
   using A = typename dev_acc<T>::type;
+  constexpr int U = 4;
+  const int64_t packs = R / N, step = blockDim.x;
   for (int64_t row = blockIdx.x; row < K; row += gridDim.x) {
-    const T* x = in + row * R;
-    T* y = out + row * R;
-    A mx = -INFINITY;
-    for (int64_t i = threadIdx.x; i < R; i += blockDim.x) mx = ExtremumOp<A, true>{}(mx, static_cast<A>(static_cast<compute_t<T>>(x[i])));
-    mx = block_reduce(mx, ExtremumOp<A, true>{});
-    __shared__ A shared_max, shared_sum;
-    if (threadIdx.x == 0) shared_max = mx;
-    __syncthreads();
-    mx = shared_max;
-    A sum = 0;
-    for (int64_t i = threadIdx.x; i < R; i += blockDim.x) sum += fn::exp(static_cast<A>(static_cast<compute_t<T>>(x[i])) - mx);
-    sum = block_reduce(sum, SumOp<A>{});
-    if (threadIdx.x == 0) shared_sum = sum;
-    __syncthreads();
-    sum = shared_sum;
-    const A lse = mx + fn::log(sum);
-    for (int64_t i = threadIdx.x; i < R; i += blockDim.x) {
-      A v = static_cast<A>(static_cast<compute_t<T>>(x[i]));
-      y[i] = static_cast<T>(log ? v - lse : fn::exp(v - mx) / sum);
+    const Pack<T, N>* x = reinterpret_cast<const Pack<T, N>*>(in) + row * packs;
+    Pack<T, N>* y = reinterpret_cast<Pack<T, N>*>(out) + row * packs;
+    A m = -INFINITY, s = 0;
+    int64_t i = threadIdx.x;
+    for (; i + (U - 1) * step < packs; i += U * step) {
+      Pack<T, N> v[U];
+#pragma unroll
+      for (int u = 0; u < U; ++u) v[u] = x[i + u * step];
+#pragma unroll
+      for (int u = 0; u < U; ++u)
+#pragma unroll
+        for (int k = 0; k < N; ++k) softmax_fold(m, s, static_cast<A>(static_cast<compute_t<T>>(v[u].v[k])));
     }
-    __syncthreads();
+    for (; i < packs; i += step) {
+      Pack<T, N> v = x[i];
+#pragma unroll
+      for (int k = 0; k < N; ++k) softmax_fold(m, s, static_cast<A>(static_cast<compute_t<T>>(v.v[k])));
+    }
+    block_softmax_stats(m, s);
+    const A lse = m + fn::log(s), inv = A(1) / s;
+    for (i = threadIdx.x; i < packs; i += step) {
+      Pack<T, N> v = x[i], r;
+#pragma unroll
+      for (int k = 0; k < N; ++k) {
+        const A a = static_cast<A>(static_cast<compute_t<T>>(v.v[k]));
+        r.v[k] = static_cast<T>(log ? a - lse : fn::exp(a - m) * inv);
+      }
+      y[i] = r;
+    }
   }
 }
 
@@ -131,13 +209,26 @@ template <class T, class Out, class A, class Op>
 void reduce_rows(const Tensor& dense, int64_t K, int64_t R, const Tensor& out, bool mean, Op op) {
   const int dev = out.device().index;
   cudaStream_t s = detail::stream(dev);
-  const int64_t chunk = 16384, chunks = (R + chunk - 1) / chunk;
+  constexpr int N = static_cast<int>(16 / sizeof(T));
+  const int64_t chunk = 16384, chunks = (R + chunk - 1) / chunk;  // chunk: a multiple of every N
+  const T* in = static_cast<const T*>(dense.data_ptr());
+  const bool vec = aligned16(in) && R % N == 0;
   unsigned gy = static_cast<unsigned>(K < 65535 ? K : 65535);
-  Tensor partial = empty({K, chunks}, TensorOptions(dtype_of_v<A>).device(out.device()));
   unsigned gx = static_cast<unsigned>(chunks < 1024 ? chunks : 1024);
-  reduce_rows_kernel<T, A><<<dim3(gx, gy), kThreads, 0, s>>>(static_cast<const T*>(dense.data_ptr()), K, R, chunk, chunks,
-                                                             static_cast<A*>(partial.data_ptr()), op);
-  NABLA_CUDA_LAUNCH_CHECK();
+  auto rows = [&](auto* dst, int64_t count, bool finish) {
+    using D = std::remove_pointer_t<decltype(dst)>;
+    if (vec)
+      reduce_rows_kernel<N, T, A, D><<<dim3(gx, gy), kThreads, 0, s>>>(in, K, R, chunk, chunks, dst, count, finish, op);
+    else
+      reduce_rows_kernel<1, T, A, D><<<dim3(gx, gy), kThreads, 0, s>>>(in, K, R, chunk, chunks, dst, count, finish, op);
+    NABLA_CUDA_LAUNCH_CHECK();
+  };
+  if (chunks == 1) {  // one block per row: finish in place, no partials and no second launch
+    rows(static_cast<Out*>(out.data_ptr()), R, mean);
+    return;
+  }
+  Tensor partial = empty({K, chunks}, TensorOptions(dtype_of_v<A>).device(out.device()));
+  rows(static_cast<A*>(partial.data_ptr()), 1, false);
   finish_rows_kernel<A, Out><<<grid_for(K * kThreads, dev), kThreads, 0, s>>>(
       static_cast<const A*>(partial.data_ptr()), K, chunks, static_cast<Out*>(out.data_ptr()), R, mean, op);
   NABLA_CUDA_LAUNCH_CHECK();
@@ -194,16 +285,31 @@ inline void launch_softmax(const Tensor& out, const Tensor& in, int64_t dim, boo
   NoGradGuard no_grad;
   std::vector<bool> last(static_cast<size_t>(in.dim()), false);
   last[dim] = true;
-  Tensor dense = move_dims_last(in.detach(), last);
-  Tensor result = empty(dense.sizes(), dense.options());
+  Tensor dense = move_dims_last(in.detach(), last);  // no copy when in is already dense, dim last
+  // rows along the last dim of a contiguous out: written in place; otherwise into a dense
+  // temporary that is moved back below
+  const bool direct = dim == in.dim() - 1 && out.is_contiguous();
+  Tensor result = direct ? out : empty(dense.sizes(), dense.options());
   const int64_t R = in.size(dim), K = in.numel() / R;
   const int dev = out.device().index;
   dispatch_floating(in.dtype(), "softmax", [&](auto tag) {
     using T = typename decltype(tag)::type;
-    softmax_rows_kernel<T><<<grid_for(K * kThreads, dev), kThreads, 0, detail::stream(dev)>>>(
-        static_cast<const T*>(dense.data_ptr()), static_cast<T*>(result.data_ptr()), K, R, log);
+    constexpr int N = static_cast<int>(16 / sizeof(T));
+    const T* x = static_cast<const T*>(dense.data_ptr());
+    T* y = static_cast<T*>(result.data_ptr());
+    const bool vec = aligned16(x) && aligned16(y) && R % N == 0;
+    // short rows get a smaller block (a multiple of a warp) so fewer threads idle
+    const int64_t per_row = vec ? R / N : R;
+    const int threads = static_cast<int>(per_row >= kThreads ? kThreads : (per_row + 31) / 32 * 32);
+    const int64_t cap = static_cast<int64_t>(detail::device_state(dev).sm_count) * 32;
+    const unsigned blocks = static_cast<unsigned>(K < cap ? K : cap);
+    if (vec)
+      softmax_rows_kernel<N, T><<<blocks, threads, 0, detail::stream(dev)>>>(x, y, K, R, log);
+    else
+      softmax_rows_kernel<1, T><<<blocks, threads, 0, detail::stream(dev)>>>(x, y, K, R, log);
   });
   NABLA_CUDA_LAUNCH_CHECK();
+  if (direct) return;
   // move the softmax dim back to where it was
   Dims inverse(Dims::Base(static_cast<size_t>(in.dim()), 0));
   int64_t pos = 0;

@@ -1,12 +1,18 @@
 #pragma once
-// Host-side 16-bit float types. Half (IEEE binary16) and BFloat16 store raw bits and convert
-// to and from float with round-to-nearest-even, matching CUDA's __float2half_rn / __float2bfloat16.
+// 16-bit float types. Half (IEEE binary16) and BFloat16 store raw bits and convert to and from
+// float with round-to-nearest-even. The host converts in software; device code uses the
+// hardware conversions, with NaN pinned to the software path's bits so both devices agree.
 
 #include <cstdint>
 #include <cstring>
 #include <ostream>
 
 #include "macros.hpp"
+
+#if defined(__CUDACC__)
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+#endif
 
 namespace nabla {
 namespace detail {
@@ -24,6 +30,11 @@ NABLA_HOST_DEVICE inline float bits_float(uint32_t u) {
 
 // float -> binary16, round to nearest even; overflow gives inf, NaN stays a (quiet) NaN.
 NABLA_HOST_DEVICE inline uint16_t float_to_half_bits(float value) {
+#if defined(__CUDA_ARCH__)
+  // cvt.rn.f16.f32 rounds the same way but writes NaN as 0x7fff; keep the sign-preserving 0x7e00
+  if (value != value) return static_cast<uint16_t>(0x7e00u | ((__float_as_uint(value) >> 16) & 0x8000u));
+  return __half_as_ushort(__float2half_rn(value));
+#else
   uint32_t f = float_bits(value);
   const uint32_t sign = f & 0x80000000u;
   f ^= sign;
@@ -43,9 +54,14 @@ NABLA_HOST_DEVICE inline uint16_t float_to_half_bits(float value) {
     out = static_cast<uint16_t>(f >> 13);  // may carry into the exponent: rounds up to inf at 65520
   }
   return static_cast<uint16_t>(out | (sign >> 16));
+#endif
 }
 
 NABLA_HOST_DEVICE inline float half_bits_to_float(uint16_t h) {
+#if defined(__CUDA_ARCH__)
+  // widening is exact; only NaN goes the software way (its payload moves up, sign kept)
+  if ((h & 0x7fffu) <= 0x7c00u) return __half2float(__ushort_as_half(h));
+#endif
   const uint32_t shifted_exp = 0x7c00u << 13;
   uint32_t o = (static_cast<uint32_t>(h) & 0x7fffu) << 13;
   const uint32_t exp = shifted_exp & o;
@@ -63,10 +79,15 @@ NABLA_HOST_DEVICE inline float half_bits_to_float(uint16_t h) {
 NABLA_HOST_DEVICE inline uint16_t float_to_bf16_bits(float value) {
   uint32_t u = float_bits(value);
   if ((u & 0x7fffffffu) > 0x7f800000u) return static_cast<uint16_t>((u >> 16) | 0x0040u);  // quiet NaN
+#if defined(__CUDA_ARCH__)
+  return __bfloat16_as_ushort(__float2bfloat16_rn(value));  // one cvt.rn.bf16.f32 (sm_80+)
+#else
   u += 0x7fffu + ((u >> 16) & 1u);
   return static_cast<uint16_t>(u >> 16);
+#endif
 }
 
+// Exact and a single shift on either device (what __bfloat162float compiles to as well).
 NABLA_HOST_DEVICE inline float bf16_bits_to_float(uint16_t b) { return bits_float(static_cast<uint32_t>(b) << 16); }
 
 }  // namespace detail

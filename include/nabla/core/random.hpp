@@ -85,7 +85,9 @@ NABLA_HOST_DEVICE inline void random_block(const RandomParams& p, uint64_t block
   }
 }
 
-// Element i of a random fill: Philox block (offset + i / 4), lane i % 4.
+// Element i of a random fill: Philox block (offset + i / 4), lane i % 4. This defines the
+// stream; the CPU and CUDA kernels call random_block once per four elements instead, so every
+// Philox block is computed once and all four of its lanes are used.
 NABLA_HOST_DEVICE inline double random_value(const RandomParams& p, uint64_t i) {
   double v[4];
   random_block(p, i / 4, v);
