@@ -141,11 +141,15 @@ inline LinearPlan& linear_plan(const LinearProblem& p, const void* bias) {
   return *slot;
 }
 
-// Enqueues out = x w^T + bias on nabla's stream; false when cuBLASLt has no algorithm for it.
+// Enqueues out = x w^T + bias on nabla's stream; false (counted in fused_stats()) when
+// cuBLASLt has no algorithm for it.
 inline bool cublaslt_linear(const LinearProblem& p, const void* x, const void* w, const void* bias, void* out) {
   DeviceGuard guard(p.device);
   LinearPlan& plan = linear_plan(p, bias);
-  if (!plan.supported) return false;
+  if (!plan.supported) {
+    count(fused_counters().linear_declined);
+    return false;
+  }
   Storage ws;
   if (plan.workspace > 0) ws = allocate(plan.workspace, p.device);
   const float alpha = 1.0f, beta = 0.0f;
@@ -155,6 +159,7 @@ inline bool cublaslt_linear(const LinearProblem& p, const void* x, const void* w
   NABLA_CUBLASLT_CHECK(cublasLtMatmul(cublaslt_handle(p.device), plan.op, &alpha, w, plan.a, x, plan.b, &beta, out,
                                       plan.d, out, plan.d, &plan.algo, ws ? ws->data : nullptr, plan.workspace,
                                       stream(p.device)));
+  count(fused_counters().linear_cublaslt);
   return true;
 }
 
