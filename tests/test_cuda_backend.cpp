@@ -1,7 +1,10 @@
 // The CUDA backend's library paths seen from outside: cuda::fused_stats() counts what cuDNN
-// ran or declined; cuDNN's cached per-problem plans stay correct when problems alternate and
-// when two host threads convolve at once. Skipped without a GPU.
+// and cuBLASLt ran or declined; cuDNN's cached per-problem plans stay correct when problems
+// alternate and when two host threads convolve at once; a linear whose bias (or input) sits at
+// an odd offset is declined to the composite instead of failing in cuBLASLt. Skipped without a
+// GPU.
 
+#include <cstdint>
 #include <thread>
 
 #include "test_util.hpp"
@@ -107,6 +110,51 @@ TEST(CudaBackend, CudnnFromTwoHostThreadsMatchesTheCpu) {
     EXPECT_TRUE(all_close(out_b[static_cast<size_t>(i)], ref_b, 1e-3, 1e-4)) << "second thread, call " << i;
   }
   EXPECT_EQ(cuda::fused_stats().conv_cudnn, uint64_t{2 * kIters});
+}
+
+// ---- cuBLASLt linear: operands at an odd offset ----------------------------------------------
+
+TEST(CudaBackend, LinearWithABiasAtAnOddOffsetDeclinesToTheComposite) {
+  NABLA_REQUIRE_GPU();
+  set_float32_matmul_precision("highest");
+  auto g = rng_for("CudaBackend.MisalignedBias");
+  const int64_t M = 16, K = 32, N = 24;
+  Tensor x0 = uniform({M, K}, -1, 1, g), w0 = uniform({N, K}, -1, 1, g), big0 = uniform({N + 3}, -1, 1, g);
+  Tensor x = to_gpu32(x0), w = to_gpu32(w0), big = to_gpu32(big0);
+  Tensor bias = big.narrow(0, 1, N);  // one float past the allocation's start: 4-byte aligned only
+  ASSERT_TRUE(bias.is_contiguous());
+  ASSERT_NE(reinterpret_cast<uintptr_t>(bias.data_ptr()) % 16, 0u);
+  const Tensor ref = matmul(x0, w0.t()) + big0.narrow(0, 1, N);
+
+  // the same linear with the bias copied to its own (aligned) block runs on cuBLASLt ...
+  cuda::reset_fused_stats();
+  Tensor fused = nn::functional::linear(x, w, bias.clone());
+  EXPECT_EQ(cuda::fused_stats().linear_cublaslt, 1u);
+  EXPECT_EQ(cuda::fused_stats().linear_declined, 0u);
+  EXPECT_TRUE(all_close(fused, ref, 1e-4, 1e-4));
+
+  // ... and with the view it is declined and counted, not an exception from cublasLtMatmul
+  cuda::reset_fused_stats();
+  Tensor y;
+  EXPECT_NO_THROW(y = nn::functional::linear(x, w, bias));
+  EXPECT_EQ(cuda::fused_stats().linear_cublaslt, 0u);
+  EXPECT_EQ(cuda::fused_stats().linear_declined, 1u);
+  ASSERT_TRUE(y.defined());
+  EXPECT_TRUE(all_close(y, ref, 1e-4, 1e-4));
+
+  // the hook itself says no
+  Tensor out = empty({M, N}, TensorOptions(kFloat32).device(Device::cuda()));
+  bool took = true;
+  EXPECT_NO_THROW(took = backend(Device::cuda()).linear_forward(out, x, w, bias));
+  EXPECT_FALSE(took);
+
+  // an input at an odd offset is declined the same way
+  Tensor big_x = to_gpu32(uniform({M * K + 1}, -1, 1, g));
+  Tensor x_odd = big_x.narrow(0, 1, M * K).view({M, K});
+  cuda::reset_fused_stats();
+  EXPECT_NO_THROW(y = nn::functional::linear(x_odd, w, bias.clone()));
+  EXPECT_EQ(cuda::fused_stats().linear_declined, 1u);
+  EXPECT_TRUE(all_close(y, matmul(x_odd.cpu().to(kFloat64), w0.t()) + big0.narrow(0, 1, N), 1e-4, 1e-4));
 }
 
 }  // namespace

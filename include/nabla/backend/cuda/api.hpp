@@ -18,9 +18,9 @@ struct MemoryStats {
 
 // Counts since the start (or reset_fused_stats()), all devices together. "declined" counts the
 // calls that reached cuDNN / cuBLASLt and were handed back to the composite (no algorithm took
-// the problem, no workspace fitted); a call the hook turns away before that (wrong dtype,
-// layout, device) is in neither count. NABLA_LOG=1 prints, once per problem, why cuDNN declined
-// it.
+// the problem, no workspace fitted, an operand below 16-byte alignment); a call the hook turns
+// away before that (wrong dtype, layout, device) is in neither count. NABLA_LOG=1 prints, once
+// per problem, why cuDNN declined it.
 struct FusedStats {
   uint64_t conv_cudnn = 0, conv_declined = 0, linear_cublaslt = 0, linear_declined = 0;
   // forward, backward data, backward filter: the cuDNN algorithm enum value
