@@ -1,8 +1,8 @@
 // The CUDA backend's library paths seen from outside: cuda::fused_stats() counts what cuDNN
 // and cuBLASLt ran or declined; cuDNN's cached per-problem plans stay correct when problems
 // alternate and when two host threads convolve at once; a linear whose bias (or input) sits at
-// an odd offset is declined to the composite instead of failing in cuBLASLt. Skipped without a
-// GPU.
+// an odd offset is declined to the composite instead of failing in cuBLASLt; and a matmul whose
+// K passes INT_MAX gives the exact answer. Skipped without a GPU.
 
 #include <cstdint>
 #include <thread>
@@ -155,6 +155,46 @@ TEST(CudaBackend, LinearWithABiasAtAnOddOffsetDeclinesToTheComposite) {
   EXPECT_NO_THROW(y = nn::functional::linear(x_odd, w, bias.clone()));
   EXPECT_EQ(cuda::fused_stats().linear_declined, 1u);
   EXPECT_TRUE(all_close(y, matmul(x_odd.cpu().to(kFloat64), w0.t()) + big0.narrow(0, 1, N), 1e-4, 1e-4));
+}
+
+// ---- cuBLAS matmul past INT_MAX ---------------------------------------------------------------
+
+// [1, K] @ [K, 1] with K = 2^31 + 64: K and the first operand's leading dimension do not fit an
+// int. Only five entries are non-zero, on both sides of 2^31, with powers of two as weights, so
+// the exact answer is known and a dropped or wrapped entry shows in it.
+TEST(CudaBackend, MatmulWithKPastIntMaxIsExact) {
+  NABLA_REQUIRE_GPU();
+  set_float32_matmul_precision("highest");
+  const int64_t K = (int64_t{1} << 31) + 64;
+  {
+    Tensor a, b;
+    try {
+      a = zeros({1, K}, Device::cuda());
+      b = zeros({K, 1}, Device::cuda());
+    } catch (const OutOfMemory& e) {
+      a = Tensor();
+      b = Tensor();
+      cuda::empty_cache();
+      GTEST_SKIP() << "needs about 17.2 GB of free GPU memory (two float32 operands of 2^31 + 64 elements): "
+                   << e.what();
+    }
+    const int64_t at[] = {0, 12345, (int64_t{1} << 31) - 1, int64_t{1} << 31, K - 1};
+    double dot = 0, squares = 0;
+    for (int i = 0; i < 5; ++i) {
+      const double weight = static_cast<double>(int64_t{1} << i);
+      a.narrow(1, at[i], 1).fill_(1.0);
+      b.narrow(0, at[i], 1).fill_(weight);
+      dot += weight;
+      squares += weight * weight;
+    }
+    Tensor c = matmul(a, b);
+    ASSERT_EQ(c.sizes(), (Shape{1, 1}));
+    EXPECT_EQ(c.item<double>(), dot);  // 31: every entry counted once
+    // b^T as a transposed view (unit leading dimension, op T) against b
+    Tensor s = matmul(b.t(), b);
+    EXPECT_EQ(s.item<double>(), squares);  // 341
+  }
+  cuda::empty_cache();  // give the 17 GB back for the tests that follow
 }
 
 }  // namespace
