@@ -2,8 +2,12 @@
 // Batched matmul on CUDA: cuBLAS strided-batched GEMM for floating types (TF32 tensor cores for
 // float32 only when set_float32_matmul_precision allows, float32 accumulation for 16-bit
 // types), a plain kernel for integers. Row-major C = A B is issued as column-major C^T = B^T A^T.
+// Sizes past INT_MAX go through cuBLAS's 64-bit API.
 
 #include <cublas_v2.h>
+
+#include <algorithm>
+#include <climits>
 
 #include "common.cuh"
 
@@ -116,11 +120,28 @@ inline void launch_matmul(const Tensor& out, const Tensor& a_in, const Tensor& b
   const void* alpha = t == kFloat64 ? static_cast<const void*>(&alpha64) : &alpha32;
   const void* beta = t == kFloat64 ? static_cast<const void*>(&beta64) : &beta32;
   detail::DeviceGuard guard(dev);
-  NABLA_CUBLAS_CHECK(cublasGemmStridedBatchedEx(
-      detail::cublas_handle(dev), B.op, A.op, static_cast<int>(N), static_cast<int>(M), static_cast<int>(K), alpha,
-      B.t.data_ptr(), dt, static_cast<int>(B.ld), B.batch_stride, A.t.data_ptr(), dt, static_cast<int>(A.ld),
-      A.batch_stride, beta, C.data_ptr(), dt, static_cast<int>(N), M * N, static_cast<int>(batch), compute,
-      CUBLAS_GEMM_DEFAULT));
+  // The int API would wrap a size, leading dimension or batch count past INT_MAX (a [1, K] @
+  // [K, 1] with K > 2^31 has lda = K): those take the 64-bit entry point.
+  if (std::max({M, N, K, A.ld, B.ld, batch}) <= INT_MAX) {
+    NABLA_CUBLAS_CHECK(cublasGemmStridedBatchedEx(
+        detail::cublas_handle(dev), B.op, A.op, static_cast<int>(N), static_cast<int>(M), static_cast<int>(K), alpha,
+        B.t.data_ptr(), dt, static_cast<int>(B.ld), B.batch_stride, A.t.data_ptr(), dt, static_cast<int>(A.ld),
+        A.batch_stride, beta, C.data_ptr(), dt, static_cast<int>(N), M * N, static_cast<int>(batch), compute,
+        CUBLAS_GEMM_DEFAULT));
+  } else {
+#if CUBLAS_VER_MAJOR >= 12
+    NABLA_CUBLAS_CHECK(cublasGemmStridedBatchedEx_64(detail::cublas_handle(dev), B.op, A.op, N, M, K, alpha,
+                                                     B.t.data_ptr(), dt, B.ld, B.batch_stride, A.t.data_ptr(), dt,
+                                                     A.ld, A.batch_stride, beta, C.data_ptr(), dt, N, M * N, batch,
+                                                     compute, CUBLAS_GEMM_DEFAULT));
+#else
+    throw Error(::nabla::detail::cat("matmul: ", ::nabla::detail::describe(a_in), " @ ",
+                                     ::nabla::detail::describe(b_in),
+                                     " has a size, leading dimension or batch count past INT_MAX, which needs "
+                                     "cuBLAS's 64-bit API (cuBLAS >= 12); this build has cuBLAS ",
+                                     CUBLAS_VER_MAJOR));
+#endif
+  }
   if (!C.is_same(out)) launch_copy(out, C);
 }
 

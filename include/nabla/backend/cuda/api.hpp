@@ -1,7 +1,8 @@
 #pragma once
 // The CUDA runtime API that user code sees (host only, compiles with any C++ compiler):
-// device discovery, synchronisation and memory statistics. With nabla::cuda linked these are
-// defined in backend.cu; without it they report "no GPU" instead of failing to link.
+// device discovery, synchronisation, memory statistics and which fused library paths ran. With
+// nabla::cuda linked these are defined in backend.cu; without it they report "no GPU" instead of
+// failing to link.
 
 #include <cstddef>
 #include <cstdint>
@@ -15,6 +16,18 @@ struct MemoryStats {
   size_t reserved = 0;  // bytes the pool holds from the driver (in use + cached)
 };
 
+// Counts since the start (or reset_fused_stats()), all devices together. "declined" counts the
+// calls that reached cuDNN / cuBLASLt and were handed back to the composite (no algorithm took
+// the problem, no workspace fitted, an operand below 16-byte alignment); a call the hook turns
+// away before that (wrong dtype, layout, device) is in neither count. NABLA_LOG=1 prints, once
+// per problem, why cuDNN declined it.
+struct FusedStats {
+  uint64_t conv_cudnn = 0, conv_declined = 0, linear_cublaslt = 0, linear_declined = 0;
+  // forward, backward data, backward filter: the cuDNN algorithm enum value
+  // (cudnnConvolution{Fwd,BwdData,BwdFilter}Algo_t) that last ran, -1 for none yet
+  int last_conv_algo[3] = {-1, -1, -1};
+};
+
 #if defined(NABLA_WITH_CUDA)
 bool is_available();
 int device_count();
@@ -22,6 +35,8 @@ void synchronize(int device = -1);  // -1: the current device
 MemoryStats memory_stats(int device = 0);
 void reset_peak_memory_stats(int device = 0);
 void empty_cache(int device = 0);  // returns cached blocks to the driver
+FusedStats fused_stats();
+void reset_fused_stats();
 #else
 inline bool is_available() { return false; }
 inline int device_count() { return 0; }
@@ -29,6 +44,8 @@ inline void synchronize(int = -1) {}
 inline MemoryStats memory_stats(int = 0) { return {}; }
 inline void reset_peak_memory_stats(int = 0) {}
 inline void empty_cache(int = 0) {}
+inline FusedStats fused_stats() { return {}; }
+inline void reset_fused_stats() {}
 #endif
 
 }  // namespace cuda

@@ -395,5 +395,23 @@ void empty_cache(int device) {
   NABLA_CUDA_CHECK(cudaMemPoolTrimTo(s.pool, 0));
 }
 
+FusedStats fused_stats() {
+  const auto& c = detail::fused_counters();
+  FusedStats s;
+  s.conv_cudnn = c.conv_cudnn.load(std::memory_order_relaxed);
+  s.conv_declined = c.conv_declined.load(std::memory_order_relaxed);
+  s.linear_cublaslt = c.linear_cublaslt.load(std::memory_order_relaxed);
+  s.linear_declined = c.linear_declined.load(std::memory_order_relaxed);
+  for (int k = 0; k < 3; ++k) s.last_conv_algo[k] = c.last_conv_algo[k].load(std::memory_order_relaxed);
+  return s;
+}
+
+void reset_fused_stats() {
+  auto& c = detail::fused_counters();
+  for (auto* counter : {&c.conv_cudnn, &c.conv_declined, &c.linear_cublaslt, &c.linear_declined})
+    counter->store(0, std::memory_order_relaxed);
+  for (auto& algo : c.last_conv_algo) algo.store(-1, std::memory_order_relaxed);
+}
+
 }  // namespace cuda
 }  // namespace nabla

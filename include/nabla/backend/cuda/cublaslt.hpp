@@ -6,6 +6,7 @@
 
 #include <cublasLt.h>
 
+#include <algorithm>
 #include <array>
 #include <cstdint>
 #include <map>
@@ -141,11 +142,22 @@ inline LinearPlan& linear_plan(const LinearProblem& p, const void* bias) {
   return *slot;
 }
 
-// Enqueues out = x w^T + bias on nabla's stream; false when cuBLASLt has no algorithm for it.
+// Enqueues out = x w^T + bias on nabla's stream; false (counted in fused_stats()) when an
+// operand is below 16-byte alignment or cuBLASLt has no algorithm for it.
 inline bool cublaslt_linear(const LinearProblem& p, const void* x, const void* w, const void* bias, void* out) {
+  // No preference tells the heuristic the bias's alignment, and cublasLtMatmul fails (rather
+  // than declines) on a bias, or an operand, at an odd offset such as a narrow()ed view: those
+  // go to the composite, whose cuBLAS GEMM and add take any alignment.
+  if (std::min({p.align_x, p.align_w, p.align_out, p.align_bias}) < 16) {
+    count(fused_counters().linear_declined);
+    return false;
+  }
   DeviceGuard guard(p.device);
   LinearPlan& plan = linear_plan(p, bias);
-  if (!plan.supported) return false;
+  if (!plan.supported) {
+    count(fused_counters().linear_declined);
+    return false;
+  }
   Storage ws;
   if (plan.workspace > 0) ws = allocate(plan.workspace, p.device);
   const float alpha = 1.0f, beta = 0.0f;
@@ -155,6 +167,7 @@ inline bool cublaslt_linear(const LinearProblem& p, const void* x, const void* w
   NABLA_CUBLASLT_CHECK(cublasLtMatmul(cublaslt_handle(p.device), plan.op, &alpha, w, plan.a, x, plan.b, &beta, out,
                                       plan.d, out, plan.d, &plan.algo, ws ? ws->data : nullptr, plan.workspace,
                                       stream(p.device)));
+  count(fused_counters().linear_cublaslt);
   return true;
 }
 

@@ -8,8 +8,9 @@
 #include <cuda_runtime_api.h>
 
 #include <atomic>
-#include <cstring>
 #include <cstdint>
+#include <cstdlib>
+#include <cstring>
 #include <memory>
 #include <mutex>
 #include <vector>
@@ -42,6 +43,28 @@ inline int probe_device_count() {
     return n;
   }();
   return count;
+}
+
+// What cuda::fused_stats() reports: how often the cuDNN / cuBLASLt paths ran or handed a call
+// back to the composite, and the cuDNN algorithm of each direction's last run. Relaxed atomics:
+// they order nothing, they only count.
+struct FusedCounters {
+  std::atomic<uint64_t> conv_cudnn{0}, conv_declined{0}, linear_cublaslt{0}, linear_declined{0};
+  std::atomic<int> last_conv_algo[3] = {-1, -1, -1};
+};
+inline FusedCounters& fused_counters() {
+  static FusedCounters counters;
+  return counters;
+}
+inline void count(std::atomic<uint64_t>& counter) { counter.fetch_add(1, std::memory_order_relaxed); }
+
+// NABLA_LOG=1: the backend says on stderr why a library declined a problem (once per problem).
+inline bool log_enabled() {
+  static const bool on = [] {
+    const char* v = std::getenv("NABLA_LOG");
+    return v && std::strcmp(v, "1") == 0;
+  }();
+  return on;
 }
 
 struct DeviceState {
