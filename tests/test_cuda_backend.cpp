@@ -159,40 +159,38 @@ TEST(CudaBackend, LinearWithABiasAtAnOddOffsetDeclinesToTheComposite) {
 
 // ---- cuBLAS matmul past INT_MAX ---------------------------------------------------------------
 
-// [1, K] @ [K, 1] with K = 2^31 + 64: K and the first operand's leading dimension do not fit an
-// int. Only five entries are non-zero, on both sides of 2^31, with powers of two as weights, so
-// the exact answer is known and a dropped or wrapped entry shows in it.
-TEST(CudaBackend, MatmulWithKPastIntMaxIsExact) {
+// [1, 1] @ [1, N] with N = 2^31 + 64: cuBLAS sees C^T = B^T A^T, so its m and the leading
+// dimensions of B and C do not fit an int. Only five entries of b are non-zero, on both sides of
+// 2^31, so a dropped or wrapped column shows. (Not [1, K] @ [K, 1]: a dot product that long may
+// run on a handful of blocks, minutes of device time; this shape is spread over the whole GPU.)
+TEST(CudaBackend, MatmulWithNPastIntMaxIsExact) {
   NABLA_REQUIRE_GPU();
   set_float32_matmul_precision("highest");
-  const int64_t K = (int64_t{1} << 31) + 64;
+  const int64_t N = (int64_t{1} << 31) + 64;
   {
-    Tensor a, b;
+    Tensor b, c;
     try {
-      a = zeros({1, K}, Device::cuda());
-      b = zeros({K, 1}, Device::cuda());
+      b = zeros({1, N}, Device::cuda());
+      c = empty({1, N}, Device::cuda());
     } catch (const OutOfMemory& e) {
-      a = Tensor();
-      b = Tensor();
+      b = c = Tensor();
       cuda::empty_cache();
-      GTEST_SKIP() << "needs about 17.2 GB of free GPU memory (two float32 operands of 2^31 + 64 elements): "
-                   << e.what();
+      GTEST_SKIP() << "needs about 17.2 GB of free GPU memory (two float32 [1, 2^31 + 64] tensors): " << e.what();
     }
-    const int64_t at[] = {0, 12345, (int64_t{1} << 31) - 1, int64_t{1} << 31, K - 1};
-    double dot = 0, squares = 0;
+    c = Tensor();  // only proved that the result fits
+    const int64_t at[] = {0, 12345, (int64_t{1} << 31) - 1, int64_t{1} << 31, N - 1};
+    for (int i = 0; i < 5; ++i) b.narrow(1, at[i], 1).fill_(static_cast<double>(int64_t{1} << i));
+    Tensor a = full({1, 1}, 3.0, Device::cuda());
+    c = matmul(a, b);
+    ASSERT_EQ(c.sizes(), (Shape{1, N}));
     for (int i = 0; i < 5; ++i) {
-      const double weight = static_cast<double>(int64_t{1} << i);
-      a.narrow(1, at[i], 1).fill_(1.0);
-      b.narrow(0, at[i], 1).fill_(weight);
-      dot += weight;
-      squares += weight * weight;
+      const int64_t lo = std::max<int64_t>(0, at[i] - 1), hi = std::min<int64_t>(N, at[i] + 2);
+      Tensor window = c.narrow(1, lo, hi - lo).cpu();
+      for (int64_t k = lo; k < hi; ++k) {
+        const double expected = k == at[i] ? 3.0 * static_cast<double>(int64_t{1} << i) : 0.0;
+        EXPECT_EQ(window.select(1, k - lo).item<double>(), expected) << "column " << k;
+      }
     }
-    Tensor c = matmul(a, b);
-    ASSERT_EQ(c.sizes(), (Shape{1, 1}));
-    EXPECT_EQ(c.item<double>(), dot);  // 31: every entry counted once
-    // b^T as a transposed view (unit leading dimension, op T) against b
-    Tensor s = matmul(b.t(), b);
-    EXPECT_EQ(s.item<double>(), squares);  // 341
   }
   cuda::empty_cache();  // give the 17 GB back for the tests that follow
 }
