@@ -193,6 +193,46 @@ __global__ void softmax_rows_kernel(const T* __restrict__ in, T* __restrict__ ou
   }
 }
 
+// Rows short enough to stay in registers (at most C packs per thread, e.g. 8192 float32 with
+// 256 threads): one read for the statistics and the output together, one write. The general
+// kernel above reads the row twice.
+template <int N, int C, class T>
+__global__ void softmax_rows_cached_kernel(const T* __restrict__ in, T* __restrict__ out, int64_t K, int64_t R,
+                                           bool log) {
+  using A = typename dev_acc<T>::type;
+  const int64_t packs = R / N, step = blockDim.x;
+  for (int64_t row = blockIdx.x; row < K; row += gridDim.x) {
+    const Pack<T, N>* x = reinterpret_cast<const Pack<T, N>*>(in) + row * packs;
+    Pack<T, N>* y = reinterpret_cast<Pack<T, N>*>(out) + row * packs;
+    Pack<T, N> v[C];
+#pragma unroll
+    for (int c = 0; c < C; ++c) {
+      const int64_t i = threadIdx.x + c * step;
+      if (i < packs) v[c] = x[i];
+    }
+    A m = -INFINITY, s = 0;
+#pragma unroll
+    for (int c = 0; c < C; ++c)
+      if (threadIdx.x + c * step < packs)
+#pragma unroll
+        for (int k = 0; k < N; ++k) softmax_fold(m, s, static_cast<A>(static_cast<compute_t<T>>(v[c].v[k])));
+    block_softmax_stats(m, s);
+    const A lse = m + fn::log(s), inv = A(1) / s;
+#pragma unroll
+    for (int c = 0; c < C; ++c) {
+      const int64_t i = threadIdx.x + c * step;
+      if (i >= packs) continue;
+      Pack<T, N> r;
+#pragma unroll
+      for (int k = 0; k < N; ++k) {
+        const A a = static_cast<A>(static_cast<compute_t<T>>(v[c].v[k]));
+        r.v[k] = static_cast<T>(log ? a - lse : fn::exp(a - m) * inv);
+      }
+      y[i] = r;
+    }
+  }
+}
+
 // ---- host side ----------------------------------------------------------------------------------
 
 // in with `last` dims moved to the end (keeping order within each group), made dense.
@@ -303,8 +343,14 @@ inline void launch_softmax(const Tensor& out, const Tensor& in, int64_t dim, boo
     const int threads = static_cast<int>(per_row >= kThreads ? kThreads : (per_row + 31) / 32 * 32);
     const int64_t cap = static_cast<int64_t>(detail::device_state(dev).sm_count) * 32;
     const unsigned blocks = static_cast<unsigned>(K < cap ? K : cap);
-    if (vec)
+    constexpr int C = 8;  // packs a thread keeps in registers when the row fits
+    const bool cached = per_row <= int64_t{C} * threads;
+    if (vec && cached)
+      softmax_rows_cached_kernel<N, C, T><<<blocks, threads, 0, detail::stream(dev)>>>(x, y, K, R, log);
+    else if (vec)
       softmax_rows_kernel<N, T><<<blocks, threads, 0, detail::stream(dev)>>>(x, y, K, R, log);
+    else if (cached)
+      softmax_rows_cached_kernel<1, C, T><<<blocks, threads, 0, detail::stream(dev)>>>(x, y, K, R, log);
     else
       softmax_rows_kernel<1, T><<<blocks, threads, 0, detail::stream(dev)>>>(x, y, K, R, log);
   });

@@ -196,8 +196,8 @@ fi
 # ---- 3. benchmarks beside PyTorch --------------------------------------------------------------
 bench_table="(not run: no GPU)"
 if [ $has_gpu = 1 ] && [ -n "$bench_bin" ]; then
-  run_step bench_nabla 45 "$bench_bin" ; cp "$logs/bench_nabla.log" "$logs/bench_nabla.jsonl"
-  run_step bench_torch 45 python3 "$root/benchmarks/gpu/bench_torch.py"; cp "$logs/bench_torch.log" "$logs/bench_torch.jsonl"
+  run_step bench_nabla 60 "$bench_bin" ; cp "$logs/bench_nabla.log" "$logs/bench_nabla.jsonl"
+  run_step bench_torch 60 python3 "$root/benchmarks/gpu/bench_torch.py"; cp "$logs/bench_torch.log" "$logs/bench_torch.jsonl"
   bench_table=$(python3 "$root/benchmarks/gpu/compare.py" "$logs/bench_nabla.jsonl" "$logs/bench_torch.jsonl" 2>&1)
 elif [ -n "$bench_bin" ]; then
   run_step bench_nabla 20 "$bench_bin"   # must say it has no device and exit non-zero

@@ -1,11 +1,14 @@
 // nabla on the GPU: the cases of benchmarks/gpu/bench_torch.py, printed as one JSON object per
 // line ({"case": ..., "seconds": ..., "metric": ..., "value": ...}) so compare.py can pair them.
-// Each case runs warm-up iterations, then times N iterations between device synchronisations.
+// Each case runs warm-up iterations, then 5 batches of N iterations between device
+// synchronisations, and reports the median batch.
 
+#include <algorithm>
 #include <chrono>
 #include <cstdio>
 #include <functional>
 #include <string>
+#include <vector>
 
 #include <nabla/nabla.hpp>
 
@@ -13,13 +16,20 @@ namespace nb = nabla;
 
 namespace {
 
+// Seconds per call: the median of 5 timed batches of `iters` calls (one batch can catch a clock
+// change or a neighbour's work; the median of 5 does not move with one such batch).
 double time_it(const std::function<void()>& f, int iters) {
   for (int i = 0; i < 3; ++i) f();
   nb::cuda::synchronize();
-  auto t0 = std::chrono::steady_clock::now();
-  for (int i = 0; i < iters; ++i) f();
-  nb::cuda::synchronize();
-  return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count() / iters;
+  std::vector<double> batches;
+  for (int r = 0; r < 5; ++r) {
+    auto t0 = std::chrono::steady_clock::now();
+    for (int i = 0; i < iters; ++i) f();
+    nb::cuda::synchronize();
+    batches.push_back(std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count() / iters);
+  }
+  std::sort(batches.begin(), batches.end());
+  return batches[2];
 }
 
 void report(const std::string& name, double seconds, const char* metric, double value) {

@@ -1,5 +1,5 @@
-"""PyTorch twin of bench_gpu.cpp: same cases, same JSON lines, same timing (warm-up, then N
-iterations between torch.cuda.synchronize calls)."""
+"""PyTorch twin of bench_gpu.cpp: same cases, same JSON lines, same timing (warm-up, then the median
+of 5 batches of N iterations between torch.cuda.synchronize calls)."""
 import json
 import time
 
@@ -10,11 +10,14 @@ def time_it(f, iters):
     for _ in range(3):
         f()
     torch.cuda.synchronize()
-    t0 = time.perf_counter()
-    for _ in range(iters):
-        f()
-    torch.cuda.synchronize()
-    return (time.perf_counter() - t0) / iters
+    batches = []
+    for _ in range(5):  # the median of 5 timed batches, as bench_gpu.cpp
+        t0 = time.perf_counter()
+        for _ in range(iters):
+            f()
+        torch.cuda.synchronize()
+        batches.append((time.perf_counter() - t0) / iters)
+    return sorted(batches)[2]
 
 
 def report(name, seconds, metric, value):
