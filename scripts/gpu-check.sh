@@ -16,16 +16,20 @@
 #
 #   --dry-run          on a machine without a GPU (CI): the same steps, the CUDA parts report
 #                      "no GPU"; proves the script and the summary format
+#   --bench-rounds N   only the machine facts and N rounds of the benchmarks, nabla and PyTorch
+#                      alternating which goes first: medians and the spread between rounds
 #   --bin-dir DIR      where nabla_tests, nabla_bench_gpu and mnist are (default build-gpu/bin;
 #                      searched recursively, so a CMake build folder works too)
 #   NABLA_CHECK_SCALE  multiply every step's time limit (default 1)
 set -uo pipefail
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 dry=0
+rounds=0   # 0: the whole check with one round of benchmarks
 bin_dir=$root/build-gpu/bin
 while [ $# -gt 0 ]; do
   case "$1" in
     --dry-run) dry=1 ;;
+    --bench-rounds) rounds=$2; shift ;;
     --bin-dir) bin_dir=$(cd "$2" && pwd); shift ;;
     *) echo "gpu-check: unknown argument $1" >&2; exit 2 ;;
   esac
@@ -153,7 +157,7 @@ for path in sys.argv[1:]:
 print(f"{p} passed, {f} failed, {s} skipped" + (f" (no report from {', '.join(bad)}: crashed or killed)" if bad else ""))
 EOF
 }
-if [ -n "$tests_bin" ]; then
+if [ -n "$tests_bin" ] && [ "$rounds" = 0 ]; then
   # the dry run walks the CUDA tests only (they report "no GPU"); the GPU run, the whole suite, as
   # parallel gtest shards (the CPU reference half of the suite is most of its time)
   filter='*'
@@ -189,18 +193,39 @@ if [ -n "$tests_bin" ]; then
     note "tests: shard $i did not finish; it was in ${stuck:-(no test running)}"
   done
   grep -hE '^\[  FAILED  \]' "$logs"/tests.shard*.log | sort -u | head -60 >"$logs/failed.txt"
-else
+elif [ "$rounds" = 0 ]; then
   note "tests: 0 passed, 0 failed, 0 skipped (no binary)"
 fi
 
 # ---- 3. benchmarks beside PyTorch --------------------------------------------------------------
 bench_table="(not run: no GPU)"
 if [ $has_gpu = 1 ] && [ -n "$bench_bin" ]; then
-  run_step bench_nabla 60 "$bench_bin" ; cp "$logs/bench_nabla.log" "$logs/bench_nabla.jsonl"
-  run_step bench_torch 60 python3 "$root/benchmarks/gpu/bench_torch.py"; cp "$logs/bench_torch.log" "$logs/bench_torch.jsonl"
-  bench_table=$(python3 "$root/benchmarks/gpu/compare.py" "$logs/bench_nabla.jsonl" "$logs/bench_torch.jsonl" 2>&1)
+  nr=$(( rounds > 0 ? rounds : 1 ))
+  for ((r = 1; r <= nr; r++)); do
+    # odd rounds nabla first, even rounds PyTorch first: neither always gets the cooler GPU
+    order=(nabla torch); (( r % 2 == 0 )) && order=(torch nabla)
+    for side in "${order[@]}"; do
+      if [ $side = nabla ]; then run_step bench_nabla.$r 60 "$bench_bin"
+      else run_step bench_torch.$r 60 python3 "$root/benchmarks/gpu/bench_torch.py"; fi
+      cp "$logs/bench_$side.$r.log" "$logs/bench_$side.$r.jsonl"
+    done
+  done
+  if [ $nr = 1 ]; then
+    bench_table=$(python3 "$root/benchmarks/gpu/compare.py" "$logs/bench_nabla.1.jsonl" "$logs/bench_torch.1.jsonl" 2>&1)
+  else
+    bench_table=$(python3 "$root/benchmarks/gpu/compare.py" --rounds "$logs"/bench_nabla.*.jsonl -- "$logs"/bench_torch.*.jsonl 2>&1)
+  fi
 elif [ -n "$bench_bin" ]; then
   run_step bench_nabla 20 "$bench_bin"   # must say it has no device and exit non-zero
+fi
+if [ "$rounds" -gt 0 ]; then   # benchmarks only
+  { echo "# GPU benchmarks: ${gpu_name}, $(date -u +%Y-%m-%d)"; echo
+    echo "Command: \`bash scripts/gpu-check.sh --bench-rounds $rounds\`, $(($(date +%s) - t_begin)) s in all."; echo
+    for l in "${lines[@]}"; do echo "$l  "; done; echo; echo "$bench_table"; } >"$summary"
+  cp "$summary" "$logs/"
+  tar -C "$out" -czf "$out/gpu-check-logs.tar.gz" logs && rm -rf "$logs"
+  cat "$summary"
+  exit 0
 fi
 
 # ---- 4. MNIST beside PyTorch -------------------------------------------------------------------
