@@ -47,7 +47,7 @@ function(nabla_add_cuda_target backend_source kernels_parent)
   set(cudnn_note "without cuDNN")
   if(NABLA_WITH_CUDNN)  # ON, AUTO (both true in CMake's sense); OFF is false
     # The pip wheels (nvidia-cudnn-cu12/13) ship only libcudnn.so.9, no unversioned link.
-    find_library(NABLA_CUDNN_LIBRARY NAMES cudnn libcudnn.so.9 libcudnn.so.8 HINTS ${CUDNN_ROOT} $ENV{CUDNN_ROOT} ${CUDAToolkit_LIBRARY_DIR}
+    find_library(NABLA_CUDNN_LIBRARY NAMES cudnn libcudnn.so.9 libcudnn.so.8 NAMES_PER_DIR HINTS ${CUDNN_ROOT} $ENV{CUDNN_ROOT} ${CUDAToolkit_LIBRARY_DIR}
                  PATH_SUFFIXES lib lib64)
     find_path(NABLA_CUDNN_INCLUDE_DIR cudnn.h HINTS ${CUDNN_ROOT} $ENV{CUDNN_ROOT} ${CUDAToolkit_INCLUDE_DIRS}
               PATH_SUFFIXES include)
