@@ -124,8 +124,8 @@ for b in "$tests_bin" "$bench_bin" "$mnist_bin"; do
   fi
 done
 { echo "LD_LIBRARY_PATH=$LD_LIBRARY_PATH"; [ -n "$tests_bin" ] && ldd "$tests_bin"; } >"$logs/libraries.log" 2>&1
-if [ -n "$tests_bin" ] && ldd "$tests_bin" 2>/dev/null | grep -q libcudnn; then
-  if [ -z "$cudnn_dir" ] && ! ldd "$tests_bin" | grep libcudnn | grep -qv 'not found'; then
+if [ -n "$tests_bin" ] && ldd "$tests_bin" 2>/dev/null | grep -c libcudnn >/dev/null; then  # -c, not -q: no SIGPIPE under pipefail
+  if [ -z "$cudnn_dir" ] && ! ldd "$tests_bin" | grep libcudnn | grep -cv 'not found' >/dev/null; then
     note "CUDNN NOT FOUND: the binary was built with cuDNN but neither python3's nvidia.cudnn nor the system has it"
     lib_ok=0
   fi
@@ -250,7 +250,7 @@ cuda_tests='Cuda*:CudaFused*:*CudaMatchesCpu*-Cuda.OutOfMemoryThrowsAndTheProces
 race_tests='*CudaMatchesCpu/sum*:*CudaMatchesCpu/mean*:*CudaMatchesCpu/softmax*:*CudaMatchesCpu/log_softmax*:*CudaMatchesCpu/logsumexp*:*CudaMatchesCpu/var*:*CudaMatchesCpu/std*:*CudaMatchesCpu/amax*:*CudaMatchesCpu/argmax*:*CudaMatchesCpu/batch_norm*:*CudaMatchesCpu/layer_norm*:CudaFused.BatchNorm*:CudaFused.AdamStep*:CudaFused.SgdStep*:CudaKernels.RowReductions*:CudaKernels.OnePassSoftmax*'
 if [ $has_gpu = 1 ] && [ -n "$cs" ] && [ -n "$tests_bin" ]; then
   api=()
-  "$cs" --help 2>&1 | grep -q -- '--report-api-errors' && api=(--report-api-errors no)
+  "$cs" --help 2>&1 | grep -c -- '--report-api-errors' >/dev/null && api=(--report-api-errors no)
   run_step memcheck 120 "$cs" --tool memcheck "${api[@]}" --print-limit 200 "$tests_bin" --gtest_brief=1 \
     --gtest_filter="$cuda_tests"
   n=$(grep -oE 'ERROR SUMMARY: [0-9]+' "$logs/memcheck.log" | tail -1 | grep -oE '[0-9]+$')
