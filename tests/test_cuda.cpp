@@ -17,9 +17,6 @@
 namespace nabla_test {
 namespace {
 
-#define NABLA_REQUIRE_GPU() \
-  if (!cuda::is_available()) GTEST_SKIP() << "no CUDA device (this build or machine has none)"
-
 TEST(Cuda, WithoutAGpuEverythingElseWorksAndCudaTensorsFailClearly) {
   if (cuda::is_available()) GTEST_SKIP() << "a GPU is present; this checks the no-GPU path";
   EXPECT_EQ(cuda::device_count(), 0);
@@ -145,18 +142,6 @@ Tolerance fused_tolerance(DType dt) {
     case DType::Float16: return {1e-2, 1e-2};
     default: return {5e-2, 5e-2};  // bfloat16
   }
-}
-
-#define NABLA_REQUIRE_CUDNN()                                                            \
-  NABLA_REQUIRE_GPU();                                                                   \
-  if (!cudnn_in_build()) GTEST_SKIP() << "this build of nabla::cuda has no cuDNN (NABLA_HAS_CUDNN unset)"
-
-bool cudnn_in_build() {
-#if defined(NABLA_HAS_CUDNN)
-  return true;
-#else
-  return false;
-#endif
 }
 
 // The cuDNN algorithm that last ran in one direction (0 forward, 1 backward data, 2 backward

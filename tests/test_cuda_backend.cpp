@@ -2,7 +2,7 @@
 // and cuBLASLt ran or declined; cuDNN's cached per-problem plans stay correct when problems
 // alternate and when two host threads convolve at once; a linear whose bias (or input) sits at
 // an odd offset is declined to the composite instead of failing in cuBLASLt; and a matmul whose
-// K passes INT_MAX gives the exact answer. Skipped without a GPU.
+// N passes INT_MAX gives the exact answer. Skipped without a GPU.
 
 #include <cstdint>
 #include <thread>
@@ -11,21 +11,6 @@
 
 namespace nabla_test {
 namespace {
-
-#define NABLA_REQUIRE_GPU() \
-  if (!cuda::is_available()) GTEST_SKIP() << "no CUDA device (this build or machine has none)"
-
-bool cudnn_in_build() {
-#if defined(NABLA_HAS_CUDNN)
-  return true;
-#else
-  return false;
-#endif
-}
-
-#define NABLA_REQUIRE_CUDNN()                                                            \
-  NABLA_REQUIRE_GPU();                                                                   \
-  if (!cudnn_in_build()) GTEST_SKIP() << "this build of nabla::cuda has no cuDNN (NABLA_HAS_CUDNN unset)"
 
 Tensor to_gpu32(const Tensor& t) { return t.to(kFloat32).to(Device::cuda()); }
 

@@ -11,9 +11,6 @@
 namespace nabla_test {
 namespace {
 
-#define NABLA_REQUIRE_GPU() \
-  if (!cuda::is_available()) GTEST_SKIP() << "no CUDA device (this build or machine has none)"
-
 const std::vector<DType> kAllDtypes = {kFloat32, kFloat64, kFloat16, kBFloat16, kInt32, kInt64, kUInt8, kBool};
 
 // n values every dtype holds after conversion from float64 (halves in [0, 18]: no negatives,

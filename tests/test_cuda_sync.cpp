@@ -13,9 +13,6 @@
 namespace nabla_test {
 namespace {
 
-#define NABLA_REQUIRE_GPU() \
-  if (!cuda::is_available()) GTEST_SKIP() << "no CUDA device (this build or machine has none)"
-
 #if defined(NABLA_WITH_CUDA)
 // Queues ~10 large matmuls (hundreds of milliseconds on any GPU) so that whatever the host
 // enqueues next sits behind them; the caller then checks the stream has not drained, i.e. the

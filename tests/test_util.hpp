@@ -18,6 +18,22 @@ namespace nabla_test {
 
 using namespace nabla;
 
+// GPU tests skip, saying why, where there is no GPU (or no CUDA in the build).
+#define NABLA_REQUIRE_GPU() \
+  if (!cuda::is_available()) GTEST_SKIP() << "no CUDA device (this build or machine has none)"
+
+// Whether this build's nabla::cuda has cuDNN (NABLA_HAS_CUDNN comes with the nabla::cuda target).
+inline bool cudnn_in_build() {
+#if defined(NABLA_HAS_CUDNN)
+  return true;
+#else
+  return false;
+#endif
+}
+#define NABLA_REQUIRE_CUDNN() \
+  NABLA_REQUIRE_GPU();        \
+  if (!cudnn_in_build()) GTEST_SKIP() << "this build of nabla::cuda has no cuDNN (NABLA_HAS_CUDNN unset)"
+
 // One seed per test program run: random unless NABLA_TEST_SEED is set; printed once.
 inline uint64_t test_seed() {
   static const uint64_t seed = [] {
