@@ -43,6 +43,23 @@ template <class A, bool IsMax> struct ExtremumOp {
   }
 };
 
+// Calls f(p) for the packs x[i], x[i + step], ... below `last` (one thread's share of a row),
+// with U packs loaded before any is used: memory-level parallelism for the row kernels below.
+template <int U, class P, class F>
+__device__ __forceinline__ void for_each_pack(const P* __restrict__ x, int64_t i, int64_t last, int64_t step, F&& f) {
+  for (; i + (U - 1) * step < last; i += U * step) {
+    P v[U];
+#pragma unroll
+    for (int u = 0; u < U; ++u) v[u] = x[i + u * step];
+#pragma unroll
+    for (int u = 0; u < U; ++u) f(v[u]);
+  }
+  for (; i < last; i += step) {
+    const P v = x[i];  // one 16-byte load (passing x[i] straight to f split it into four)
+    f(v);
+  }
+}
+
 // out[row * chunks + c] = op over in[row, c*chunk : (c+1)*chunk], read as packs of N elements
 // (N > 1 only when R and chunk are multiples of N and `in` is 16-byte aligned). With one chunk
 // per row, Out is the result type and Mean divides by `count` here; otherwise Out = A and
@@ -59,21 +76,10 @@ __global__ void reduce_rows_kernel(const T* __restrict__ in, int64_t K, int64_t 
       const Pack<T, N>* x = rows + row * (R / N);
       const int64_t last = end / N;
       A acc = op.init();
-      int64_t i = start / N + threadIdx.x;
-      for (; i + (U - 1) * step < last; i += U * step) {
-        Pack<T, N> v[U];
-#pragma unroll
-        for (int u = 0; u < U; ++u) v[u] = x[i + u * step];
-#pragma unroll
-        for (int u = 0; u < U; ++u)
-#pragma unroll
-          for (int k = 0; k < N; ++k) acc = op(acc, static_cast<A>(static_cast<compute_t<T>>(v[u].v[k])));
-      }
-      for (; i < last; i += step) {
-        Pack<T, N> v = x[i];
+      for_each_pack<U>(x, start / N + threadIdx.x, last, step, [&](const Pack<T, N>& v) {
 #pragma unroll
         for (int k = 0; k < N; ++k) acc = op(acc, static_cast<A>(static_cast<compute_t<T>>(v.v[k])));
-      }
+      });
       acc = block_reduce(acc, op);
       if (threadIdx.x == 0) {
         if (mean) acc = acc / static_cast<A>(count);
@@ -152,6 +158,25 @@ __device__ void block_softmax_stats(A& m, A& s) {
   __syncthreads();  // shared_* are reused for the next row
 }
 
+// Folds the N elements of one pack into the running (m, s) of softmax_fold.
+template <class A, class T, int N>
+__device__ __forceinline__ void softmax_fold_pack(A& m, A& s, const Pack<T, N>& v) {
+#pragma unroll
+  for (int k = 0; k < N; ++k) softmax_fold(m, s, static_cast<A>(static_cast<compute_t<T>>(v.v[k])));
+}
+
+// One pack of the output from the row's statistics: log_softmax x - lse, softmax exp(x - m) / s.
+template <class A, class T, int N>
+__device__ __forceinline__ Pack<T, N> softmax_pack(const Pack<T, N>& v, bool log, A m, A lse, A inv) {
+  Pack<T, N> r;
+#pragma unroll
+  for (int k = 0; k < N; ++k) {
+    const A a = static_cast<A>(static_cast<compute_t<T>>(v.v[k]));
+    r.v[k] = static_cast<T>(log ? a - lse : fn::exp(a - m) * inv);
+  }
+  return r;
+}
+
 // y[row] = softmax (or log_softmax) of x[row] over rows of length R (a multiple of N; both
 // pointers 16-byte aligned when N > 1). One block per row: a read for the statistics, then a
 // read (mostly from L2) and a write for the output.
@@ -164,31 +189,12 @@ __global__ void softmax_rows_kernel(const T* __restrict__ in, T* __restrict__ ou
     const Pack<T, N>* x = reinterpret_cast<const Pack<T, N>*>(in) + row * packs;
     Pack<T, N>* y = reinterpret_cast<Pack<T, N>*>(out) + row * packs;
     A m = -INFINITY, s = 0;
-    int64_t i = threadIdx.x;
-    for (; i + (U - 1) * step < packs; i += U * step) {
-      Pack<T, N> v[U];
-#pragma unroll
-      for (int u = 0; u < U; ++u) v[u] = x[i + u * step];
-#pragma unroll
-      for (int u = 0; u < U; ++u)
-#pragma unroll
-        for (int k = 0; k < N; ++k) softmax_fold(m, s, static_cast<A>(static_cast<compute_t<T>>(v[u].v[k])));
-    }
-    for (; i < packs; i += step) {
-      Pack<T, N> v = x[i];
-#pragma unroll
-      for (int k = 0; k < N; ++k) softmax_fold(m, s, static_cast<A>(static_cast<compute_t<T>>(v.v[k])));
-    }
+    for_each_pack<U>(x, threadIdx.x, packs, step, [&](const Pack<T, N>& v) { softmax_fold_pack(m, s, v); });
     block_softmax_stats(m, s);
     const A lse = m + fn::log(s), inv = A(1) / s;
-    for (i = threadIdx.x; i < packs; i += step) {
-      Pack<T, N> v = x[i], r;
-#pragma unroll
-      for (int k = 0; k < N; ++k) {
-        const A a = static_cast<A>(static_cast<compute_t<T>>(v.v[k]));
-        r.v[k] = static_cast<T>(log ? a - lse : fn::exp(a - m) * inv);
-      }
-      y[i] = r;
+    for (int64_t i = threadIdx.x; i < packs; i += step) {
+      const Pack<T, N> v = x[i];  // one 16-byte load, as in for_each_pack
+      y[i] = softmax_pack(v, log, m, lse, inv);
     }
   }
 }
@@ -213,22 +219,13 @@ __global__ void softmax_rows_cached_kernel(const T* __restrict__ in, T* __restri
     A m = -INFINITY, s = 0;
 #pragma unroll
     for (int c = 0; c < C; ++c)
-      if (threadIdx.x + c * step < packs)
-#pragma unroll
-        for (int k = 0; k < N; ++k) softmax_fold(m, s, static_cast<A>(static_cast<compute_t<T>>(v[c].v[k])));
+      if (threadIdx.x + c * step < packs) softmax_fold_pack(m, s, v[c]);
     block_softmax_stats(m, s);
     const A lse = m + fn::log(s), inv = A(1) / s;
 #pragma unroll
     for (int c = 0; c < C; ++c) {
       const int64_t i = threadIdx.x + c * step;
-      if (i >= packs) continue;
-      Pack<T, N> r;
-#pragma unroll
-      for (int k = 0; k < N; ++k) {
-        const A a = static_cast<A>(static_cast<compute_t<T>>(v[c].v[k]));
-        r.v[k] = static_cast<T>(log ? a - lse : fn::exp(a - m) * inv);
-      }
-      y[i] = r;
+      if (i < packs) y[i] = softmax_pack(v[c], log, m, lse, inv);
     }
   }
 }
