@@ -165,14 +165,16 @@ __device__ __forceinline__ void softmax_fold_pack(A& m, A& s, const Pack<T, N>& 
   for (int k = 0; k < N; ++k) softmax_fold(m, s, static_cast<A>(static_cast<compute_t<T>>(v.v[k])));
 }
 
-// One pack of the output from the row's statistics: log_softmax x - lse, softmax exp(x - m) / s.
+// One pack of the output from the row's statistics: log_softmax (x - m) - log(s) (not
+// x - (m + log(s)), which rounds away float32's precision near 0 for large logits), softmax
+// exp(x - m) / s.
 template <class A, class T, int N>
-__device__ __forceinline__ Pack<T, N> softmax_pack(const Pack<T, N>& v, bool log, A m, A lse, A inv) {
+__device__ __forceinline__ Pack<T, N> softmax_pack(const Pack<T, N>& v, bool log, A m, A log_s, A inv) {
   Pack<T, N> r;
 #pragma unroll
   for (int k = 0; k < N; ++k) {
     const A a = static_cast<A>(static_cast<compute_t<T>>(v.v[k]));
-    r.v[k] = static_cast<T>(log ? a - lse : fn::exp(a - m) * inv);
+    r.v[k] = static_cast<T>(log ? (a - m) - log_s : fn::exp(a - m) * inv);
   }
   return r;
 }
@@ -191,10 +193,10 @@ __global__ void softmax_rows_kernel(const T* __restrict__ in, T* __restrict__ ou
     A m = -INFINITY, s = 0;
     for_each_pack<U>(x, threadIdx.x, packs, step, [&](const Pack<T, N>& v) { softmax_fold_pack(m, s, v); });
     block_softmax_stats(m, s);
-    const A lse = m + fn::log(s), inv = A(1) / s;
+    const A log_s = fn::log(s), inv = A(1) / s;
     for (int64_t i = threadIdx.x; i < packs; i += step) {
       const Pack<T, N> v = x[i];  // one 16-byte load, as in for_each_pack
-      y[i] = softmax_pack(v, log, m, lse, inv);
+      y[i] = softmax_pack(v, log, m, log_s, inv);
     }
   }
 }
@@ -221,11 +223,11 @@ __global__ void softmax_rows_cached_kernel(const T* __restrict__ in, T* __restri
     for (int c = 0; c < C; ++c)
       if (threadIdx.x + c * step < packs) softmax_fold_pack(m, s, v[c]);
     block_softmax_stats(m, s);
-    const A lse = m + fn::log(s), inv = A(1) / s;
+    const A log_s = fn::log(s), inv = A(1) / s;
 #pragma unroll
     for (int c = 0; c < C; ++c) {
       const int64_t i = threadIdx.x + c * step;
-      if (i < packs) y[i] = softmax_pack(v[c], log, m, lse, inv);
+      if (i < packs) y[i] = softmax_pack(v[c], log, m, log_s, inv);
     }
   }
 }

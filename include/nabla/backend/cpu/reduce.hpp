@@ -235,8 +235,10 @@ void softmax_row(const C* x, C* y, int64_t D, bool log) {
   for (int64_t k = 0; k < D; ++k) y[k] = FastExp{}(x[k] - mx);
   const C sum = lane_sum(y, D);
   if (log) {
-    const C lse = mx + fn::log(sum);
-    for (int64_t k = 0; k < D; ++k) y[k] = x[k] - lse;
+    // (x - max) - log(sum), not x - (max + log(sum)): with logits near 256 the sum max + log(sum)
+    // rounds away ~3e-5, more than float32's tolerance for a result near 0
+    const C log_sum = fn::log(sum);
+    for (int64_t k = 0; k < D; ++k) y[k] = (x[k] - mx) - log_sum;
   } else {
     const C inv = C(1) / sum;
     for (int64_t k = 0; k < D; ++k) y[k] *= inv;
@@ -271,8 +273,8 @@ void softmax_loop(const Tensor& out, const Tensor& in, int64_t dim, bool log) {
       C sum = 0;
       for (int64_t k = 0; k < D; ++k) sum += FastExp{}(xv(k) - mx);
       if (log) {
-        C lse = mx + fn::log(sum);
-        for (int64_t k = 0; k < D; ++k) *reinterpret_cast<T*>(y + k * so) = static_cast<T>(xv(k) - lse);
+        const C log_sum = fn::log(sum);  // (x - max) - log(sum), as softmax_row
+        for (int64_t k = 0; k < D; ++k) *reinterpret_cast<T*>(y + k * so) = static_cast<T>((xv(k) - mx) - log_sum);
       } else {
         C inv = C(1) / sum;
         for (int64_t k = 0; k < D; ++k) *reinterpret_cast<T*>(y + k * so) = static_cast<T>(FastExp{}(xv(k) - mx) * inv);
