@@ -377,5 +377,27 @@ inline void launch_add_channel_bias(const Tensor& out, const Tensor& bias) {
   NABLA_CUDA_LAUNCH_CHECK();
 }
 
+// ---- batch_norm's CUDA slots (ops/norm.hpp's batch_norm_kernels()) ------------------------------
+
+inline bool batch_norm_forward_cuda(const Tensor& out, const Tensor& save_mean, const Tensor& save_invstd,
+                                    const Tensor& x, const Tensor& weight, const Tensor& bias,
+                                    const Tensor& running_mean, const Tensor& running_var, bool training,
+                                    double momentum, double eps) {
+  NoGradGuard no_grad;
+  detail::DeviceGuard g(out.device().index);
+  return launch_batch_norm_forward(out, save_mean, save_invstd, x, weight, bias, running_mean, running_var, training,
+                                   momentum, eps);
+}
+inline bool batch_norm_backward_cuda(const Tensor& grad_x, const Tensor& grad_weight, const Tensor& grad_bias,
+                                     const Tensor& grad_out, const Tensor& x, const Tensor& weight,
+                                     const Tensor& save_mean, const Tensor& save_invstd) {
+  NoGradGuard no_grad;
+  detail::DeviceGuard g(x.device().index);
+  return launch_batch_norm_backward(grad_x, grad_weight, grad_bias, grad_out, x, weight, save_mean, save_invstd);
+}
+NABLA_FILL_KERNELS(batch_norm_cuda, batch_norm_kernels(), DeviceType::CUDA,
+                   (DTypeSet{kFloat32, kFloat64, kFloat16, kBFloat16}),
+                   (BatchNormKernels{&batch_norm_forward_cuda, &batch_norm_backward_cuda}));
+
 }  // namespace cuda
 }  // namespace nabla

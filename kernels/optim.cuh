@@ -198,5 +198,11 @@ inline bool launch_sgd_step(const TensorList& params, const TensorList& grads, c
   return true;
 }
 
+// ---- the optimizers' CUDA slots (float32: one multi-tensor launch per step) ---------------------
+
+NABLA_FILL_KERNELS(adam_step_cuda, adam_kernels(), DeviceType::CUDA, (DTypeSet{kFloat32}),
+                   AdamKernels{&launch_adam_step});
+NABLA_FILL_KERNELS(sgd_step_cuda, sgd_kernels(), DeviceType::CUDA, (DTypeSet{kFloat32}), SgdKernels{&launch_sgd_step});
+
 }  // namespace cuda
 }  // namespace nabla

@@ -66,5 +66,15 @@ inline bool launch_max_pool2d(const Tensor& out, const Tensor& indices, const Te
   return true;
 }
 
+// ---- max_pool2d's CUDA slot (ops/pool.hpp's max_pool2d_kernels()) -------------------------------
+
+inline bool max_pool2d_forward_cuda(const Tensor& out, const Tensor& indices, const Tensor& x, const Pool2dParams& p) {
+  NoGradGuard no_grad;
+  detail::DeviceGuard g(out.device().index);
+  return launch_max_pool2d(out, indices, x, p);
+}
+NABLA_FILL_KERNELS(max_pool2d_cuda, max_pool2d_kernels(), DeviceType::CUDA,
+                   (DTypeSet{kFloat32, kFloat64, kFloat16, kBFloat16}), MaxPool2dKernels{&max_pool2d_forward_cuda});
+
 }  // namespace cuda
 }  // namespace nabla

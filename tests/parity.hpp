@@ -7,7 +7,10 @@
 //   2. gradients vs central finite differences (gradcheck) in float64 and float32, and
 //      second derivatives (gradgradcheck) where the row asks for it;
 //   3. the CUDA column: nabla on cuda vs nabla on cpu, forward and backward (skipped with a
-//      reason when no GPU is present).
+//      reason when no GPU is present);
+//   4. the fused column: for a row whose op has fused kernels, fused vs composite (fused kernels
+//      switched off with FusedKernelsGuard), forward and backward, on every device present; on
+//      the CPU the fused kernel must really have run.
 // Register rows from any test file with `static RegisterParity reg([](auto& t) { ... });`.
 
 #include <algorithm>
@@ -351,6 +354,10 @@ struct ParityCase {
   bool grad2 = false;                                 // gradgradcheck (float64)
   bool non_contiguous = true;                         // also run on non-contiguous inputs
   double tol_scale = 1.0;                             // widens the per-dtype forward tolerance
+  // The fused column: the kernel table (backend/kernel_table.hpp) whose kernels this row
+  // exercises. Empty: the table named like the op, if there is one; "none": the row's case never
+  // takes a fused kernel (say why where it is set).
+  const char* fused = "";  // (a pointer: an omitted std::string member trips -Wmissing-field-initializers)
 };
 
 inline std::vector<ParityCase>& parity_registry() {

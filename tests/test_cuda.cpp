@@ -17,6 +17,14 @@
 namespace nabla_test {
 namespace {
 
+// The CUDA slots of a fused op's kernel table for dtype dt (the test fails if there are none).
+template <class Slots>
+const Slots& cuda_slots(KernelTable<Slots>& table, DType dt) {
+  const Slots* slots = table.find(Device::cuda(), dt);
+  if (!slots) throw std::runtime_error(std::string("no CUDA kernels for ") + table.op() + " in " + dtype_name(dt));
+  return *slots;
+}
+
 TEST(Cuda, WithoutAGpuEverythingElseWorksAndCudaTensorsFailClearly) {
   if (cuda::is_available()) GTEST_SKIP() << "a GPU is present; this checks the no-GPU path";
   EXPECT_EQ(cuda::device_count(), 0);
@@ -248,7 +256,6 @@ TEST(CudaFused, Conv2dForwardAndBackwardMatchTheCpu) {
       y.backward(gy);
       ASSERT_EQ(y.sizes(), (Shape{c.N, c.O, Ho, Wo}));
 
-      Backend& be = backend(Device::cuda());
       const std::string label = "case" + std::to_string(ci) + "_" + dtype_name(dt);
       // float32 and float16 must be taken; cuDNN builds may decline bfloat16 or float64 NCHW
       // for some directions (the op then runs its composite, which is correct too)
@@ -259,27 +266,27 @@ TEST(CudaFused, Conv2dForwardAndBackwardMatchTheCpu) {
         return ok;
       };
       Tensor out = gpu_empty(y.sizes(), dt);
-      if (taken(be.conv2d_forward(out, on_gpu(x0, dt), on_gpu(w0, dt), on_gpu(b0, dt), p), "the forward")) {
+      if (taken(cuda_slots(conv2d_kernels(), dt).forward(out, on_gpu(x0, dt), on_gpu(w0, dt), on_gpu(b0, dt), p), "the forward")) {
         const Tolerance tol = conv_tolerance(dt, 0, label);
         EXPECT_TRUE(all_close(out, y.detach(), tol.atol, tol.rtol));
         Tensor no_bias = gpu_empty(y.sizes(), dt);  // and without a bias
-        ASSERT_TRUE(be.conv2d_forward(no_bias, on_gpu(x0, dt), on_gpu(w0, dt), Tensor(), p));
+        ASSERT_TRUE(cuda_slots(conv2d_kernels(), dt).forward(no_bias, on_gpu(x0, dt), on_gpu(w0, dt), Tensor(), p));
         const Tolerance tol_nb = conv_tolerance(dt, 0, label + "_nobias");
         Tensor with_bias = no_bias.cpu().to(kFloat64) + b.detach().view({c.O, 1, 1});
         EXPECT_TRUE(all_close(with_bias, y.detach(), tol_nb.atol * 2, tol_nb.rtol));
       }
       Tensor gx = gpu_empty(x.sizes(), dt);
-      if (taken(be.conv2d_backward_input(gx, on_gpu(gy0, dt), on_gpu(w0, dt), p), "the input gradient")) {
+      if (taken(cuda_slots(conv2d_kernels(), dt).backward_input(gx, on_gpu(gy0, dt), on_gpu(w0, dt), p), "the input gradient")) {
         const Tolerance tol = conv_tolerance(dt, 1, label);
         EXPECT_TRUE(all_close(gx, x.grad(), tol.atol, tol.rtol));
       }
       Tensor gw = gpu_empty(w.sizes(), dt), gb = gpu_empty({c.O}, dt);
-      if (taken(be.conv2d_backward_weight(gw, gb, on_gpu(gy0, dt), on_gpu(x0, dt), p), "the weight gradient")) {
+      if (taken(cuda_slots(conv2d_kernels(), dt).backward_weight(gw, gb, on_gpu(gy0, dt), on_gpu(x0, dt), p), "the weight gradient")) {
         const Tolerance tol = conv_tolerance(dt, 2, label);
         EXPECT_TRUE(all_close(gw, w.grad(), tol.atol * 10, tol.rtol));  // sums over N * Ho * Wo
         EXPECT_TRUE(all_close(gb, b.grad(), tol.atol * 10, tol.rtol));
         Tensor gw_only = gpu_empty(w.sizes(), dt);
-        ASSERT_TRUE(be.conv2d_backward_weight(gw_only, Tensor(), on_gpu(gy0, dt), on_gpu(x0, dt), p));
+        ASSERT_TRUE(cuda_slots(conv2d_kernels(), dt).backward_weight(gw_only, Tensor(), on_gpu(gy0, dt), on_gpu(x0, dt), p));
         const Tolerance tol_only = conv_tolerance(dt, 2, label + "_nobias");
         // some algorithms use atomics; the two runs may also differ in algorithm
         EXPECT_TRUE(all_close(gw_only, gw, std::max(tol.atol, tol_only.atol) * 10, std::max(tol.rtol, tol_only.rtol)));
@@ -296,7 +303,7 @@ TEST(CudaFused, Conv2dTf32FollowsTheMatmulPrecisionSetting) {
   const Conv2dParams p{1, 1, 1, 1, 1, 1, 1};
   auto max_err = [&] {
     Tensor out = gpu_empty(exact.sizes(), kFloat32);
-    EXPECT_TRUE(backend(Device::cuda()).conv2d_forward(out, on_gpu(x0, kFloat32), on_gpu(w0, kFloat32), Tensor(), p));
+    EXPECT_TRUE(cuda_slots(conv2d_kernels(), kFloat32).forward(out, on_gpu(x0, kFloat32), on_gpu(w0, kFloat32), Tensor(), p));
     return (out.to(kFloat64).cpu() - exact).abs().max().item<double>();
   };
   set_float32_matmul_precision("highest");
@@ -365,7 +372,7 @@ TEST(CudaFused, MaxPool2dWritesTheFirstMaximumAndItsIndex) {
                                         << p.dilation_w);
       auto [ref, ref_idx] = max_pool_reference(x0, p, Ho, Wo);
       Tensor out = gpu_empty({c.N, c.C, Ho, Wo}, dt), idx = gpu_empty({c.N, c.C, Ho, Wo}, kInt64);
-      ASSERT_TRUE(backend(Device::cuda()).max_pool2d_forward(out, idx, on_gpu(x0, dt), p));
+      ASSERT_TRUE(cuda_slots(max_pool2d_kernels(), dt).forward(out, idx, on_gpu(x0, dt), p));
       EXPECT_TRUE(all_close(out, ref, 0, 0));
       EXPECT_TRUE(all_equal(idx.cpu(), ref_idx));
     }
@@ -386,7 +393,6 @@ TEST(CudaFused, BatchNormTrainEvalAndBackwardMatchTheCpu) {
         SCOPED_TRACE(::testing::Message() << dtype_name(dt) << " x " << shape_str(shape) << (affine ? " affine" : ""));
         const Tolerance tol = fused_tolerance(dt);
         const DType stat_dt = dt == kFloat64 ? kFloat64 : kFloat32;  // statistics of 16-bit inputs are float32
-        Backend& be = backend(Device::cuda());
         // training: the CPU reference in float64 on the dt-rounded input
         Tensor x = rounded(x0, dt).requires_grad_();
         Tensor w = affine ? rounded(w0, dt).requires_grad_() : Tensor(), b = affine ? rounded(b0, dt).requires_grad_() : Tensor();
@@ -401,7 +407,7 @@ TEST(CudaFused, BatchNormTrainEvalAndBackwardMatchTheCpu) {
         Tensor save_mean = gpu_empty({C}, stat_dt), save_invstd = gpu_empty({C}, stat_dt);
         Tensor rm_d = rm0.to(stat_dt).to(Device::cuda()), rv_d = rv0.to(stat_dt).to(Device::cuda());
         Tensor wd = affine ? on_gpu(w0, dt) : Tensor(), bd = affine ? on_gpu(b0, dt) : Tensor();
-        ASSERT_TRUE(be.batch_norm_forward(out, save_mean, save_invstd, xd, wd, bd, rm_d, rv_d, true, momentum, eps));
+        ASSERT_TRUE(cuda_slots(batch_norm_kernels(), dt).forward(out, save_mean, save_invstd, xd, wd, bd, rm_d, rv_d, true, momentum, eps));
         EXPECT_TRUE(all_close(out, y.detach(), tol.atol, tol.rtol));
         EXPECT_TRUE(all_close(save_mean, mean, 1e-5, 1e-5));
         EXPECT_TRUE(all_close(save_invstd, (var + eps).rsqrt(), 1e-5, 1e-4));
@@ -409,7 +415,7 @@ TEST(CudaFused, BatchNormTrainEvalAndBackwardMatchTheCpu) {
         EXPECT_TRUE(all_close(rv_d, rv, 1e-5, 1e-4));
 
         Tensor gx = gpu_empty(shape, dt), gw = gpu_empty({C}, dt), gb = gpu_empty({C}, dt);
-        ASSERT_TRUE(be.batch_norm_backward(gx, affine ? gw : Tensor(), affine ? gb : Tensor(), on_gpu(gy0, dt), xd, wd,
+        ASSERT_TRUE(cuda_slots(batch_norm_kernels(), dt).backward(gx, affine ? gw : Tensor(), affine ? gb : Tensor(), on_gpu(gy0, dt), xd, wd,
                                            save_mean, save_invstd));
         EXPECT_TRUE(all_close(gx, x.grad(), tol.atol * 5, tol.rtol * 5));
         if (affine) {
@@ -418,17 +424,17 @@ TEST(CudaFused, BatchNormTrainEvalAndBackwardMatchTheCpu) {
         }
         // statistics saved in the input's dtype (what an op layer may pass) work too
         Tensor sm16 = gpu_empty({C}, dt), si16 = gpu_empty({C}, dt), out2 = gpu_empty(shape, dt);
-        ASSERT_TRUE(be.batch_norm_forward(out2, sm16, si16, xd, wd, bd, Tensor(), Tensor(), true, momentum, eps));
+        ASSERT_TRUE(cuda_slots(batch_norm_kernels(), dt).forward(out2, sm16, si16, xd, wd, bd, Tensor(), Tensor(), true, momentum, eps));
         EXPECT_TRUE(all_close(out2, out, 0, 0));
         Tensor gx2 = gpu_empty(shape, dt);
-        ASSERT_TRUE(be.batch_norm_backward(gx2, Tensor(), Tensor(), on_gpu(gy0, dt), xd, wd, sm16, si16));
+        ASSERT_TRUE(cuda_slots(batch_norm_kernels(), dt).backward(gx2, Tensor(), Tensor(), on_gpu(gy0, dt), xd, wd, sm16, si16));
         EXPECT_TRUE(all_close(gx2, x.grad(), tol.atol * 10, tol.rtol * 10));
 
         // eval: the running statistics
         Tensor ye = batch_norm(rounded(x0, dt), rm0, rv0, affine ? rounded(w0, dt) : Tensor(),
                                affine ? rounded(b0, dt) : Tensor(), false, momentum, eps);
         Tensor oute = gpu_empty(shape, dt);
-        ASSERT_TRUE(be.batch_norm_forward(oute, Tensor(), Tensor(), xd, wd, bd, rm0.to(stat_dt).to(Device::cuda()),
+        ASSERT_TRUE(cuda_slots(batch_norm_kernels(), dt).forward(oute, Tensor(), Tensor(), xd, wd, bd, rm0.to(stat_dt).to(Device::cuda()),
                                           rv0.to(stat_dt).to(Device::cuda()), false, momentum, eps));
         EXPECT_TRUE(all_close(oute, ye, tol.atol, tol.rtol));
       }
@@ -451,7 +457,7 @@ TEST(CudaFused, LinearWithBiasMatchesTheCpu) {
       const Tolerance tol = fused_tolerance(dt);
       Tensor ref = matmul(rounded(x0, dt), rounded(w0, dt).t()) + rounded(b0, dt);
       Tensor out = gpu_empty({c.M, c.N}, dt);
-      const bool took = backend(Device::cuda()).linear_forward(out, on_gpu(x0, dt), on_gpu(w0, dt), on_gpu(b0, dt));
+      const bool took = cuda_slots(nn::functional::fused::linear_kernels(), dt).forward(out, on_gpu(x0, dt), on_gpu(w0, dt), on_gpu(b0, dt));
       if (c.must_take || dt == kFloat32) {
         ASSERT_TRUE(took) << "cuBLASLt declined";
       }
@@ -527,7 +533,7 @@ TEST(CudaFused, AdamStepMatchesTheCpuOptimizer) {
       AdamStepParams p;
       p.lr = lr, p.beta1 = b1, p.beta2 = b2, p.eps = eps, p.weight_decay = v.weight_decay;
       p.decoupled = v.decoupled, p.amsgrad = v.amsgrad, p.step = step + 1;
-      ASSERT_TRUE(backend(Device::cuda()).adam_step(c.gpu_params, c.gpu_grads(step), m, s, smax, p));
+      ASSERT_TRUE(cuda_slots(adam_kernels(), kFloat32).step(c.gpu_params, c.gpu_grads(step), m, s, smax, p));
       EXPECT_TRUE(c.params_match()) << "after step " << step + 1;
     }
   }
@@ -556,25 +562,23 @@ TEST(CudaFused, SgdStepMatchesTheCpuOptimizer) {
       SgdStepParams p;
       p.lr = lr, p.momentum = v.momentum, p.dampening = v.dampening, p.weight_decay = v.weight_decay;
       p.nesterov = v.nesterov, p.first_step = step == 0;
-      ASSERT_TRUE(backend(Device::cuda()).sgd_step(c.gpu_params, c.gpu_grads(step), buffers, p));
+      ASSERT_TRUE(cuda_slots(sgd_kernels(), kFloat32).step(c.gpu_params, c.gpu_grads(step), buffers, p));
       EXPECT_TRUE(c.params_match()) << "after step " << step + 1;
     }
   }
 }
 
-TEST(CudaFused, HooksDeclineWhatTheyDoNotHandle) {
+TEST(CudaFused, KernelsDeclineWhatTheyDoNotHandle) {
   NABLA_REQUIRE_GPU();
-  Backend& be = backend(Device::cuda());
-  // the optimizer steps are float32 only and need contiguous, same-sized lists
-  std::vector<Tensor> p64{zeros({4}, TensorOptions(kFloat64).device(Device::cuda()))};
-  EXPECT_FALSE(be.sgd_step(p64, p64, {}, SgdStepParams{}));
+  // the tables say which dtypes each device's kernels take: the optimizer steps are float32 only,
+  // cuBLASLt's linear has no float64 (the op runs the composite for those)
+  EXPECT_TRUE(sgd_kernels().has(DeviceType::CUDA, kFloat32));
+  EXPECT_FALSE(sgd_kernels().has(DeviceType::CUDA, kFloat64));
+  EXPECT_FALSE(adam_kernels().has(DeviceType::CUDA, kFloat64));
+  EXPECT_FALSE(nn::functional::fused::linear_kernels().has(DeviceType::CUDA, kFloat64));
+  // the step kernel itself declines lists whose tensors do not match
   std::vector<Tensor> p{zeros({4}, Device::cuda())}, g{zeros({5}, Device::cuda())};
-  EXPECT_FALSE(be.sgd_step(p, g, {}, SgdStepParams{}));
-  // linear needs a bias (the plain matmul already runs on cuBLAS) and a supported dtype
-  Tensor x = zeros({2, 3}, Device::cuda()), w = zeros({4, 3}, Device::cuda()), out = gpu_empty({2, 4}, kFloat32);
-  EXPECT_FALSE(be.linear_forward(out, x, w, Tensor()));
-  Tensor x64 = x.to(kFloat64), w64 = w.to(kFloat64), b64 = zeros({4}, TensorOptions(kFloat64).device(Device::cuda()));
-  EXPECT_FALSE(be.linear_forward(gpu_empty({2, 4}, kFloat64), x64, w64, b64));
+  EXPECT_FALSE(cuda_slots(sgd_kernels(), kFloat32).step(p, g, {}, SgdStepParams{}));
 }
 
 }  // namespace

@@ -127,10 +127,10 @@ TEST(CudaBackend, LinearWithABiasAtAnOddOffsetDeclinesToTheComposite) {
   ASSERT_TRUE(y.defined());
   EXPECT_TRUE(all_close(y, ref, 1e-4, 1e-4));
 
-  // the hook itself says no
+  // the kernel itself says no
   Tensor out = empty({M, N}, TensorOptions(kFloat32).device(Device::cuda()));
   bool took = true;
-  EXPECT_NO_THROW(took = backend(Device::cuda()).linear_forward(out, x, w, bias));
+  EXPECT_NO_THROW(took = nn::functional::fused::linear_kernels().find(Device::cuda(), kFloat32)->forward(out, x, w, bias));
   EXPECT_FALSE(took);
 
   // an input at an odd offset is declined the same way

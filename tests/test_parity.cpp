@@ -157,7 +157,104 @@ TEST_P(Parity, CudaMatchesCpu) {
   }
 }
 
+// The kernel table a row exercises, or nullptr (see ParityCase::fused).
+KernelTableBase* fused_table(const ParityCase& c) {
+  const std::string fused = c.fused;
+  if (fused == "none") return nullptr;
+  KernelTableBase* t = KernelTableBase::find_table(fused.empty() ? c.op : fused);
+  if (!t && !fused.empty()) ADD_FAILURE() << c.op << " (" << c.label << "): no kernel table named " << c.fused;
+  return t;
+}
+
+// The fused column runs only for rows with a kernel table (ParityFused below lists them).
+class ParityFused : public Parity {};
+
+TEST_P(ParityFused, FusedMatchesComposite) {
+  const ParityCase& c = row();
+  KernelTableBase* table = fused_table(c);
+  ASSERT_NE(table, nullptr);
+  TensorList base = fresh_inputs();
+  auto g = rng_for(case_name(c, GetParam()) + "/fused");
+  std::vector<Device> devices{Device::cpu()};
+  if (cuda::is_available()) devices.push_back(Device::cuda());
+  int compared = 0;
+  for (Device dev : devices) {
+    for (DType dt : c.dtypes) {
+      if (!table->has(dev.type, dt)) continue;  // no kernel for this device and dtype: only the composite exists
+      struct Run {
+        Tensor forward_no_grad, forward;
+        TensorList grads;
+        uint64_t hits = 0;
+      };
+      Tensor grad_out;
+      auto run = [&](bool fused) {
+        FusedKernelsGuard guard(fused);
+        Run r;
+        const uint64_t before = table->hits(dev.type);
+        TensorList xs = cast_inputs(base, c.inputs, dt, false);
+        for (auto& x : xs) x = x.to(dev);
+        {
+          NoGradGuard no_grad;  // some kernels run only without a graph (eval batch norm)
+          r.forward_no_grad = c.fn(xs);
+        }
+        if (c.grad)
+          for (size_t i = 0; i < xs.size(); ++i)
+            if (c.inputs[i].differentiable()) xs[i] = xs[i].detach().requires_grad_();
+        r.forward = c.fn(xs);
+        if (c.grad && r.forward.requires_grad()) {
+          if (!grad_out.defined())
+            grad_out = make_input(in(r.forward.sizes()), g).to(dev, r.forward.dtype());
+          r.forward.backward(grad_out);
+          for (const Tensor& x : xs) r.grads.push_back(x.requires_grad() ? x.grad() : Tensor());
+        }
+        r.hits = table->hits(dev.type) - before;
+        return r;
+      };
+      const Run fused = run(true), composite = run(false);
+      const std::string where = c.op + " (" + c.label + ") on " + dev.str() + " " + dtype_name(dt);
+      EXPECT_EQ(composite.hits, 0u) << where << ": a fused kernel ran with fused kernels switched off";
+      if (dev.is_cpu()) {
+        EXPECT_GT(fused.hits, 0u) << where << ": the fused kernel of " << table->op() << " never ran";
+      } else if (fused.hits == 0) {
+        std::cout << "[  NOTE    ] " << where << ": the device's kernel declined every case; composite only\n";
+      }
+      Tolerance tol = tolerance_for(is_floating_point(fused.forward.dtype()) ? fused.forward.dtype() : dt);
+      if (!is_floating_point(fused.forward.dtype())) tol = {0, 0};
+      const double atol = tol.atol * c.tol_scale * 10, rtol = tol.rtol * c.tol_scale * 10;
+      ASSERT_EQ(fused.forward.sizes(), composite.forward.sizes()) << where;
+      EXPECT_TRUE(all_close(fused.forward_no_grad, composite.forward_no_grad, atol, rtol)) << where << " (no grad)";
+      EXPECT_TRUE(all_close(fused.forward, composite.forward, atol, rtol)) << where;
+      ASSERT_EQ(fused.grads.size(), composite.grads.size()) << where;
+      for (size_t i = 0; i < fused.grads.size(); ++i) {
+        ASSERT_EQ(fused.grads[i].defined(), composite.grads[i].defined()) << where << " grad of input " << i;
+        if (fused.grads[i].defined()) {
+          EXPECT_TRUE(all_close(fused.grads[i], composite.grads[i], atol * 10, rtol * 10)) << where << " grad of input " << i;
+        }
+      }
+      ++compared;
+    }
+  }
+  if (compared == 0) GTEST_SKIP() << table->op() << " has no kernel for this row's dtypes on the devices present";
+}
+
 INSTANTIATE_TEST_SUITE_P(Ops, Parity, ::testing::Range<size_t>(0, parity_registry().size()),
+                         [](const ::testing::TestParamInfo<size_t>& info) {
+                           return case_name(parity_registry()[info.param], info.param);
+                         });
+
+// The rows whose op has fused kernels (evaluated after static initialisation, when every
+// kernel table exists and is filled).
+std::vector<size_t> fused_rows() {
+  std::vector<size_t> rows;
+  for (size_t i = 0; i < parity_registry().size(); ++i) {
+    const std::string fused = parity_registry()[i].fused;
+    if (fused != "none" && KernelTableBase::find_table(fused.empty() ? parity_registry()[i].op : fused)) rows.push_back(i);
+    else if (!fused.empty() && fused != "none") rows.push_back(i);  // names a table that does not exist: fails
+  }
+  return rows;
+}
+
+INSTANTIATE_TEST_SUITE_P(Ops, ParityFused, ::testing::ValuesIn(fused_rows()),
                          [](const ::testing::TestParamInfo<size_t>& info) {
                            return case_name(parity_registry()[info.param], info.param);
                          });

@@ -152,6 +152,24 @@ const RegisterParity rows([](std::vector<ParityCase>& t) {
                [](const std::vector<Ref>& r) { return ref_pool(r[0], 3, 2, 1, 0); }});
   t.push_back({"avg_pool2d", "k2", {in({2, 3, 6, 5})}, [](const TensorList& x) { return avg_pool2d(x[0], 2); },
                [](const std::vector<Ref>& r) { return ref_pool(r[0], 2, 2, 0, 1); }, {kFloat32, kFloat64}, true, true});
+  t.back().fused = "sliding_windows";  // its window sums gather through im2col
+  // torch.nn.functional.unfold: x [N, C, H, W] -> [N, C * kh * kw, L], with padding, stride and
+  // dilation; the fused column checks the sliding-window kernels against the index_select path.
+  t.push_back({"im2col", "k2x3_s2_d1x2_p1", {in({2, 3, 5, 7})},
+               [](const TensorList& x) { return im2col(x[0], {2, 3}, {1, 2}, 1, 2); },
+               [](const std::vector<Ref>& r) {
+                 const Ref& x = r[0];
+                 const int64_t N = x.shape[0], C = x.shape[1], H = x.shape[2], W = x.shape[3];
+                 const int64_t kh = 2, kw = 3, dh = 1, dw = 2, p = 1, st = 2;
+                 const int64_t Ho = (H + 2 * p - dh * (kh - 1) - 1) / st + 1, Wo = (W + 2 * p - dw * (kw - 1) - 1) / st + 1;
+                 return ref_generate({N, C * kh * kw, Ho * Wo}, [&](const Shape& idx) {
+                   const int64_t c = idx[1] / (kh * kw), i = idx[1] / kw % kh, j = idx[1] % kw;
+                   const int64_t h = idx[2] / Wo * st - p + i * dh, w = idx[2] % Wo * st - p + j * dw;
+                   return h < 0 || h >= H || w < 0 || w >= W ? 0.0 : ref_at(x, {idx[0], c, h, w});
+                 });
+               },
+               {kFloat32, kFloat64}, true, true});
+  t.back().fused = "sliding_windows";
   t.push_back({"avg_pool2d", "k3_s1_p1", {in({1, 2, 5, 4})}, [](const TensorList& x) { return avg_pool2d(x[0], 3, 1, 1); },
                [](const std::vector<Ref>& r) { return ref_pool(r[0], 3, 1, 1, 1); }});
   t.push_back({"adaptive_avg_pool2d", "divisible", {in({2, 3, 6, 4})},
@@ -179,6 +197,35 @@ const RegisterParity rows([](std::vector<ParityCase>& t) {
                  return ref_batch_norm(r[0], &r[1], &r[2], r[3], r[4], 1e-5);
                },
                {kFloat32, kFloat64}, true, false, true, 10.0});
+  // The running statistics a training step leaves behind (PyTorch's rule: the unbiased batch
+  // variance, r = (1 - momentum) r + momentum * stat), returned as [running_mean; running_var].
+  t.push_back({"batch_norm", "running_stats", {in({4, 3, 2, 3}), in({3}), in({3}, Domain::Positive)},
+               [](const TensorList& x) {
+                 Tensor rm = x[1].detach().clone(), rv = x[2].detach().clone();
+                 batch_norm(x[0].detach(), rm, rv, Tensor(), Tensor(), true, 0.2, 1e-5);
+                 return cat({rm, rv});
+               },
+               [](const std::vector<Ref>& r) {
+                 const Ref& x = r[0];
+                 const int64_t N = x.shape[0], C = x.shape[1], HW = x.numel() / (N * C);
+                 Ref out(Shape{2 * C});
+                 for (int64_t c = 0; c < C; ++c) {
+                   double s = 0, ss = 0;
+                   for (int64_t n = 0; n < N; ++n)
+                     for (int64_t i = 0; i < HW; ++i) s += x.v[static_cast<size_t>((n * C + c) * HW + i)];
+                   const double mean = s / static_cast<double>(N * HW);
+                   for (int64_t n = 0; n < N; ++n)
+                     for (int64_t i = 0; i < HW; ++i) {
+                       const double d = x.v[static_cast<size_t>((n * C + c) * HW + i)] - mean;
+                       ss += d * d;
+                     }
+                   out.v[static_cast<size_t>(c)] = 0.8 * r[1].v[static_cast<size_t>(c)] + 0.2 * mean;
+                   out.v[static_cast<size_t>(C + c)] =
+                       0.8 * r[2].v[static_cast<size_t>(c)] + 0.2 * ss / static_cast<double>(N * HW - 1);
+                 }
+                 return out;
+               },
+               {kFloat32, kFloat64}, false});
 });
 
 // ---- running statistics, modules, the MNIST net --------------------------------------------------

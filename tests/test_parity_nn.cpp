@@ -57,9 +57,11 @@ const RegisterParity rows([](std::vector<ParityCase>& t) {
                [](const std::vector<Ref>& r) { return ref_linear(r[0], r[1], &r[2]); }});
   t.push_back({"linear", "no_bias_1d", {in({4}), in({3, 4})}, [](const TensorList& x) { return F::linear(x[0], x[1]); },
                [](const std::vector<Ref>& r) { return ref_linear(r[0], r[1], nullptr); }});
+  t.back().fused = "none";  // no bias: a plain matmul
   t.push_back({"linear", "empty_batch", {in({0, 4}), in({3, 4}), in({3})},
                [](const TensorList& x) { return F::linear(x[0], x[1], x[2]); },
                [](const std::vector<Ref>& r) { return ref_linear(r[0], r[1], &r[2]); }});
+  t.back().fused = "none";  // nothing to compute: the composite's empty matmul
 
   t.push_back({"layer_norm", "last_dim_affine", {in({4, 6}), in({6}), in({6})},
                [](const TensorList& x) { return F::layer_norm(x[0], {6}, x[1], x[2], 1e-5); },

@@ -181,35 +181,9 @@ const RegisterParity rows([](std::vector<ParityCase>& t) {
                {kFloat32, kFloat64}, true, false, true, 10.0});
 });
 
-// ---- fused kernels vs the composites they replace -----------------------------------------
-
-TEST(FusedConv, MatchesCompositeForwardAndGradients) {
-  struct Case {
-    Shape x, w;
-    Pair2d stride, dil;
-    int64_t pad, groups;
-  };
-  const std::vector<Case> cases{{{4, 3, 9, 8}, {6, 3, 3, 3}, 1, 1, 1, 1},  {{1, 4, 6, 6}, {4, 1, 3, 3}, 2, 1, 1, 4},
-                                {{3, 6, 7, 9}, {4, 3, 2, 3}, {2, 1}, 2, 2, 2}, {{5, 8, 4, 4}, {3, 8, 1, 1}, 1, 1, 0, 1},
-                                {{2, 2, 11, 5}, {3, 2, 5, 1}, {3, 1}, {1, 1}, 2, 1}};
-  manual_seed(21);
-  for (const Case& c : cases) {
-    for (DType dt : {kFloat32, kFloat64}) {
-      SCOPED_TRACE(shape_str(c.x) + " " + shape_str(c.w) + " " + dtype_name(dt));
-      Tensor x = randn(c.x, dt).requires_grad_(), w = randn(c.w, dt).requires_grad_(), b = randn({c.w[0]}, dt).requires_grad_();
-      Tensor y = conv2d(x, w, b, c.stride, c.pad, c.dil, c.groups);
-      Tensor r = conv2d_reference(x, w, b, c.stride, c.pad, c.dil, c.groups);
-      ASSERT_EQ(y.sizes(), r.sizes());
-      ASSERT_NE(y.grad_fn(), nullptr);
-      EXPECT_STREQ(y.grad_fn()->name(), "Conv2dBackward");  // the fused path really ran
-      const double tol = dt == kFloat32 ? 1e-4 : 1e-11;
-      EXPECT_TRUE(all_close(y, r, tol, tol));
-      Tensor g = randn(y.sizes(), dt);
-      auto a = autograd::grad({y}, {x, w, b}, {g}), e = autograd::grad({r}, {x, w, b}, {g});
-      for (size_t i = 0; i < 3; ++i) EXPECT_TRUE(all_close(a[i], e[i], tol * 10, tol * 10)) << "gradient " << i;
-    }
-  }
-}
+// ---- fused kernels: what the parity table's fused column does not cover ----------------------
+// (fused vs composite, forward and backward, is the fused column of every conv2d, max_pool2d,
+// batch_norm, linear and optimizer row)
 
 TEST(FusedConv, OnlyRequestedGradientsAndDoubleBackward) {
   manual_seed(4);
@@ -226,30 +200,6 @@ TEST(FusedConv, OnlyRequestedGradientsAndDoubleBackward) {
   auto r2 = autograd::grad({r1[0].sum()}, {xr});
   EXPECT_TRUE(all_close(g1[0], r1[0], 1e-10, 1e-10));
   EXPECT_TRUE(all_close(g2[0], r2[0], 1e-10, 1e-10));
-}
-
-TEST(FusedBatchNorm, MatchesCompositeIncludingRunningStats) {
-  manual_seed(5);
-  for (Shape s : {Shape{8, 3, 5, 4}, Shape{6, 4}, Shape{3, 2, 7}}) {
-    const int64_t C = s[1];
-    Tensor x = (randn(s, kFloat64) * 3.0 + 2.0).requires_grad_();
-    Tensor w = randn({C}, kFloat64).requires_grad_(), b = randn({C}, kFloat64).requires_grad_();
-    Tensor rm1 = randn({C}, kFloat64), rv1 = rand({C}, kFloat64) + 0.5;
-    Tensor rm2 = rm1.clone(), rv2 = rv1.clone();
-    Tensor y = batch_norm(x, rm1, rv1, w, b, true, 0.2, 1e-3);
-    Tensor r = batch_norm_reference(x, rm2, rv2, w, b, true, 0.2, 1e-3);
-    EXPECT_STREQ(y.grad_fn()->name(), "BatchNormBackward");
-    EXPECT_TRUE(all_close(y, r, 1e-10, 1e-10));
-    EXPECT_TRUE(all_close(rm1, rm2, 1e-12, 1e-12));
-    EXPECT_TRUE(all_close(rv1, rv2, 1e-12, 1e-12));
-    Tensor g = randn(y.sizes(), kFloat64);
-    auto a = autograd::grad({y}, {x, w, b}, {g}), e = autograd::grad({r}, {x, w, b}, {g});
-    for (size_t i = 0; i < 3; ++i) EXPECT_TRUE(all_close(a[i], e[i], 1e-9, 1e-9)) << "gradient " << i;
-    // eval without a graph runs the kernel too
-    NoGradGuard ng;
-    EXPECT_TRUE(all_close(batch_norm(x, rm1, rv1, w, b, false), batch_norm_reference(x, rm1, rv1, w, b, false), 1e-10,
-                          1e-10));
-  }
 }
 
 TEST(FusedBatchNorm, DoubleBackwardThroughComposite) {
@@ -288,37 +238,6 @@ TEST(MaxPool, IndicesPointAtTheMaximumAndGradientFollowsThem) {
   EXPECT_TRUE(all_close(max_pool2d(h, 2).to(kFloat64), max_pool2d(h.to(kFloat64), 2), 0, 0));
   EXPECT_THROW(max_pool2d(x, 2, 1, 2), ValueError);
   EXPECT_THROW(max_pool2d(randn({4, 4}), 2), ShapeError);
-}
-
-TEST(FusedOptim, AdamAndSgdMatchTheCompositeStep) {
-  manual_seed(10);
-  auto run = [](auto make, bool fused) {
-    manual_seed(11);
-    Tensor a = randn({7, 5}), b = randn({3}), c = randn({2, 2}, kFloat64);
-    auto opt = make(TensorList{a, b, c}, fused);
-    for (int step = 0; step < 4; ++step) {
-      manual_seed(100 + step);
-      a.mutable_grad() = randn(a.sizes());
-      b.mutable_grad() = randn(b.sizes());
-      c.mutable_grad() = step == 2 ? Tensor() : randn(c.sizes(), kFloat64);  // a skipped parameter: own step count
-      opt.step();
-    }
-    return TensorList{a, b, c};
-  };
-  auto adam = [](TensorList p, bool f) { return optim::Adam(p, optim::AdamOptions(0.01).weight_decay(0.1).amsgrad(true).fused(f)); };
-  auto adamw = [](TensorList p, bool f) { return optim::AdamW(p, optim::AdamWOptions(0.01).fused(f)); };
-  auto sgd = [](TensorList p, bool f) {
-    return optim::SGD(p, optim::SGDOptions(0.1).momentum(0.9).nesterov(true).weight_decay(0.01).fused(f));
-  };
-  auto sgd_damp = [](TensorList p, bool f) { return optim::SGD(p, optim::SGDOptions(0.1).momentum(0.5).dampening(0.3).fused(f)); };
-  auto check = [&](auto make, const char* name) {
-    auto x = run(make, true), y = run(make, false);
-    for (size_t i = 0; i < x.size(); ++i) EXPECT_TRUE(all_close(x[i], y[i], 1e-6, 1e-6)) << name << " param " << i;
-  };
-  check(adam, "Adam");
-  check(adamw, "AdamW");
-  check(sgd, "SGD nesterov");
-  check(sgd_damp, "SGD dampening");
 }
 
 }  // namespace

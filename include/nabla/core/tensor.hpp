@@ -1,7 +1,7 @@
 #pragma once
 // Tensor: a cheap handle (shared pointer) to a TensorImpl = storage + offset + shape + strides
 // + dtype + an optional autograd slot. Member functions that run ops are declared here and
-// defined in ops/tensor_methods.hpp; include <nabla/nabla.hpp> to use them.
+// defined in the ops/ header of their op family; include <nabla/nabla.hpp> to use them.
 
 #include <cstdint>
 #include <memory>

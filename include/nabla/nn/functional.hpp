@@ -6,6 +6,7 @@
 #include <cmath>
 #include <vector>
 
+#include "../backend/kernel_table.hpp"
 #include "../ops/all.hpp"
 
 namespace nabla {
@@ -14,19 +15,31 @@ namespace functional {
 
 namespace fused {
 
-// x @ w^T + b as one GEMM with the bias in its epilogue (Backend::linear_forward: the CPU
-// accumulates onto the bias, cuBLASLt fuses it), recording a LinearBackward node whose
-// gradients are nabla ops (so double backward works). Undefined when the backend declines.
+// Shapes: x [M, K], w [N, K], bias [N], out [M, N]; all contiguous, of one dtype, on the table's
+// device. Overwrites out with x @ w^T + bias in one GEMM with the bias in its epilogue.
+struct LinearKernels {
+  bool (*forward)(const Tensor& out, const Tensor& x, const Tensor& w, const Tensor& bias) = nullptr;
+};
+inline KernelTable<LinearKernels>& linear_kernels() {
+  static KernelTable<LinearKernels> table("linear");
+  return table;
+}
+
+// x @ w^T + b through linear_kernels() (the CPU accumulates onto the bias, cuBLASLt fuses it),
+// recording a LinearBackward node whose gradients are nabla ops (so double backward works).
+// Undefined when there is no kernel for the case or it declines.
 inline Tensor linear(const Tensor& x, const Tensor& weight, const Tensor& bias) {
   const DType dt = x.dtype();
-  if (!x.is_floating_point() || weight.dtype() != dt || bias.dtype() != dt || weight.device() != x.device() ||
-      bias.device() != x.device() || x.numel() == 0)
+  if (weight.dtype() != dt || bias.dtype() != dt || weight.device() != x.device() || bias.device() != x.device() ||
+      x.numel() == 0 || weight.numel() == 0)
     return Tensor();
+  const LinearKernels* k = linear_kernels().find(x.device(), dt);
+  if (!k || !k->forward) return Tensor();
   const int64_t K = weight.size(1), N = weight.size(0), M = x.numel() / K;
   Tensor out = empty({M, N}, x.options().requires_grad(false));
-  if (!backend(x.device()).linear_forward(out, x.detach().reshape({M, K}).contiguous(), weight.detach().contiguous(),
-                                          bias.detach().contiguous()))
+  if (!k->forward(out, x.detach().reshape({M, K}).contiguous(), weight.detach().contiguous(), bias.detach().contiguous()))
     return Tensor();
+  linear_kernels().count(x.device());
   if (autograd::needs_grad(x, weight, bias))
     autograd::record("LinearBackward", out, {x, weight, bias},
                      [xs = autograd::save(x), ws = autograd::save(weight), M, K, N](const Tensor& g,
@@ -140,3 +153,7 @@ inline Tensor flatten(const Tensor& x, int64_t start_dim = 1, int64_t end_dim = 
 namespace F = functional;
 }  // namespace nn
 }  // namespace nabla
+
+#if NABLA_COMPILES_CPU_KERNELS
+#include "../backend/cpu/linear.hpp"  // NOLINT: fills linear's CPU slot
+#endif

@@ -2,6 +2,7 @@
 // Every op family. Each ops/ header ends by including this one, so that any of them used on
 // its own brings the definitions of the Tensor members and operators its ops call.
 
+#include "../core/macros.hpp"
 #include "binary.hpp"
 #include "common.hpp"
 #include "copy.hpp"
@@ -17,3 +18,7 @@
 #include "unary.hpp"
 #include "view.hpp"
 #include "../autograd/engine.hpp"
+
+#if NABLA_COMPILES_CPU_KERNELS
+#include "../backend/cpu/cpu_backend.hpp"  // NOLINT: the CPU primitives, once every op is declared
+#endif

@@ -1,8 +1,9 @@
 #pragma once
-// Convolution: pad, im2col / col2im, conv2d. conv2d runs as a fused backend kernel when the
-// device has one (Backend::conv2d_*: im2col + GEMM per image on the CPU, cuDNN on CUDA), else
-// as a composite of existing ops (pad, a gather of sliding windows, matmul), which also serves
-// as the reference in tests and is what double backward differentiates.
+// Convolution: pad, im2col / col2im, conv2d. conv2d runs its fused kernels when the device has
+// them (conv2d_kernels(): im2col + GEMM per image on the CPU, cuDNN on CUDA), else as a
+// composite of existing ops (pad, a gather of sliding windows, matmul), which also serves as the
+// reference in tests and is what double backward differentiates. The sliding-window gather has
+// fused kernels of its own (sliding_window_kernels(): direct loops on the CPU).
 
 #include <optional>
 #include <cmath>
@@ -10,7 +11,7 @@
 #include <vector>
 
 #include "all.hpp"
-#include "../backend/cpu/conv.hpp"
+#include "../backend/kernel_table.hpp"
 
 namespace nabla {
 
@@ -63,6 +64,47 @@ inline Tensor pad(const Tensor& x, const std::vector<int64_t>& pads, double valu
   return out;
 }
 
+// ---- fused kernels (see backend/kernel_table.hpp) ----------------------------------------------
+
+struct Conv2dParams {
+  int64_t stride_h = 1, stride_w = 1, pad_h = 0, pad_w = 0, dilation_h = 1, dilation_w = 1, groups = 1;
+};
+
+// conv2d's slots. Every tensor is contiguous, on the table's device, of one dtype the device's
+// entry lists; each kernel overwrites its outputs and returns false to decline a case (the op
+// then runs the composite).
+struct Conv2dKernels {
+  // x [N, C, H, W], w [O, C / groups, kh, kw], bias [O] or undefined -> out [N, O, Ho, Wo];
+  // zero padding of pad_h rows / pad_w columns on each side.
+  bool (*forward)(const Tensor& out, const Tensor& x, const Tensor& w, const Tensor& bias, const Conv2dParams&) = nullptr;
+  // grad_x [N, C, H, W] = the input gradient for grad_out [N, O, Ho, Wo].
+  bool (*backward_input)(const Tensor& grad_x, const Tensor& grad_out, const Tensor& w, const Conv2dParams&) = nullptr;
+  // grad_w [O, C / groups, kh, kw]; grad_bias [O] (the sum of grad_out over N, Ho, Wo) or
+  // undefined when the bias needs no gradient.
+  bool (*backward_weight)(const Tensor& grad_w, const Tensor& grad_bias, const Tensor& grad_out, const Tensor& x,
+                          const Conv2dParams&) = nullptr;
+};
+inline KernelTable<Conv2dKernels>& conv2d_kernels() {
+  static KernelTable<Conv2dKernels> table("conv2d");
+  return table;
+}
+
+// The window layout of the composite: kh x kw windows with stride and dilation, Ho x Wo of them.
+struct WindowGeometry {
+  int64_t kh, kw, sh, sw, dh, dw, Ho, Wo;
+};
+// The sliding-window gather and its adjoint (the composite conv2d's im2col / col2im).
+struct SlidingWindowKernels {
+  // x [N, C, H, W] (already padded) -> cols [N, C, kh * kw, Ho * Wo]
+  void (*im2col)(const Tensor& cols, const Tensor& x, const WindowGeometry&) = nullptr;
+  // x [N, C, H, W] (zeroed by the caller) += every window element of cols
+  void (*col2im)(const Tensor& x, const Tensor& cols, const WindowGeometry&) = nullptr;
+};
+inline KernelTable<SlidingWindowKernels>& sliding_window_kernels() {
+  static KernelTable<SlidingWindowKernels> table("sliding_windows");
+  return table;
+}
+
 namespace detail {
 
 inline int64_t conv_out_size(int64_t in, int64_t pad_total, int64_t k, int64_t s, int64_t d) {
@@ -82,34 +124,31 @@ inline Tensor window_index(int64_t Wp, int64_t kh, int64_t kw, Pair2d s, Pair2d 
   return from_vector(idx, {static_cast<int64_t>(idx.size())}, TensorOptions(kInt64)).to(dev);
 }
 
-// The CPU fast path of sliding_windows: direct loops (backend/cpu/conv.hpp). im2col and col2im
-// are each other's adjoint, so each records the other as its backward (double backward works).
-inline Tensor col2im_cpu(const Tensor& cols, const Shape& x_shape, const cpu::WindowGeometry& g);
-inline Tensor im2col_cpu(const Tensor& x, const cpu::WindowGeometry& g) {
+// The fused path of sliding_windows: the device's kernels. im2col and col2im are each other's
+// adjoint, so each records the other as its backward (double backward works).
+inline Tensor col2im_fused(const SlidingWindowKernels& k, const Tensor& cols, const Shape& x_shape,
+                           const WindowGeometry& g);
+inline Tensor im2col_fused(const SlidingWindowKernels& k, const Tensor& x, const WindowGeometry& g) {
   Tensor xc = x.detach().contiguous();
-  const int64_t N = x.size(0), C = x.size(1), H = x.size(2), W = x.size(3);
+  const int64_t N = x.size(0), C = x.size(1);
   Tensor out = empty({N, C, g.kh * g.kw, g.Ho * g.Wo}, TensorOptions(x.dtype()).device(x.device()));
-  if (out.numel() > 0) {
-    if (x.dtype() == kFloat32) cpu::im2col_kernel(xc.data_ptr<float>(), out.data_ptr<float>(), N * C, H, W, g);
-    else cpu::im2col_kernel(xc.data_ptr<double>(), out.data_ptr<double>(), N * C, H, W, g);
-  }
+  if (out.numel() > 0) k.im2col(out, xc, g);
+  sliding_window_kernels().count(x.device());
   if (autograd::needs_grad(x))
-    autograd::record("Im2colBackward", out, {x}, [shape = x.sizes(), g](const Tensor& grad, autograd::NeedsGrad) {
-      return TensorList{col2im_cpu(grad, shape, g)};
+    autograd::record("Im2colBackward", out, {x}, [k, shape = x.sizes(), g](const Tensor& grad, autograd::NeedsGrad) {
+      return TensorList{col2im_fused(k, grad, shape, g)};
     });
   return out;
 }
-inline Tensor col2im_cpu(const Tensor& cols, const Shape& x_shape, const cpu::WindowGeometry& g) {
+inline Tensor col2im_fused(const SlidingWindowKernels& k, const Tensor& cols, const Shape& x_shape,
+                           const WindowGeometry& g) {
   Tensor cc = cols.detach().contiguous();
   Tensor out = zeros(x_shape, TensorOptions(cols.dtype()).device(cols.device()));
-  if (out.numel() > 0 && cc.numel() > 0) {
-    const int64_t planes = x_shape[0] * x_shape[1], H = x_shape[2], W = x_shape[3];
-    if (cols.dtype() == kFloat32) cpu::col2im_kernel(cc.data_ptr<float>(), out.data_ptr<float>(), planes, H, W, g);
-    else cpu::col2im_kernel(cc.data_ptr<double>(), out.data_ptr<double>(), planes, H, W, g);
-  }
+  if (out.numel() > 0 && cc.numel() > 0) k.col2im(out, cc, g);
+  sliding_window_kernels().count(cols.device());
   if (autograd::needs_grad(cols))
-    autograd::record("Col2imBackward", out, {cols}, [g](const Tensor& grad, autograd::NeedsGrad) {
-      return TensorList{im2col_cpu(grad, g)};
+    autograd::record("Col2imBackward", out, {cols}, [k, g](const Tensor& grad, autograd::NeedsGrad) {
+      return TensorList{im2col_fused(k, grad, g)};
     });
   return out;
 }
@@ -124,8 +163,8 @@ inline Tensor sliding_windows(const Tensor& x, int64_t kh, int64_t kw, Pair2d st
   const int64_t Ho = conv_out_size(H, 0, kh, stride.h, dilation.h), Wo = conv_out_size(W, 0, kw, stride.w, dilation.w);
   NABLA_CHECK(H >= dilation.h * (kh - 1) + 1 && W >= dilation.w * (kw - 1) + 1, ShapeError, op, ": the (padded) input ",
               describe(x), " is smaller than the kernel ", kh, "x", kw, " (dilation ", dilation.h, "x", dilation.w, ")");
-  if (x.is_cpu() && (x.dtype() == kFloat32 || x.dtype() == kFloat64))
-    return im2col_cpu(x, {kh, kw, stride.h, stride.w, dilation.h, dilation.w, Ho, Wo});
+  if (const auto* k = sliding_window_kernels().find(x.device(), x.dtype()))
+    return im2col_fused(*k, x, {kh, kw, stride.h, stride.w, dilation.h, dilation.w, Ho, Wo});
   Tensor idx = window_index(W, kh, kw, stride, dilation, Ho, Wo, x.device());
   return x.reshape({N, C, H * W}).index_select(2, idx).reshape({N, C, kh * kw, Ho * Wo});
 }
@@ -143,13 +182,13 @@ inline Tensor im2col(const Tensor& x, Pair2d kernel, Pair2d dilation = 1, Pair2d
 namespace detail {
 
 // The adjoint of sliding_windows: windows [N, C, kh * kw, Ho * Wo] summed back into an image of
-// [N, C, H, W] (padded size). col2im on the CPU, index_add elsewhere; both differentiable.
+// [N, C, H, W] (padded size). The device's col2im kernel, else index_add; both differentiable.
 inline Tensor fold_windows(const Tensor& cols, int64_t H, int64_t W, int64_t kh, int64_t kw, Pair2d stride,
                            Pair2d dilation) {
   const int64_t N = cols.size(0), C = cols.size(1);
   const int64_t Ho = conv_out_size(H, 0, kh, stride.h, dilation.h), Wo = conv_out_size(W, 0, kw, stride.w, dilation.w);
-  if (cols.is_cpu() && (cols.dtype() == kFloat32 || cols.dtype() == kFloat64))
-    return col2im_cpu(cols, Shape{N, C, H, W}, {kh, kw, stride.h, stride.w, dilation.h, dilation.w, Ho, Wo});
+  if (const auto* k = sliding_window_kernels().find(cols.device(), cols.dtype()))
+    return col2im_fused(*k, cols, Shape{N, C, H, W}, {kh, kw, stride.h, stride.w, dilation.h, dilation.w, Ho, Wo});
   Tensor idx = window_index(W, kh, kw, stride, dilation, Ho, Wo, cols.device());
   return zeros({N, C, H * W}, cols.options().requires_grad(false))
       .index_add(2, idx, cols.reshape({N, C, kh * kw * Ho * Wo}))
@@ -192,41 +231,46 @@ inline TensorList conv2d_backward_composite(const Tensor& x, const Tensor& w, co
   return out;
 }
 
-// The fused path: a Conv2dBackward node whose gradients come from the backend's kernels, or
-// from the composite above under create_graph. Returns an undefined tensor when the backend
-// has no kernel for the case.
+// The fused path: a Conv2dBackward node whose gradients come from the device's kernels, or from
+// the composite above under create_graph. Returns an undefined tensor when there is no kernel
+// for the case (device, dtype, fused kernels off) or the kernel declines it. This is the one
+// place that decides conv2d's eligibility.
 inline Tensor conv2d_fused(const Tensor& x, const Tensor& w, const Tensor& bias, const Conv2dParams& p, int64_t Ho,
                            int64_t Wo) {
   const DType dt = x.dtype();
-  if (!is_floating_point(dt) || w.dtype() != dt || (bias.defined() && bias.dtype() != dt) || w.device() != x.device() ||
+  if (w.dtype() != dt || (bias.defined() && bias.dtype() != dt) || w.device() != x.device() ||
       (bias.defined() && bias.device() != x.device()) || x.numel() == 0 || w.numel() == 0)
     return Tensor();
-  Backend& be = backend(x.device());
+  const Conv2dKernels* k = conv2d_kernels().find(x.device(), dt);
+  if (!k || !k->forward) return Tensor();
   Tensor xc = x.detach().contiguous(), wc = w.detach().contiguous();
   Tensor bc = bias.defined() ? bias.detach().contiguous() : Tensor();
   Tensor out = empty({x.size(0), w.size(0), Ho, Wo}, x.options().requires_grad(false));
-  if (!be.conv2d_forward(out, xc, wc, bc, p)) return Tensor();
+  if (!k->forward(out, xc, wc, bc, p)) return Tensor();
+  conv2d_kernels().count(x.device());
   if (autograd::needs_grad(x, w, bias))
     autograd::record("Conv2dBackward", out, {x, w, bias},
-                     [xs = autograd::save(x), ws = autograd::save(w), p](const Tensor& g, autograd::NeedsGrad needs) {
+                     [xs = autograd::save(x), ws = autograd::save(w), p, k](const Tensor& g, autograd::NeedsGrad needs) {
                        Tensor xv = xs.unpack(), wv = ws.unpack();
-                       if (GradMode::is_enabled()) return conv2d_backward_composite(xv, wv, g, p, needs);
-                       Backend& be = backend(g.device());
+                       if (GradMode::is_enabled() || !fused_kernels_enabled() || !k->backward_input ||
+                           !k->backward_weight)
+                         return conv2d_backward_composite(xv, wv, g, p, needs);
                        Tensor gc = g.contiguous();
                        TensorList out(3);
                        if (needs[0]) {
                          out[0] = empty(xv.sizes(), xv.options().requires_grad(false));
-                         if (!be.conv2d_backward_input(out[0], gc, wv.detach().contiguous(), p))
+                         if (!k->backward_input(out[0], gc, wv.detach().contiguous(), p))
                            return conv2d_backward_composite(xv, wv, g, p, needs);
                        }
                        if (needs[1] || needs[2]) {
                          Tensor gw = empty(wv.sizes(), wv.options().requires_grad(false));
                          Tensor gb = needs[2] ? empty({wv.size(0)}, wv.options().requires_grad(false)) : Tensor();
-                         if (!be.conv2d_backward_weight(gw, gb, gc, xv.detach().contiguous(), p))
+                         if (!k->backward_weight(gw, gb, gc, xv.detach().contiguous(), p))
                            return conv2d_backward_composite(xv, wv, g, p, needs);
                          if (needs[1]) out[1] = gw;
                          out[2] = gb;
                        }
+                       conv2d_kernels().count(g.device());
                        return out;
                      });
   return out;
@@ -270,8 +314,11 @@ inline Tensor conv2d(const Tensor& input, const Tensor& weight, const Tensor& bi
               dilation.w, ")");
   const int64_t Ho = detail::conv_out_size(Hp, 0, kh, stride.h, dilation.h);
   const int64_t Wo = detail::conv_out_size(Wp, 0, kw, stride.w, dilation.w);
-  if (top == bottom && left == right) {
-    Tensor y = detail::conv2d_fused(x, weight, bias, {stride.h, stride.w, top, left, dilation.h, dilation.w, groups}, Ho, Wo);
+  {
+    // The fused kernels pad symmetrically; padding="same" with an even kernel puts its odd row or
+    // column at the bottom / right, which an explicit pad adds first.
+    Tensor xs = bottom > top || right > left ? pad(x, {0, right - left, 0, bottom - top}) : x;
+    Tensor y = detail::conv2d_fused(xs, weight, bias, {stride.h, stride.w, top, left, dilation.h, dilation.w, groups}, Ho, Wo);
     if (y.defined()) return channels_last ? y.permute({0, 2, 3, 1}) : y;
   }
   Tensor xp = top || bottom || left || right ? pad(x, {left, right, top, bottom}) : x;
@@ -293,3 +340,7 @@ inline Tensor conv2d_reference(const Tensor& input, const Tensor& weight, const 
 
 #include "pool.hpp"  // NOLINT: pooling builds on the windows above
 #include "norm.hpp"  // NOLINT
+
+#if NABLA_COMPILES_CPU_KERNELS
+#include "../backend/cpu/conv.hpp"  // NOLINT: fills conv2d's and sliding_windows' CPU slots
+#endif

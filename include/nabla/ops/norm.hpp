@@ -1,11 +1,33 @@
 #pragma once
-// Batch normalisation: a fused backend kernel when the device has one (Backend::batch_norm_*),
-// else a composite of reductions and elementwise ops. The composite is the reference the
+// Batch normalisation: fused kernels when the device has them (batch_norm_kernels()), else a
+// composite of reductions and elementwise ops. The composite is the reference the
 // kernels are tested against and the backward used under create_graph (double backward).
 
 #include "conv.hpp"
 
 namespace nabla {
+
+// ---- fused kernels (see backend/kernel_table.hpp) ----------------------------------------------
+
+// Every tensor is contiguous, on the table's device, of x's dtype; undefined ones are absent.
+struct BatchNormKernels {
+  // Batch norm over dim 1 of x [N, C, *]. training: normalise with the batch mean and biased
+  // variance, write save_mean / save_invstd [C] and, when defined, update running_mean /
+  // running_var in place with the unbiased variance: r = (1 - momentum) r + momentum * stat.
+  // eval: normalise with the running statistics (save_* undefined). weight / bias [C] may be
+  // undefined (1 and 0).
+  bool (*forward)(const Tensor& out, const Tensor& save_mean, const Tensor& save_invstd, const Tensor& x,
+                  const Tensor& weight, const Tensor& bias, const Tensor& running_mean, const Tensor& running_var,
+                  bool training, double momentum, double eps) = nullptr;
+  // Training-mode gradients from the saved batch statistics; each output may be undefined (not
+  // needed). weight may be undefined (1).
+  bool (*backward)(const Tensor& grad_x, const Tensor& grad_weight, const Tensor& grad_bias, const Tensor& grad_out,
+                   const Tensor& x, const Tensor& weight, const Tensor& save_mean, const Tensor& save_invstd) = nullptr;
+};
+inline KernelTable<BatchNormKernels>& batch_norm_kernels() {
+  static KernelTable<BatchNormKernels> table("batch_norm");
+  return table;
+}
 
 // Batch normalisation over dim 1 of x [N, C, ...]. training: normalise with the batch's
 // mean and biased variance, and update running_mean / running_var in place (no history) with
@@ -105,33 +127,33 @@ inline Tensor batch_norm(const Tensor& x, const Tensor& running_mean, const Tens
                 "batch_norm: expected more than 1 value per channel when training, got input ", detail::describe(x));
   }
   const bool want_graph = autograd::needs_grad(x, weight, bias);
-  if (fusable && (training || !want_graph)) {  // eval with a graph: the composite's affine map is as cheap
-    Backend& be = backend(x.device());
+  const BatchNormKernels* k = fusable ? batch_norm_kernels().find(x.device(), x.dtype()) : nullptr;
+  if (k && k->forward && (training || !want_graph)) {  // eval with a graph: the composite's affine map is as cheap
     Tensor xc = x.detach().contiguous();
     Tensor out = empty(x.sizes(), x.options().requires_grad(false));
     Tensor save_mean = training ? empty({C}, x.options().requires_grad(false)) : Tensor();
     Tensor save_invstd = training ? empty({C}, x.options().requires_grad(false)) : Tensor();
     auto plain = [](const Tensor& t) { return t.defined() ? t.detach() : t; };
-    if (be.batch_norm_forward(out, save_mean, save_invstd, xc, plain(weight), plain(bias), running_mean, running_var,
-                              training, momentum, eps)) {
+    if (k->forward(out, save_mean, save_invstd, xc, plain(weight), plain(bias), running_mean, running_var, training,
+                   momentum, eps)) {
+      batch_norm_kernels().count(x.device());
       if (training && running_mean.defined()) detail::bump_version(running_mean);
       if (training && running_var.defined()) detail::bump_version(running_var);
       if (!want_graph) return out;
       autograd::record("BatchNormBackward", out, {x, weight, bias},
-                         [xs = autograd::save(x), ws = autograd::save(weight), save_mean, save_invstd, eps](
+                         [xs = autograd::save(x), ws = autograd::save(weight), save_mean, save_invstd, eps, k](
                              const Tensor& g, autograd::NeedsGrad needs) {
                            Tensor xv = xs.unpack(), wv = ws.unpack();
-                           if (GradMode::is_enabled()) return detail::batch_norm_backward_composite(xv, wv, g, eps, needs);
+                           if (GradMode::is_enabled() || !fused_kernels_enabled() || !k->backward) return detail::batch_norm_backward_composite(xv, wv, g, eps, needs);
                            auto maybe = [&](bool need, const Shape& s) {
                              return need ? empty(s, g.options().requires_grad(false)) : Tensor();
                            };
                            TensorList out{maybe(needs[0], xv.sizes()), maybe(needs[1], {xv.size(1)}),
                                           maybe(needs[2], {xv.size(1)})};
-                           if (!backend(g.device()).batch_norm_backward(out[0], out[1], out[2], g.contiguous(),
-                                                                        xv.detach().contiguous(),
-                                                                        wv.defined() ? wv.detach() : wv, save_mean,
-                                                                        save_invstd))
+                           if (!k->backward(out[0], out[1], out[2], g.contiguous(), xv.detach().contiguous(),
+                                            wv.defined() ? wv.detach().contiguous() : wv, save_mean, save_invstd))
                              return detail::batch_norm_backward_composite(xv, wv, g, eps, needs);
+                           batch_norm_kernels().count(g.device());
                            return out;
                          });
       return out;
@@ -141,3 +163,7 @@ inline Tensor batch_norm(const Tensor& x, const Tensor& running_mean, const Tens
 }
 
 }  // namespace nabla
+
+#if NABLA_COMPILES_CPU_KERNELS
+#include "../backend/cpu/norm.hpp"  // NOLINT: fills batch_norm's CPU slots
+#endif

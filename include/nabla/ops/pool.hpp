@@ -1,8 +1,9 @@
 #pragma once
 // Pooling and resampling: max_pool2d (with indices, ceil_mode), avg_pool2d (ceil_mode,
 // count_include_pad, divisor_override), adaptive_avg_pool2d, interpolate (nearest, bilinear).
-// max_pool2d runs a backend kernel that also returns the argmax indices; its backward is a
-// scatter_add through them (differentiable, any device). The rest are composites.
+// max_pool2d runs its fused kernel when the device has one (max_pool2d_kernels(); the CPU's and
+// CUDA's also return the argmax indices, and the backward is a scatter_add through them), else
+// a composite of sliding windows and argmax. The rest are composites.
 
 #include <cmath>
 #include <optional>
@@ -14,6 +15,26 @@
 #include "conv.hpp"
 
 namespace nabla {
+
+// ---- fused kernels (see backend/kernel_table.hpp) ----------------------------------------------
+
+struct Pool2dParams {
+  int64_t kernel_h = 1, kernel_w = 1, stride_h = 1, stride_w = 1, pad_h = 0, pad_w = 0, dilation_h = 1,
+          dilation_w = 1;
+};
+
+struct MaxPool2dKernels {
+  // x [N, C, H, W] -> out [N, C, Ho, Wo] and indices (int64, same shape) = h * W + w of each
+  // window's maximum within its input plane: the first maximum in window order, NaN counting as
+  // the maximum. out's shape defines the windows (window (oh, ow) starts at oh * stride - pad);
+  // elements outside the input (padding, or past the edge with ceil_mode) are skipped, so a
+  // window whose inputs are all -inf names its first input element.
+  bool (*forward)(const Tensor& out, const Tensor& indices, const Tensor& x, const Pool2dParams&) = nullptr;
+};
+inline KernelTable<MaxPool2dKernels>& max_pool2d_kernels() {
+  static KernelTable<MaxPool2dKernels> table("max_pool2d");
+  return table;
+}
 
 namespace detail {
 
@@ -44,18 +65,54 @@ inline Tensor pool_input(const Tensor& x, Pair2d kernel, Pair2d stride, Pair2d p
   return x4;
 }
 
-// Runs the max-pool kernel: the device's, else the CPU's in float32 (half types, or a device
-// without one), moving the result back.
-inline std::pair<Tensor, Tensor> max_pool2d_run(const Tensor& x, const Pool2dParams& p, int64_t Ho, int64_t Wo) {
+// The fused max-pool kernel: the device's, else the CPU's in float32 (half types, or a device
+// without one), moving the result back. Undefined tensors when no kernel takes the case.
+inline std::pair<Tensor, Tensor> max_pool2d_fused(const Tensor& x, const Pool2dParams& p, int64_t Ho, int64_t Wo) {
   const Shape shape{x.size(0), x.size(1), Ho, Wo};
-  Tensor xc = x.detach().contiguous();
-  Tensor out = empty(shape, x.options().requires_grad(false));
-  Tensor idx = empty(shape, TensorOptions(kInt64).device(x.device()));
-  if (out.numel() == 0 || backend(x.device()).max_pool2d_forward(out, idx, xc, p)) return {out, idx};
-  Tensor xf = xc.to(Device::cpu(), kFloat32).contiguous();
-  Tensor of = empty(shape, TensorOptions(kFloat32)), idf = empty(shape, TensorOptions(kInt64));
-  cpu_backend().max_pool2d_forward(of, idf, xf, p);
-  return {of.to(x.device(), x.dtype()), idf.to(x.device())};
+  if (const MaxPool2dKernels* k = max_pool2d_kernels().find(x.device(), x.dtype()); k && k->forward) {
+    Tensor out = empty(shape, x.options().requires_grad(false));
+    Tensor idx = empty(shape, TensorOptions(kInt64).device(x.device()));
+    if (out.numel() == 0 || k->forward(out, idx, x.detach().contiguous(), p)) {
+      max_pool2d_kernels().count(x.device());
+      return {out, idx};
+    }
+  }
+  if (const MaxPool2dKernels* k = max_pool2d_kernels().find(Device::cpu(), kFloat32); k && k->forward) {
+    Tensor xf = x.detach().to(Device::cpu(), kFloat32).contiguous();
+    Tensor of = empty(shape, TensorOptions(kFloat32)), idf = empty(shape, TensorOptions(kInt64));
+    if (of.numel() == 0 || k->forward(of, idf, xf, p)) {
+      max_pool2d_kernels().count(Device::cpu());
+      return {of.to(x.device(), x.dtype()), idf.to(x.device())};
+    }
+  }
+  return {Tensor(), Tensor()};
+}
+
+// The composite: windows of the input padded with -inf, the first maximum of each (argmax), and
+// its flat index from a map of window element -> input position. Differentiable through the
+// gather; the reference of the fused kernels (which differ only for windows of -inf or NaN ties).
+inline std::pair<Tensor, Tensor> max_pool2d_composite(const Tensor& x, const Pool2dParams& p, int64_t Ho, int64_t Wo) {
+  const int64_t N = x.size(0), C = x.size(1), H = x.size(2), W = x.size(3), K = p.kernel_h * p.kernel_w;
+  const int64_t extra_h = std::max<int64_t>(0, (Ho - 1) * p.stride_h + p.dilation_h * (p.kernel_h - 1) + 1 - (H + 2 * p.pad_h));
+  const int64_t extra_w = std::max<int64_t>(0, (Wo - 1) * p.stride_w + p.dilation_w * (p.kernel_w - 1) + 1 - (W + 2 * p.pad_w));
+  Tensor xp = pad(x, {p.pad_w, p.pad_w + extra_w, p.pad_h, p.pad_h + extra_h}, -INFINITY);
+  Tensor windows = sliding_windows(xp, p.kernel_h, p.kernel_w, {p.stride_h, p.stride_w}, {p.dilation_h, p.dilation_w},
+                                   "max_pool2d");  // [N, C, K, L]
+  const int64_t Hw = conv_out_size(xp.size(2), 0, p.kernel_h, p.stride_h, p.dilation_h);
+  const int64_t Ww = conv_out_size(xp.size(3), 0, p.kernel_w, p.stride_w, p.dilation_w);  // >= Ho, Wo
+  windows = windows.reshape({N, C, K, Hw, Ww}).narrow(3, 0, Ho).narrow(4, 0, Wo);
+  Tensor arg = windows.detach().argmax(2, true);  // [N, C, 1, Ho, Wo]
+  Tensor out = windows.gather(2, arg).reshape({N, C, Ho, Wo});
+  std::vector<int64_t> pos(static_cast<size_t>(K * Ho * Wo));
+  for (int64_t i = 0; i < p.kernel_h; ++i)
+    for (int64_t j = 0; j < p.kernel_w; ++j)
+      for (int64_t oh = 0; oh < Ho; ++oh)
+        for (int64_t ow = 0; ow < Wo; ++ow) {
+          const int64_t h = oh * p.stride_h - p.pad_h + i * p.dilation_h, w = ow * p.stride_w - p.pad_w + j * p.dilation_w;
+          pos[static_cast<size_t>(((i * p.kernel_w + j) * Ho + oh) * Wo + ow)] = h * W + w;
+        }
+  Tensor map = from_vector(pos, {1, 1, K, Ho, Wo}, TensorOptions(kInt64)).to(x.device()).expand({N, C, K, Ho, Wo});
+  return {out, map.gather(2, arg).reshape({N, C, Ho, Wo})};
 }
 
 }  // namespace detail
@@ -72,8 +129,13 @@ inline std::tuple<Tensor, Tensor> max_pool2d_with_indices(const Tensor& x, Pair2
   const int64_t N = x4.size(0), C = x4.size(1), H = x4.size(2), W = x4.size(3);
   const int64_t Ho = detail::pool_out_size(H, kernel.h, s.h, padding.h, dilation.h, ceil_mode);
   const int64_t Wo = detail::pool_out_size(W, kernel.w, s.w, padding.w, dilation.w, ceil_mode);
-  auto [out, idx] = detail::max_pool2d_run(
-      x4, {kernel.h, kernel.w, s.h, s.w, padding.h, padding.w, dilation.h, dilation.w}, Ho, Wo);
+  const Pool2dParams p{kernel.h, kernel.w, s.h, s.w, padding.h, padding.w, dilation.h, dilation.w};
+  auto [out, idx] = detail::max_pool2d_fused(x4, p, Ho, Wo);
+  if (!out.defined()) {
+    std::tie(out, idx) = detail::max_pool2d_composite(x4, p, Ho, Wo);
+    if (x.dim() == 3) return {out.squeeze(0), idx.squeeze(0)};
+    return {out, idx};
+  }
   if (autograd::needs_grad(x4))
     autograd::record("MaxPool2dBackward", out, {x4},
                      [idx = idx, N, C, H, W](const Tensor& g, autograd::NeedsGrad) {
@@ -241,3 +303,7 @@ inline Tensor interpolate(const Tensor& x, Pair2d size, const std::string& mode 
 }
 
 }  // namespace nabla
+
+#if NABLA_COMPILES_CPU_KERNELS
+#include "../backend/cpu/pool.hpp"  // NOLINT: fills max_pool2d's CPU slot
+#endif

@@ -8,9 +8,33 @@
 #include <string>
 #include <tuple>
 
+#include "../backend/kernel_table.hpp"
 #include "optimizer.hpp"
 
 namespace nabla {
+
+// ---- fused kernels (see backend/kernel_table.hpp) ----------------------------------------------
+
+struct AdamStepParams {
+  double lr = 1e-3, beta1 = 0.9, beta2 = 0.999, eps = 1e-8, weight_decay = 0.0;
+  bool decoupled = false;  // AdamW: p *= 1 - lr * weight_decay instead of g += weight_decay * p
+  bool amsgrad = false;
+  double step = 1;  // the step count after this step (1 on the first), for bias correction
+};
+
+struct AdamKernels {
+  // One step over many parameters at once (one launch on a GPU, not one per parameter per
+  // operation). Lists are parallel; each entry's tensors are contiguous, have its parameter's
+  // shape, dtype and device; params and state are updated in place; max_exp_avg_sq is empty
+  // without amsgrad. Semantics as torch.optim.Adam / AdamW (AdamImpl::update below).
+  bool (*step)(const TensorList& params, const TensorList& grads, const TensorList& exp_avg,
+               const TensorList& exp_avg_sq, const TensorList& max_exp_avg_sq, const AdamStepParams&) = nullptr;
+};
+inline KernelTable<AdamKernels>& adam_kernels() {
+  static KernelTable<AdamKernels> table("adam_step");
+  return table;
+}
+
 namespace optim {
 
 // Adam's and AdamW's options; they differ only in the default weight decay (AdamW: 1e-2).
@@ -23,7 +47,7 @@ struct AdamOptionsT {
   NABLA_OPTION(double, eps, 1e-8);
   NABLA_OPTION(double, weight_decay, Decoupled ? 1e-2 : 0.0);
   NABLA_OPTION(bool, amsgrad, false);
-  // One fused backend kernel per step for all float32/float64 parameters of a device (one pass
+  // One fused kernel per step (adam_kernels()) for all parameters of a device and dtype (one pass
   // per parameter on the CPU, one launch on a GPU) instead of ~8 elementwise ops per parameter.
   NABLA_OPTION(bool, fused, true);
 
@@ -71,7 +95,7 @@ class AdamImpl : public OptimizerBase<Options> {
         }
         if (o.amsgrad() && !st.contains("max_exp_avg_sq")) st.insert("max_exp_avg_sq", zeros_like(p));
         const double step = this->increment_step(st);
-        if (o.fused() && fusable_param(p, st, o.amsgrad())) {
+        if (o.fused() && adam_kernels().find(p.device(), p.dtype()) && fusable_param(p, st, o.amsgrad())) {
           Bucket& b = fusable[{p.device().str(), p.dtype(), step}];
           b.params.push_back(p);
           b.grads.push_back(p.grad());
@@ -84,11 +108,13 @@ class AdamImpl : public OptimizerBase<Options> {
       }
       for (auto& [key, b] : fusable) {
         AdamStepParams a{o.lr(), o.beta1(), o.beta2(), o.eps(), o.weight_decay(), Decoupled, o.amsgrad(), std::get<2>(key)};
-        if (!backend(b.params.front().device()).adam_step(b.params, b.grads, b.exp_avg, b.exp_avg_sq,
-                                                          b.max_exp_avg_sq, a)) {
+        const Device dev = b.params.front().device();
+        const AdamKernels* k = adam_kernels().find(dev, std::get<1>(key));
+        if (!k || !k->step || !k->step(b.params, b.grads, b.exp_avg, b.exp_avg_sq, b.max_exp_avg_sq, a)) {
           for (Tensor& p : b.params) update(p, this->state_for(p), o, a.step);  // no kernel: composite
           continue;
         }
+        adam_kernels().count(dev);
         for (TensorList* t : {&b.params, &b.exp_avg, &b.exp_avg_sq, &b.max_exp_avg_sq})
           for (Tensor& x : *t) nabla::detail::bump_version(x);
       }
@@ -123,9 +149,8 @@ class AdamImpl : public OptimizerBase<Options> {
   };
   using Buckets = std::map<std::tuple<std::string, DType, double>, Bucket>;
 
-  // The fused kernels take contiguous float32/float64 tensors of one device and dtype.
+  // The fused kernels take contiguous tensors of one device and dtype (the table says which dtypes).
   static bool fusable_param(const Tensor& p, OrderedDict<Tensor>& st, bool amsgrad) {
-    if (p.dtype() != kFloat32 && p.dtype() != kFloat64) return false;
     auto ok = [&](const Tensor& t) {
       return t.defined() && t.is_contiguous() && t.dtype() == p.dtype() && t.device() == p.device() &&
              t.sizes() == p.sizes();
@@ -152,3 +177,7 @@ class AdamW : public detail::AdamImpl<AdamWOptions, true> {
 
 }  // namespace optim
 }  // namespace nabla
+
+#if NABLA_COMPILES_CPU_KERNELS
+#include "../backend/cpu/optim.hpp"  // NOLINT: fills adam_step's and sgd_step's CPU slots
+#endif

@@ -7,9 +7,31 @@
 #include <string>
 #include <tuple>
 
+#include "../backend/kernel_table.hpp"
 #include "optimizer.hpp"
 
 namespace nabla {
+
+// ---- fused kernels (see backend/kernel_table.hpp) ----------------------------------------------
+
+struct SgdStepParams {
+  double lr = 1e-3, momentum = 0.0, dampening = 0.0, weight_decay = 0.0;
+  bool nesterov = false;
+  bool first_step = false;  // momentum buffers are initialised to the gradient on this step
+};
+
+struct SgdKernels {
+  // One step over many parameters at once; lists as AdamKernels::step. momentum_buffers is
+  // empty when momentum == 0; on the first step (first_step) buffers are set to the
+  // (weight-decayed) gradient rather than updated. Semantics as SGD::update below.
+  bool (*step)(const TensorList& params, const TensorList& grads, const TensorList& momentum_buffers,
+               const SgdStepParams&) = nullptr;
+};
+inline KernelTable<SgdKernels>& sgd_kernels() {
+  static KernelTable<SgdKernels> table("sgd_step");
+  return table;
+}
+
 namespace optim {
 
 struct SGDOptions {
@@ -19,7 +41,8 @@ struct SGDOptions {
   NABLA_OPTION(double, dampening, 0.0);
   NABLA_OPTION(double, weight_decay, 0.0);
   NABLA_OPTION(bool, nesterov, false);
-  // One fused backend kernel per step for the float32/float64 parameters (see AdamOptions::fused).
+  // One fused kernel per step (sgd_kernels()) for all parameters of a device and dtype (see
+  // AdamOptions::fused).
   NABLA_OPTION(bool, fused, true);
 
  public:
@@ -57,7 +80,7 @@ class SGD : public OptimizerBase<SGDOptions> {
           first = buf == nullptr;
           if (!buf) buf = &st.insert("momentum_buffer", empty_like(p));
         }
-        if (o.fused() && fusable_param(p, buf)) {
+        if (o.fused() && sgd_kernels().find(p.device(), p.dtype()) && fusable_param(p, buf)) {
           auto& b = fusable[{p.device().str(), p.dtype(), first}];
           b[0].push_back(p);
           b[1].push_back(p.grad());
@@ -68,10 +91,13 @@ class SGD : public OptimizerBase<SGDOptions> {
       }
       for (auto& [key, b] : fusable) {
         SgdStepParams sp{o.lr(), o.momentum(), o.dampening(), o.weight_decay(), o.nesterov(), std::get<2>(key)};
-        if (!backend(b[0].front().device()).sgd_step(b[0], b[1], b[2], sp)) {
+        const Device dev = b[0].front().device();
+        const SgdKernels* k = sgd_kernels().find(dev, std::get<1>(key));
+        if (!k || !k->step || !k->step(b[0], b[1], b[2], sp)) {
           for (size_t i = 0; i < b[0].size(); ++i) update(b[0][i], b[2].empty() ? nullptr : &b[2][i], sp.first_step, o);
           continue;
         }
+        sgd_kernels().count(dev);
         for (TensorList* t : {&b[0], &b[2]})
           for (Tensor& x : *t) nabla::detail::bump_version(x);
       }
@@ -92,7 +118,6 @@ class SGD : public OptimizerBase<SGDOptions> {
   }
 
   static bool fusable_param(const Tensor& p, const Tensor* buf) {
-    if (p.dtype() != kFloat32 && p.dtype() != kFloat64) return false;
     auto ok = [&](const Tensor& t) {
       return t.defined() && t.is_contiguous() && t.dtype() == p.dtype() && t.device() == p.device() &&
              t.sizes() == p.sizes();
@@ -111,3 +136,7 @@ class SGD : public OptimizerBase<SGDOptions> {
 
 }  // namespace optim
 }  // namespace nabla
+
+#if NABLA_COMPILES_CPU_KERNELS
+#include "../backend/cpu/optim.hpp"  // NOLINT: fills adam_step's and sgd_step's CPU slots
+#endif

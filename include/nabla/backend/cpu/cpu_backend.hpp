@@ -1,14 +1,13 @@
 #pragma once
-// The CPU backend: maps each Backend entry point to a typed CPU kernel, dispatching on dtype.
+// The CPU backend: maps each Backend primitive to a typed CPU kernel, dispatching on dtype. (The
+// fused kernels fill their ops' CPU slots from their own files: conv.hpp, pool.hpp, norm.hpp,
+// linear.hpp, optim.hpp.)
 // Kernels run on the calling thread plus OpenMP workers for large problems.
 
 #include "../backend.hpp"
 #include "../op_dispatch.hpp"
-#include "conv.hpp"
 #include "elementwise.hpp"
 #include "index.hpp"
-#include "norm.hpp"
-#include "optim.hpp"
 #include "reduce.hpp"
 
 namespace nabla {
@@ -99,118 +98,7 @@ class CpuBackend final : public Backend {
     check_index_range_kernel(index, size, op, dim);
   }
 
-  // ---- Fused kernels (float32 and float64; everything else takes the composite path) ----
-
-  bool conv2d_forward(const Tensor& out, const Tensor& x, const Tensor& w, const Tensor& bias,
-                      const Conv2dParams& p) override {
-    return float_case(out, [&](auto* t) {
-      using T = std::remove_pointer_t<decltype(t)>;
-      conv2d_forward_kernel<T>(out.data_ptr<T>(), x.data_ptr<T>(), w.data_ptr<T>(),
-                               bias.defined() ? bias.data_ptr<T>() : nullptr, conv_shape(x, w, out, p));
-    });
-  }
-  bool conv2d_backward_input(const Tensor& grad_x, const Tensor& grad_out, const Tensor& w,
-                             const Conv2dParams& p) override {
-    return float_case(grad_x, [&](auto* t) {
-      using T = std::remove_pointer_t<decltype(t)>;
-      conv2d_backward_input_kernel<T>(grad_x.data_ptr<T>(), grad_out.data_ptr<T>(), w.data_ptr<T>(),
-                                      conv_shape(grad_x, w, grad_out, p));
-    });
-  }
-  bool conv2d_backward_weight(const Tensor& grad_w, const Tensor& grad_bias, const Tensor& grad_out, const Tensor& x,
-                              const Conv2dParams& p) override {
-    return float_case(grad_w, [&](auto* t) {
-      using T = std::remove_pointer_t<decltype(t)>;
-      conv2d_backward_weight_kernel<T>(grad_w.data_ptr<T>(), grad_bias.defined() ? grad_bias.data_ptr<T>() : nullptr,
-                                       grad_out.data_ptr<T>(), x.data_ptr<T>(), conv_shape(x, grad_w, grad_out, p));
-    });
-  }
-  bool max_pool2d_forward(const Tensor& out, const Tensor& indices, const Tensor& x, const Pool2dParams& p) override {
-    return float_case(out, [&](auto* t) {
-      using T = std::remove_pointer_t<decltype(t)>;
-      const int64_t planes = x.size(0) * x.size(1);
-      max_pool2d_kernel<T>(out.data_ptr<T>(), indices.data_ptr<int64_t>(), x.data_ptr<T>(), planes, x.size(2),
-                           x.size(3), out.size(2), out.size(3), p.kernel_h, p.kernel_w, p.stride_h, p.stride_w,
-                           p.pad_h, p.pad_w, p.dilation_h, p.dilation_w);
-    });
-  }
-  bool batch_norm_forward(const Tensor& out, const Tensor& save_mean, const Tensor& save_invstd, const Tensor& x,
-                          const Tensor& weight, const Tensor& bias, const Tensor& running_mean,
-                          const Tensor& running_var, bool training, double momentum, double eps) override {
-    return float_case(out, [&](auto* t) {
-      using T = std::remove_pointer_t<decltype(t)>;
-      auto ptr = [](const Tensor& u) { return u.defined() ? u.data_ptr<T>() : nullptr; };
-      batch_norm_forward_kernel<T>(out.data_ptr<T>(), ptr(save_mean), ptr(save_invstd), x.data_ptr<T>(), ptr(weight),
-                                   ptr(bias), ptr(running_mean), ptr(running_var), norm_shape(x), training, momentum,
-                                   eps);
-    });
-  }
-  bool batch_norm_backward(const Tensor& grad_x, const Tensor& grad_weight, const Tensor& grad_bias,
-                           const Tensor& grad_out, const Tensor& x, const Tensor& weight, const Tensor& save_mean,
-                           const Tensor& save_invstd) override {
-    return float_case(x, [&](auto* t) {
-      using T = std::remove_pointer_t<decltype(t)>;
-      auto ptr = [](const Tensor& u) { return u.defined() ? u.data_ptr<T>() : nullptr; };
-      batch_norm_backward_kernel<T>(ptr(grad_x), ptr(grad_weight), ptr(grad_bias), grad_out.data_ptr<T>(),
-                                    x.data_ptr<T>(), ptr(weight), save_mean.data_ptr<T>(), save_invstd.data_ptr<T>(),
-                                    norm_shape(x));
-    });
-  }
-  bool linear_forward(const Tensor& out, const Tensor& x, const Tensor& w, const Tensor& bias) override {
-    return float_case(out, [&](auto* t) {
-      using T = std::remove_pointer_t<decltype(t)>;
-      const int64_t M = x.size(0), K = x.size(1), N = w.size(0);
-      T* o = out.data_ptr<T>();
-      const T* b = bias.data_ptr<T>();
-      for (int64_t i = 0; i < M; ++i) std::copy(b, b + N, o + i * N);  // the GEMM accumulates onto the bias
-      gemm<T>(M, N, K, x.data_ptr<T>(), K, 1, w.data_ptr<T>(), 1, K, o, N, 1, true);
-    });
-  }
-  bool adam_step(const TensorList& params, const TensorList& grads, const TensorList& exp_avg,
-                 const TensorList& exp_avg_sq, const TensorList& max_exp_avg_sq, const AdamStepParams& a) override {
-    for (const Tensor& p : params)
-      if (p.dtype() != kFloat32 && p.dtype() != kFloat64) return false;
-    for (size_t i = 0; i < params.size(); ++i)
-      float_case(params[i], [&](auto* t) {
-        using T = std::remove_pointer_t<decltype(t)>;
-        adam_step_kernel<T>(params[i].data_ptr<T>(), grads[i].data_ptr<T>(), exp_avg[i].data_ptr<T>(),
-                            exp_avg_sq[i].data_ptr<T>(), a.amsgrad ? max_exp_avg_sq[i].data_ptr<T>() : nullptr,
-                            params[i].numel(), a);
-      });
-    return true;
-  }
-  bool sgd_step(const TensorList& params, const TensorList& grads, const TensorList& momentum_buffers,
-                const SgdStepParams& s) override {
-    for (const Tensor& p : params)
-      if (p.dtype() != kFloat32 && p.dtype() != kFloat64) return false;
-    for (size_t i = 0; i < params.size(); ++i)
-      float_case(params[i], [&](auto* t) {
-        using T = std::remove_pointer_t<decltype(t)>;
-        sgd_step_kernel<T>(params[i].data_ptr<T>(), grads[i].data_ptr<T>(),
-                           momentum_buffers.empty() ? nullptr : momentum_buffers[i].data_ptr<T>(), params[i].numel(),
-                           s);
-      });
-    return true;
-  }
-
  private:
-  // Runs f with a T* tag for float32 / float64 and returns true; false for other dtypes.
-  template <class F>
-  static bool float_case(const Tensor& t, F&& f) {
-    if (t.dtype() == kFloat32) return f(static_cast<float*>(nullptr)), true;
-    if (t.dtype() == kFloat64) return f(static_cast<double*>(nullptr)), true;
-    return false;
-  }
-  static ConvShape conv_shape(const Tensor& x, const Tensor& w, const Tensor& y, const Conv2dParams& p) {
-    return {x.size(0), x.size(1), x.size(2), x.size(3), w.size(0), w.size(2), w.size(3), y.size(2), y.size(3),
-            p.stride_h, p.stride_w, p.pad_h, p.pad_w, p.dilation_h, p.dilation_w, p.groups};
-  }
-  static NormShape norm_shape(const Tensor& x) {
-    int64_t inner = 1;
-    for (int64_t d = 2; d < x.dim(); ++d) inner *= x.size(d);
-    return {x.size(0), x.size(1), inner};
-  }
-
   template <class F>
   static void unary_float(const Tensor& out, const Tensor& in, F f) {
     dispatch_floating(out.dtype(), "unary", [&](auto tag) { unary_loop<typename decltype(tag)::type>(out, in, f); });

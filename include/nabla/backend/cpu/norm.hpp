@@ -1,11 +1,14 @@
 #pragma once
-// Fused CPU batch norm behind Backend::batch_norm_forward / batch_norm_backward: per channel,
+// batch_norm's fused CPU kernels (ops/norm.hpp's batch_norm_kernels()): per channel,
 // one pass for the statistics (accumulated in double) and one for the output, instead of the
 // composite's half-dozen full-size temporaries. The composite in ops/conv.hpp is the reference.
 
 #include <cmath>
 #include <cstdint>
 
+#include <type_traits>
+
+#include "../../ops/norm.hpp"  // the table this file fills
 #include "parallel.hpp"
 
 namespace nabla {
@@ -95,6 +98,46 @@ void batch_norm_backward_kernel(T* gx, T* gw, T* gb, const T* g, const T* x, con
     }
   });
 }
+
+// ---- batch_norm's CPU slots (float32 and float64) ---------------------------------------------
+
+inline NormShape norm_shape(const Tensor& x) {
+  int64_t inner = 1;
+  for (int64_t d = 2; d < x.dim(); ++d) inner *= x.size(d);
+  return {x.size(0), x.size(1), inner};
+}
+
+template <class F>
+void float_or_double_norm(const Tensor& x, F&& f) {
+  if (x.dtype() == kFloat64) f(static_cast<double*>(nullptr));
+  else f(static_cast<float*>(nullptr));
+}
+
+inline bool batch_norm_forward_cpu(const Tensor& out, const Tensor& save_mean, const Tensor& save_invstd,
+                                   const Tensor& x, const Tensor& weight, const Tensor& bias, const Tensor& running_mean,
+                                   const Tensor& running_var, bool training, double momentum, double eps) {
+  float_or_double_norm(x, [&](auto* t) {
+    using T = std::remove_pointer_t<decltype(t)>;
+    auto ptr = [](const Tensor& u) { return u.defined() ? u.data_ptr<T>() : nullptr; };
+    batch_norm_forward_kernel<T>(out.data_ptr<T>(), ptr(save_mean), ptr(save_invstd), x.data_ptr<T>(), ptr(weight),
+                                 ptr(bias), ptr(running_mean), ptr(running_var), norm_shape(x), training, momentum, eps);
+  });
+  return true;
+}
+inline bool batch_norm_backward_cpu(const Tensor& grad_x, const Tensor& grad_weight, const Tensor& grad_bias,
+                                    const Tensor& grad_out, const Tensor& x, const Tensor& weight,
+                                    const Tensor& save_mean, const Tensor& save_invstd) {
+  float_or_double_norm(x, [&](auto* t) {
+    using T = std::remove_pointer_t<decltype(t)>;
+    auto ptr = [](const Tensor& u) { return u.defined() ? u.data_ptr<T>() : nullptr; };
+    batch_norm_backward_kernel<T>(ptr(grad_x), ptr(grad_weight), ptr(grad_bias), grad_out.data_ptr<T>(),
+                                  x.data_ptr<T>(), ptr(weight), save_mean.data_ptr<T>(), save_invstd.data_ptr<T>(),
+                                  norm_shape(x));
+  });
+  return true;
+}
+NABLA_FILL_KERNELS(batch_norm_cpu, batch_norm_kernels(), DeviceType::CPU, (DTypeSet{kFloat32, kFloat64}),
+                   (BatchNormKernels{&batch_norm_forward_cpu, &batch_norm_backward_cpu}));
 
 }  // namespace cpu
 }  // namespace nabla

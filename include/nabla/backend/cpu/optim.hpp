@@ -1,5 +1,5 @@
 #pragma once
-// Fused CPU optimizer steps behind Backend::adam_step / sgd_step: one pass over each parameter
+// The optimizers' fused CPU steps (optim/adam.hpp's adam_kernels(), optim/sgd.hpp's sgd_kernels()): one pass over each parameter
 // doing every elementwise operation of the update, where the composite form in optim/ makes
 // five to eight passes and as many temporaries. Formulas as optim/adam.hpp and optim/sgd.hpp.
 
@@ -8,7 +8,8 @@
 #include <cstdint>
 #include <type_traits>
 
-#include "../backend.hpp"
+#include "../../optim/adam.hpp"  // the tables this file fills
+#include "../../optim/sgd.hpp"
 #include "parallel.hpp"
 
 namespace nabla {
@@ -73,6 +74,41 @@ void sgd_step_kernel(T* p, const T* grad, T* buf, int64_t n, const SgdStepParams
     }
   });
 }
+
+// ---- the CPU slots (float32 and float64) -----------------------------------------------------
+
+inline bool adam_step_cpu(const TensorList& params, const TensorList& grads, const TensorList& exp_avg,
+                          const TensorList& exp_avg_sq, const TensorList& max_exp_avg_sq, const AdamStepParams& a) {
+  for (size_t i = 0; i < params.size(); ++i) {
+    auto run = [&](auto* t) {
+      using T = std::remove_pointer_t<decltype(t)>;
+      adam_step_kernel<T>(params[i].data_ptr<T>(), grads[i].data_ptr<T>(), exp_avg[i].data_ptr<T>(),
+                          exp_avg_sq[i].data_ptr<T>(), a.amsgrad ? max_exp_avg_sq[i].data_ptr<T>() : nullptr,
+                          params[i].numel(), a);
+    };
+    if (params[i].dtype() == kFloat64) run(static_cast<double*>(nullptr));
+    else run(static_cast<float*>(nullptr));
+  }
+  return true;
+}
+NABLA_FILL_KERNELS(adam_step_cpu, adam_kernels(), DeviceType::CPU, (DTypeSet{kFloat32, kFloat64}),
+                   AdamKernels{&adam_step_cpu});
+
+inline bool sgd_step_cpu(const TensorList& params, const TensorList& grads, const TensorList& momentum_buffers,
+                         const SgdStepParams& s) {
+  for (size_t i = 0; i < params.size(); ++i) {
+    auto run = [&](auto* t) {
+      using T = std::remove_pointer_t<decltype(t)>;
+      sgd_step_kernel<T>(params[i].data_ptr<T>(), grads[i].data_ptr<T>(),
+                         momentum_buffers.empty() ? nullptr : momentum_buffers[i].data_ptr<T>(), params[i].numel(), s);
+    };
+    if (params[i].dtype() == kFloat64) run(static_cast<double*>(nullptr));
+    else run(static_cast<float*>(nullptr));
+  }
+  return true;
+}
+NABLA_FILL_KERNELS(sgd_step_cpu, sgd_kernels(), DeviceType::CPU, (DTypeSet{kFloat32, kFloat64}),
+                   SgdKernels{&sgd_step_cpu});
 
 }  // namespace cpu
 }  // namespace nabla
