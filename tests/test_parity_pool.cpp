@@ -171,12 +171,12 @@ const RegisterParity rows([](std::vector<ParityCase>& t) {
   t.push_back({"batch_norm", "train_3d_no_affine", {in({4, 3, 5})},
                [](const TensorList& x) {
                  Tensor rm = zeros({3}, x[0].options()), rv = ones({3}, x[0].options());  // on x's device
-                 return batch_norm(x[0], rm, rv, Tensor(), Tensor(), true, 0.1, 1e-5);
+                 return batch_norm(x[0], Tensor(), Tensor(), rm, rv, true, 0.1, 1e-5, false);
                },
                [](const std::vector<Ref>& r) { return ref_batch_norm_plain(r[0], 1e-5); },
                {kFloat32, kFloat64}, true, true, true, 10.0});
   t.push_back({"batch_norm", "train_2d", {in({6, 4})},
-               [](const TensorList& x) { return batch_norm(x[0], Tensor(), Tensor(), Tensor(), Tensor(), true); },
+               [](const TensorList& x) { return batch_norm(x[0], Tensor(), Tensor(), Tensor(), Tensor(), true, 0.1, 1e-5, false); },
                [](const std::vector<Ref>& r) { return ref_batch_norm_plain(r[0], 1e-5); },
                {kFloat32, kFloat64}, true, false, true, 10.0});
 });
@@ -236,7 +236,7 @@ TEST(FusedBatchNorm, MatchesCompositeIncludingRunningStats) {
     Tensor w = randn({C}, kFloat64).requires_grad_(), b = randn({C}, kFloat64).requires_grad_();
     Tensor rm1 = randn({C}, kFloat64), rv1 = rand({C}, kFloat64) + 0.5;
     Tensor rm2 = rm1.clone(), rv2 = rv1.clone();
-    Tensor y = batch_norm(x, rm1, rv1, w, b, true, 0.2, 1e-3);
+    Tensor y = batch_norm(x, w, b, rm1, rv1, true, 0.2, 1e-3, false);
     Tensor r = batch_norm_reference(x, rm2, rv2, w, b, true, 0.2, 1e-3);
     EXPECT_STREQ(y.grad_fn()->name(), "BatchNormBackward");
     EXPECT_TRUE(all_close(y, r, 1e-10, 1e-10));
@@ -247,7 +247,7 @@ TEST(FusedBatchNorm, MatchesCompositeIncludingRunningStats) {
     for (size_t i = 0; i < 3; ++i) EXPECT_TRUE(all_close(a[i], e[i], 1e-9, 1e-9)) << "gradient " << i;
     // eval without a graph runs the kernel too
     NoGradGuard ng;
-    EXPECT_TRUE(all_close(batch_norm(x, rm1, rv1, w, b, false), batch_norm_reference(x, rm1, rv1, w, b, false), 1e-10,
+    EXPECT_TRUE(all_close(batch_norm(x, w, b, rm1, rv1, false, 0.1, 1e-5, false), batch_norm_reference(x, rm1, rv1, w, b, false), 1e-10,
                           1e-10));
   }
 }
@@ -256,7 +256,7 @@ TEST(FusedBatchNorm, DoubleBackwardThroughComposite) {
   manual_seed(6);
   Tensor x = randn({4, 2, 3}, kFloat64).requires_grad_(), w = randn({2}, kFloat64).requires_grad_();
   auto f = [&](bool fused) {
-    Tensor y = fused ? batch_norm(x, Tensor(), Tensor(), w, Tensor(), true)
+    Tensor y = fused ? batch_norm(x, w, Tensor(), Tensor(), Tensor(), true, 0.1, 1e-5, false)
                      : batch_norm_reference(x, Tensor(), Tensor(), w, Tensor(), true);
     auto g1 = autograd::grad({y.pow(3).sum()}, {x}, {}, true, true);
     return autograd::grad({g1[0].pow(2).sum()}, {x, w});
