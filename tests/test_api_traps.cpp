@@ -36,10 +36,10 @@ Tensor tensor_from(std::initializer_list<double> v) {
 
 double scalar(const Tensor& t) { return t.item<double>(); }
 
-// Runs f on a thread with an 8 MiB stack (the usual default), so that a recursion over a long
-// graph overflows there whatever `ulimit -s` the test runner has.
+// Runs f on a thread with a stack of `bytes` (8 MiB is the usual default), so that a recursion
+// over a long graph overflows there whatever `ulimit -s` the test runner has.
 template <class F>
-void on_8mib_stack(F f) {
+void on_stack(size_t bytes, F f) {
 #if __has_include(<pthread.h>)
   struct Box {
     F* f;
@@ -47,7 +47,7 @@ void on_8mib_stack(F f) {
   } box{&f, {}};
   pthread_attr_t attr;
   ASSERT_EQ(pthread_attr_init(&attr), 0);
-  ASSERT_EQ(pthread_attr_setstacksize(&attr, 8u << 20), 0);
+  ASSERT_EQ(pthread_attr_setstacksize(&attr, bytes), 0);
   pthread_t th;
   auto run = [](void* p) -> void* {
     auto* b = static_cast<Box*>(p);
@@ -63,9 +63,11 @@ void on_8mib_stack(F f) {
   pthread_attr_destroy(&attr);
   EXPECT_EQ(box.error, "");
 #else
+  (void)bytes;
   f();
 #endif
 }
+constexpr size_t k8MiB = size_t{8} << 20, k1MiB = size_t{1} << 20;
 
 }  // namespace
 
@@ -159,7 +161,7 @@ TEST(ApiTraps, BatchNormTakesLibTorchOrder) {
     if (training) EXPECT_FALSE(all_close(rm1, rm, 1e-6, 1e-6));
   }
   // the module goes through the LibTorch-order call too
-  nn::BatchNorm2d bn(3, 1e-3, 0.2);
+  nn::BatchNorm2d bn(3, 1e-3, 0.2, true, kFloat64);
   bn.weight.detach().copy_(w);
   bn.bias.detach().copy_(b);
   bn.running_mean.copy_(rm);
@@ -208,46 +210,50 @@ TEST(ApiTraps, InPlaceOnConstHandle) {
 
 // ---- autograd::grad and graph destruction on long chains ---------------------------------------
 
+// The graphs are built on the main thread; grad and destruction run on small stacks. The old
+// recursive walk in grad() overflowed near 60,000 nodes on 8 MiB in some builds; at 1 MiB a
+// recursion of even 16 bytes per node cannot fit 120,000 nodes, so the 1 MiB runs fail for any
+// per-node recursion.
 TEST(ApiTraps, GradOnA120kNodeChainDoesNotOverflowTheStack) {
-  on_8mib_stack([] {
-    Tensor x = tensor_from({0.5}).requires_grad_();
-    Tensor y = x;
-    for (int i = 0; i < 120000; ++i) y = y + 1.0;
-    auto g = autograd::grad({y.sum()}, {x});  // used to recurse once per node (overflowed near 60,000)
-    ASSERT_EQ(g.size(), 1u);
-    EXPECT_NEAR(g[0].item<double>(), 1.0, 0.0);
-    EXPECT_NEAR(y.item<double>(), 120000.5, 1e-6);
-  });
+  Tensor x = tensor_from({0.5}).requires_grad_();
+  Tensor y = x;
+  for (int i = 0; i < 120000; ++i) y = y + 1.0;
+  Tensor out = y.sum();
+  for (size_t stack : {k8MiB, k1MiB})
+    on_stack(stack, [&] {
+      auto g = autograd::grad({out}, {x}, {}, /*retain_graph=*/true);
+      ASSERT_EQ(g.size(), 1u);
+      EXPECT_EQ(g[0].item<double>(), 1.0);
+    });
+  EXPECT_EQ(y.item<double>(), 120000.5);
 }
 
 TEST(ApiTraps, GradOnLongChainOnlyRunsNeededBranch) {
-  // a long chain to x, and a second input z joined at the end: grad w.r.t. z alone is z's path
-  on_8mib_stack([] {
-    Tensor x = tensor_from({0.25}).requires_grad_(), z = tensor_from({2.0}).requires_grad_();
-    Tensor y = x;
-    for (int i = 0; i < 120000; ++i) y = y * 1.0;
-    Tensor out = (y * z).sum();
+  // a long chain to x, and a second input z joined at the end
+  Tensor x = tensor_from({0.25}).requires_grad_(), z = tensor_from({2.0}).requires_grad_();
+  Tensor y = x;
+  for (int i = 0; i < 120000; ++i) y = y * 1.0;
+  Tensor out = (y * z).sum();
+  on_stack(k1MiB, [&] {
     auto g = autograd::grad({out}, {z, x});
-    EXPECT_NEAR(g[0].item<double>(), 0.25, 0.0);
-    EXPECT_NEAR(g[1].item<double>(), 2.0, 0.0);
+    EXPECT_EQ(g[0].item<double>(), 0.25);
+    EXPECT_EQ(g[1].item<double>(), 2.0);
   });
 }
 
 TEST(ApiTraps, DestroyingA120kNodeGraphDoesNotRecurse) {
-  on_8mib_stack([] {
-    Tensor x = tensor_from({0.1}).requires_grad_();
-    {
-      Tensor y = x;
-      for (int i = 0; i < 120000; ++i) y = (i % 2 ? y.sin() : y * y.detach() + 0.5);  // sin saves its input
-      EXPECT_TRUE(y.requires_grad());
-    }  // the only owner of the 120k nodes goes here
-    {
-      Tensor y = x;
-      for (int i = 0; i < 120000; ++i) y = y.tanh();
-      y.sum().backward();  // backward frees saved tensors; then the graph is destroyed
-      EXPECT_TRUE(x.grad().defined());
-    }
+  Tensor x = tensor_from({0.1}).requires_grad_();
+  Tensor y = x;
+  for (int i = 0; i < 120000; ++i) y = (i % 2 ? y.sin() : y * y.detach() + 0.5);  // sin saves its input
+  ASSERT_TRUE(y.requires_grad());
+  on_stack(k1MiB, [&] { y = Tensor(); });  // the only owner of the 120k nodes lets go here
+  Tensor t = x;
+  for (int i = 0; i < 120000; ++i) t = t.tanh();
+  on_stack(k1MiB, [&] {
+    t.sum().backward();  // frees the saved tensors as it goes
+    t = Tensor();
   });
+  EXPECT_TRUE(x.grad().defined());
 }
 
 // ---- io: the portable atomic write (no POSIX headers) ------------------------------------------
