@@ -88,7 +88,7 @@ TEST(Cuda, MixedDevicesAreNamedInTheError) {
                                       {"index_select", "5"}));
   // running statistics left on the CPU while the input moved: named before any arithmetic
   Tensor x = randn({4, 2}, Device::cuda()), rm = zeros({2}), rv = ones({2});
-  EXPECT_TRUE(throws_with<DeviceError>([&] { batch_norm(x, rm, rv, Tensor(), Tensor(), true); },
+  EXPECT_TRUE(throws_with<DeviceError>([&] { batch_norm(x, Tensor(), Tensor(), rm, rv, true, 0.1, 1e-5, false); },
                                        {"batch_norm", "cpu", "cuda:0"}));
 }
 
@@ -397,7 +397,7 @@ TEST(CudaFused, BatchNormTrainEvalAndBackwardMatchTheCpu) {
         Tensor x = rounded(x0, dt).requires_grad_();
         Tensor w = affine ? rounded(w0, dt).requires_grad_() : Tensor(), b = affine ? rounded(b0, dt).requires_grad_() : Tensor();
         Tensor rm = rm0.clone(), rv = rv0.clone();
-        Tensor y = batch_norm(x, rm, rv, w, b, true, momentum, eps);
+        Tensor y = batch_norm(x, w, b, rm, rv, true, momentum, eps, false);
         y.backward(rounded(gy0, dt));
         Dims dims{0};
         for (int64_t d = 2; d < x.dim(); ++d) dims.push_back(d);
@@ -431,8 +431,8 @@ TEST(CudaFused, BatchNormTrainEvalAndBackwardMatchTheCpu) {
         EXPECT_TRUE(all_close(gx2, x.grad(), tol.atol * 10, tol.rtol * 10));
 
         // eval: the running statistics
-        Tensor ye = batch_norm(rounded(x0, dt), rm0, rv0, affine ? rounded(w0, dt) : Tensor(),
-                               affine ? rounded(b0, dt) : Tensor(), false, momentum, eps);
+        Tensor ye = batch_norm(rounded(x0, dt), affine ? rounded(w0, dt) : Tensor(), affine ? rounded(b0, dt) : Tensor(),
+                               rm0, rv0, false, momentum, eps, false);
         Tensor oute = gpu_empty(shape, dt);
         ASSERT_TRUE(cuda_slots(batch_norm_kernels(), dt).forward(oute, Tensor(), Tensor(), xd, wd, bd, rm0.to(stat_dt).to(Device::cuda()),
                                           rv0.to(stat_dt).to(Device::cuda()), false, momentum, eps));

@@ -102,7 +102,7 @@ TEST(LibTorchConv, BatchNormTrainEval) {
   nb::Tensor rm = nb::randn({3}, nb::kFloat64), rv = nb::rand({3}, nb::kFloat64) + 0.5;
   torch::Tensor tx = to_torch(x).requires_grad_(), tw = to_torch(w).requires_grad_(), tb = to_torch(b).requires_grad_();
   torch::Tensor trm = to_torch(rm), trv = to_torch(rv);
-  nb::Tensor y = nb::batch_norm(x, rm, rv, w, b, true, 0.1, 1e-5);
+  nb::Tensor y = nb::batch_norm(x, w, b, rm, rv, true, 0.1, 1e-5, false);
   torch::Tensor ty = torch::batch_norm(tx, tw, tb, trm, trv, true, 0.1, 1e-5, false);
   expect_close(y, ty, "batch_norm train forward", 1e-9);
   expect_close(rm, trm, "running_mean");
@@ -113,7 +113,7 @@ TEST(LibTorchConv, BatchNormTrainEval) {
   expect_close(x.grad(), tx.grad(), "batch_norm grad input", 1e-9);
   expect_close(w.grad(), tw.grad(), "batch_norm grad weight", 1e-9);
   expect_close(b.grad(), tb.grad(), "batch_norm grad bias", 1e-9);
-  nb::Tensor ye = nb::batch_norm(x, rm, rv, w, b, false, 0.1, 1e-5);
+  nb::Tensor ye = nb::batch_norm(x, w, b, rm, rv, false, 0.1, 1e-5, false);
   torch::Tensor tye = torch::batch_norm(tx, tw, tb, trm, trv, false, 0.1, 1e-5, false);
   expect_close(ye, tye, "batch_norm eval forward", 1e-9);
 }

@@ -185,13 +185,13 @@ const RegisterParity rows([](std::vector<ParityCase>& t) {
   t.push_back({"batch_norm", "train", {in({3, 2, 3, 2}), in({2}), in({2})},
                [](const TensorList& x) {
                  Tensor rm = zeros({2}, x[0].options()), rv = ones({2}, x[0].options());  // on x's device
-                 return batch_norm(x[0], rm, rv, x[1], x[2], true, 0.1, 1e-5);
+                 return batch_norm(x[0], x[1], x[2], rm, rv, true, 0.1, 1e-5, false);
                },
                [](const std::vector<Ref>& r) { return ref_batch_norm(r[0], nullptr, nullptr, r[1], r[2], 1e-5); },
                {kFloat32, kFloat64}, true, true, true, 10.0});
   t.push_back({"batch_norm", "eval", {in({2, 3, 2, 2}), in({3}), in({3}, Domain::Positive), in({3}), in({3})},
                [](const TensorList& x) {
-                 return batch_norm(x[0], x[1], x[2], x[3], x[4], false, 0.1, 1e-5);
+                 return batch_norm(x[0], x[3], x[4], x[1], x[2], false, 0.1, 1e-5, false);
                },
                [](const std::vector<Ref>& r) {
                  return ref_batch_norm(r[0], &r[1], &r[2], r[3], r[4], 1e-5);
@@ -202,7 +202,7 @@ const RegisterParity rows([](std::vector<ParityCase>& t) {
   t.push_back({"batch_norm", "running_stats", {in({4, 3, 2, 3}), in({3}), in({3}, Domain::Positive)},
                [](const TensorList& x) {
                  Tensor rm = x[1].detach().clone(), rv = x[2].detach().clone();
-                 batch_norm(x[0].detach(), rm, rv, Tensor(), Tensor(), true, 0.2, 1e-5);
+                 batch_norm(x[0].detach(), Tensor(), Tensor(), rm, rv, true, 0.2, 1e-5, false);
                  return cat({rm, rv});
                },
                [](const std::vector<Ref>& r) {
@@ -249,11 +249,11 @@ TEST(BatchNorm, RunningStatsUseUnbiasedVariance) {
   manual_seed(3);
   Tensor x = randn({4, 2, 3, 3}, kFloat64) * 2.0 + 1.0;
   Tensor rm = zeros({2}, kFloat64), rv = ones({2}, kFloat64);
-  batch_norm(x, rm, rv, Tensor(), Tensor(), true, 0.1, 1e-5);
+  batch_norm(x, Tensor(), Tensor(), rm, rv, true, 0.1, 1e-5, false);
   Tensor mean = x.mean({0, 2, 3}), var = x.var({0, 2, 3}, true);
   EXPECT_TRUE(all_close(rm, mean * 0.1, 1e-12, 1e-12));
   EXPECT_TRUE(all_close(rv, var * 0.1 + 0.9, 1e-12, 1e-12));
-  EXPECT_THROW(batch_norm(ones({1, 2, 1, 1}), rm, rv, Tensor(), Tensor(), true), ValueError);
+  EXPECT_THROW(batch_norm(ones({1, 2, 1, 1}), Tensor(), Tensor(), rm, rv, true, 0.1, 1e-5, false), ValueError);
 }
 
 TEST(ConvModules, BatchNorm2dStateAndModes) {

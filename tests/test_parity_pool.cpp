@@ -171,12 +171,12 @@ const RegisterParity rows([](std::vector<ParityCase>& t) {
   t.push_back({"batch_norm", "train_3d_no_affine", {in({4, 3, 5})},
                [](const TensorList& x) {
                  Tensor rm = zeros({3}, x[0].options()), rv = ones({3}, x[0].options());  // on x's device
-                 return batch_norm(x[0], rm, rv, Tensor(), Tensor(), true, 0.1, 1e-5);
+                 return batch_norm(x[0], Tensor(), Tensor(), rm, rv, true, 0.1, 1e-5, false);
                },
                [](const std::vector<Ref>& r) { return ref_batch_norm_plain(r[0], 1e-5); },
                {kFloat32, kFloat64}, true, true, true, 10.0});
   t.push_back({"batch_norm", "train_2d", {in({6, 4})},
-               [](const TensorList& x) { return batch_norm(x[0], Tensor(), Tensor(), Tensor(), Tensor(), true); },
+               [](const TensorList& x) { return batch_norm(x[0], Tensor(), Tensor(), Tensor(), Tensor(), true, 0.1, 1e-5, false); },
                [](const std::vector<Ref>& r) { return ref_batch_norm_plain(r[0], 1e-5); },
                {kFloat32, kFloat64}, true, false, true, 10.0});
 });
@@ -206,7 +206,7 @@ TEST(FusedBatchNorm, DoubleBackwardThroughComposite) {
   manual_seed(6);
   Tensor x = randn({4, 2, 3}, kFloat64).requires_grad_(), w = randn({2}, kFloat64).requires_grad_();
   auto f = [&](bool fused) {
-    Tensor y = fused ? batch_norm(x, Tensor(), Tensor(), w, Tensor(), true)
+    Tensor y = fused ? batch_norm(x, w, Tensor(), Tensor(), Tensor(), true, 0.1, 1e-5, false)
                      : batch_norm_reference(x, Tensor(), Tensor(), w, Tensor(), true);
     auto g1 = autograd::grad({y.pow(3).sum()}, {x}, {}, true, true);
     return autograd::grad({g1[0].pow(2).sum()}, {x, w});

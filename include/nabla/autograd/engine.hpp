@@ -114,19 +114,30 @@ inline TensorList run_backward(const TensorList& roots, const TensorList& grad_r
       capture_at[n.get()].push_back(i);
       keep_alive.push_back(n);
     }
-    // a node is needed if a capture point is reachable from it (post-order over the DAG)
+    // A node is needed if a capture point is reachable from it: a post-order walk over the DAG
+    // with an explicit stack (a recursive walk overflows the call stack on long chains). A node
+    // is finished once all its producers are; memo holds every node seen, true once it is known
+    // to reach a capture point.
     std::unordered_map<Node*, bool> memo;
-    std::function<bool(Node*)> reach = [&](Node* n) -> bool {
-      auto it = memo.find(n);
-      if (it != memo.end()) return it->second;
-      memo[n] = false;
-      bool r = capture_at.count(n) > 0;
-      for (auto& nx : n->next)
-        if (nx && reach(nx.get())) r = true;
-      memo[n] = r;
-      return r;
-    };
-    for (auto& n : root_nodes) reach(n.get());
+    std::vector<std::pair<Node*, size_t>> walk;  // node, index of the next edge to visit
+    for (auto& root : root_nodes) {
+      if (!memo.emplace(root.get(), false).second) continue;
+      walk.emplace_back(root.get(), 0);
+      while (!walk.empty()) {
+        Node* n = walk.back().first;
+        size_t& i = walk.back().second;
+        if (i < n->next.size()) {
+          Node* nx = n->next[i++].get();
+          if (nx && memo.emplace(nx, false).second) walk.emplace_back(nx, 0);  // may invalidate i
+          continue;
+        }
+        bool r = capture_at.count(n) > 0;
+        for (auto& nx : n->next)
+          if (nx && memo.find(nx.get())->second) r = true;
+        memo[n] = r;
+        walk.pop_back();
+      }
+    }
     for (auto& [n, r] : memo)
       if (r) needed.insert(n);
   }

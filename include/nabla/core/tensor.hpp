@@ -3,6 +3,7 @@
 // + dtype + an optional autograd slot. Member functions that run ops are declared here and
 // defined in the ops/ header of their op family; include <nabla/nabla.hpp> to use them.
 
+#include <concepts>
 #include <cstdint>
 #include <memory>
 #include <optional>
@@ -88,14 +89,14 @@ class Tensor {
   template <class T> std::vector<T> to_vector() const;  // copies, in row-major order
 
   // ---- autograd -----------------------------------------------------------------------------
-  Tensor& requires_grad_(bool requires_grad = true);
+  const Tensor& requires_grad_(bool requires_grad = true) const;
   inline bool requires_grad() const;
   const Tensor& grad() const;
-  Tensor& mutable_grad();
-  void set_grad(const Tensor& g);
+  Tensor& mutable_grad() const;  // as LibTorch: the handle is const, the slot is not
+  void set_grad(const Tensor& g) const;
   void backward(const Tensor& gradient = Tensor(), bool retain_graph = false, bool create_graph = false) const;
   Tensor detach() const;
-  Tensor& detach_();
+  const Tensor& detach_() const;
   inline bool is_leaf() const;
   inline std::shared_ptr<autograd::Node> grad_fn() const;
   void retain_grad() const;
@@ -133,9 +134,9 @@ class Tensor {
   Tensor to(Device device, DType dtype) const;
   Tensor cpu() const { return to(Device::cpu()); }
   Tensor cuda(int index = 0) const { return to(Device::cuda(index)); }
-  Tensor& copy_(const Tensor& src);
-  Tensor& fill_(Scalar value);
-  Tensor& zero_();
+  const Tensor& copy_(const Tensor& src) const;
+  const Tensor& fill_(Scalar value) const;
+  const Tensor& zero_() const;
 
   // ---- elementwise ----------------------------------------------------------------------------
   Tensor add(const Tensor& other, Scalar alpha = 1) const;
@@ -179,25 +180,25 @@ class Tensor {
   Tensor masked_fill(const Tensor& mask, Scalar value) const;
 
   // in place: the result is written into this tensor's memory
-  Tensor& add_(const Tensor& other, Scalar alpha = 1);
-  Tensor& sub_(const Tensor& other, Scalar alpha = 1);
-  Tensor& mul_(const Tensor& other);
-  Tensor& div_(const Tensor& other);
-  Tensor& add_(Scalar other);
-  Tensor& sub_(Scalar other);
-  Tensor& mul_(Scalar other);
-  Tensor& div_(Scalar other);
-  Tensor& pow_(Scalar exponent);
-  Tensor& neg_();
-  Tensor& exp_();
-  Tensor& log_();
-  Tensor& sqrt_();
-  Tensor& abs_();
-  Tensor& tanh_();
-  Tensor& sigmoid_();
-  Tensor& relu_();
-  Tensor& clamp_(std::optional<Scalar> min, std::optional<Scalar> max = std::nullopt);
-  Tensor& masked_fill_(const Tensor& mask, Scalar value);
+  const Tensor& add_(const Tensor& other, Scalar alpha = 1) const;
+  const Tensor& sub_(const Tensor& other, Scalar alpha = 1) const;
+  const Tensor& mul_(const Tensor& other) const;
+  const Tensor& div_(const Tensor& other) const;
+  const Tensor& add_(Scalar other) const;
+  const Tensor& sub_(Scalar other) const;
+  const Tensor& mul_(Scalar other) const;
+  const Tensor& div_(Scalar other) const;
+  const Tensor& pow_(Scalar exponent) const;
+  const Tensor& neg_() const;
+  const Tensor& exp_() const;
+  const Tensor& log_() const;
+  const Tensor& sqrt_() const;
+  const Tensor& abs_() const;
+  const Tensor& tanh_() const;
+  const Tensor& sigmoid_() const;
+  const Tensor& relu_() const;
+  const Tensor& clamp_(std::optional<Scalar> min, std::optional<Scalar> max = std::nullopt) const;
+  const Tensor& masked_fill_(const Tensor& mask, Scalar value) const;
 
   // ---- reductions -----------------------------------------------------------------------------
   Tensor sum() const;
@@ -214,10 +215,21 @@ class Tensor {
   Tensor amin(const Dims& dims, bool keepdim = false) const;
   Tensor argmax(std::optional<int64_t> dim = std::nullopt, bool keepdim = false) const;
   Tensor argmin(std::optional<int64_t> dim = std::nullopt, bool keepdim = false) const;
+  // LibTorch's overload set. An integer argument is a dim, as in LibTorch (x.var(1) reduces
+  // over dim 1; without the integral overload 1 would convert to `bool unbiased`), and a bool
+  // is `unbiased`. correction: divide by N - correction (nullopt means 1).
   Tensor var(bool unbiased = true) const;
+  template <class I>
+    requires(::std::integral<I> && !::std::same_as<I, bool>)
+  Tensor var(I dim) const { return var(Dims(static_cast<int64_t>(dim))); }
   Tensor var(const Dims& dims, bool unbiased = true, bool keepdim = false) const;
+  Tensor var(const Dims& dims, ::std::optional<int64_t> correction, bool keepdim = false) const;
   Tensor std(bool unbiased = true) const;
+  template <class I>
+    requires(::std::integral<I> && !::std::same_as<I, bool>)
+  Tensor std(I dim) const { return std(Dims(static_cast<int64_t>(dim))); }
   Tensor std(const Dims& dims, bool unbiased = true, bool keepdim = false) const;
+  Tensor std(const Dims& dims, ::std::optional<int64_t> correction, bool keepdim = false) const;
   Tensor logsumexp(const Dims& dims, bool keepdim = false) const;
   Tensor softmax(int64_t dim) const;
   Tensor log_softmax(int64_t dim) const;
@@ -228,7 +240,7 @@ class Tensor {
   Tensor index_select(int64_t dim, const Tensor& index) const;
   Tensor gather(int64_t dim, const Tensor& index) const;
   Tensor scatter_add(int64_t dim, const Tensor& index, const Tensor& src) const;
-  Tensor& scatter_add_(int64_t dim, const Tensor& index, const Tensor& src);
+  const Tensor& scatter_add_(int64_t dim, const Tensor& index, const Tensor& src) const;
   Tensor index_add(int64_t dim, const Tensor& index, const Tensor& source) const;
 
   // ---- printing -------------------------------------------------------------------------------

@@ -2,19 +2,32 @@
 // safetensors read/write (https://github.com/huggingface/safetensors): 8-byte little-endian
 // header length N, N bytes of JSON {name: {dtype, shape, data_offsets}, "__metadata__": {..}},
 // then the data. The reader validates everything and throws nabla::IOError naming the file and
-// the problem; the writer replaces the file atomically (write path.tmp, fsync, rename).
+// the problem; the writer replaces the file atomically (write path.tmp, fsync, rename; without
+// POSIX headers, std::ofstream + std::filesystem::rename and no fsync).
 
+// POSIX gives the durable write (fsync of the file and of its directory); elsewhere a portable
+// std::ofstream + std::filesystem::rename fallback keeps the write-temp-then-rename semantics.
+#if !defined(_WIN32) && defined(__has_include)
+#if __has_include(<unistd.h>) && __has_include(<fcntl.h>)
+#define NABLA_IO_POSIX 1
+#endif
+#endif
+#ifdef NABLA_IO_POSIX
 #include <fcntl.h>
 #include <sys/stat.h>
 #include <unistd.h>
+#endif
 
 #include <algorithm>
 #include <bit>
 #include <cerrno>
+#include <cstdio>
 #include <cstring>
+#include <filesystem>
 #include <fstream>
 #include <map>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "../nn/module.hpp"
@@ -60,11 +73,53 @@ inline bool dtype_from_safetensors(const std::string& s, DType& out) {
 }
 inline std::string errno_str() { return std::strerror(errno); }
 
-// Writes a file through `path.tmp` in the same directory, fsyncs it, and renames it over
-// `path`, then fsyncs the directory: a crash or a failed write leaves the old file intact.
-// `produce(write)` emits the bytes through write(ptr, n).
+// Writes a file through `path.tmp` in the same directory and renames it over `path`: a failed
+// write leaves the old file intact. `produce(write)` emits the bytes through write(ptr, n).
+// The portable version (any C++17 library): std::ofstream, then std::filesystem::rename,
+// which replaces an existing file on POSIX and Windows alike. It cannot fsync, so the new
+// contents are durable only once the OS flushes them; atomic_write uses the POSIX version
+// where <unistd.h> exists.
 template <class Produce>
-void atomic_write(const std::string& path, Produce&& produce) {
+void atomic_write_portable(const std::string& path, Produce&& produce) {
+  const std::string tmp = path + ".tmp";
+  std::ofstream f(tmp, std::ios::binary | std::ios::trunc);
+  if (!f) io_fail(path, "cannot create " + tmp + ": " + errno_str());
+  auto abandon = [&](const std::string& what) {
+    f.close();
+    std::remove(tmp.c_str());
+    io_fail(path, what + " (the previous file, if any, is unchanged)");
+  };
+  auto write = [&](const void* data, size_t n) {
+    f.write(static_cast<const char*>(data), static_cast<std::streamsize>(n));
+    if (!f) abandon("write to " + tmp + " failed");
+  };
+  try {
+    produce(write);
+  } catch (const IOError&) {
+    throw;
+  } catch (const std::exception& e) {
+    abandon(std::string("writing failed: ") + e.what());
+  }
+  f.flush();
+  if (!f) abandon("flush of " + tmp + " failed");
+  f.close();
+  if (f.fail()) {
+    std::remove(tmp.c_str());
+    io_fail(path, "close of " + tmp + " failed");
+  }
+  std::error_code ec;
+  std::filesystem::rename(tmp, path, ec);
+  if (ec) {
+    std::remove(tmp.c_str());
+    io_fail(path, "rename of " + tmp + " failed: " + ec.message());
+  }
+}
+
+#ifdef NABLA_IO_POSIX
+// POSIX: as atomic_write_portable, plus fsync of the file before the rename and of the
+// directory after it, so that a crash leaves either the old or the complete new file.
+template <class Produce>
+void atomic_write_posix(const std::string& path, Produce&& produce) {
   const std::string tmp = path + ".tmp";
   int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
   if (fd < 0) io_fail(path, "cannot create " + tmp + ": " + errno_str());
@@ -107,6 +162,16 @@ void atomic_write(const std::string& path, Produce&& produce) {
     ::fsync(dfd);
     ::close(dfd);
   }
+}
+#endif
+
+template <class Produce>
+void atomic_write(const std::string& path, Produce&& produce) {
+#ifdef NABLA_IO_POSIX
+  atomic_write_posix(path, std::forward<Produce>(produce));
+#else
+  atomic_write_portable(path, std::forward<Produce>(produce));
+#endif
 }
 }  // namespace detail
 

@@ -93,7 +93,7 @@ class BatchNorm2d : public Module {
       NoGradGuard no_grad;
       num_batches_tracked.add_(1);
     }
-    return batch_norm(x, running_mean, running_var, weight, bias, is_training(), momentum, eps);
+    return nabla::batch_norm(x, weight, bias, running_mean, running_var, is_training(), momentum, eps, false);
   }
   std::string type_name() const override { return "BatchNorm2d"; }
   std::string extra_repr() const override {

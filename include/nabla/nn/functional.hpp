@@ -1,5 +1,5 @@
 #pragma once
-// nn::functional: the stateless layer functions that nn modules call -- linear, layer_norm,
+// nn::functional: the stateless layer functions that nn modules call -- linear, batch_norm, layer_norm,
 // dropout, embedding, flatten. Composites of nabla ops, so gradients (and higher derivatives)
 // come from those ops' rules; linear with a bias records one node over a fused GEMM + bias.
 
@@ -8,6 +8,7 @@
 
 #include "../backend/kernel_table.hpp"
 #include "../ops/all.hpp"
+#include "../ops/norm.hpp"
 
 namespace nabla {
 namespace nn {
@@ -75,6 +76,16 @@ inline Tensor linear(const Tensor& x, const Tensor& weight, const Tensor& bias =
   }
   Tensor y = matmul(x, weight.t());
   return bias.defined() ? y + bias : y;
+}
+
+// Batch normalisation in Python's F.batch_norm order (input, running_mean, running_var, weight,
+// bias, training, momentum, eps), as torch::nn::functional::batch_norm takes the running
+// statistics first. The top-level nabla::batch_norm takes LibTorch's torch::batch_norm order
+// (input, weight, bias, running_mean, running_var, training, momentum, eps, cudnn_enabled).
+inline Tensor batch_norm(const Tensor& input, const Tensor& running_mean, const Tensor& running_var,
+                         const Tensor& weight = Tensor(), const Tensor& bias = Tensor(), bool training = false,
+                         double momentum = 0.1, double eps = 1e-5) {
+  return nabla::batch_norm(input, weight, bias, running_mean, running_var, training, momentum, eps, false);
 }
 
 // Normalises over the trailing dims named by normalized_shape (biased variance, as PyTorch),

@@ -187,7 +187,7 @@ namespace detail {
 // self op= other. Without autograd the kernel writes straight into self; with it, the result
 // is computed out of place (on a clone of self, so saved values stay valid) and committed.
 template <class OutOfPlace>
-Tensor& binary_inplace(Tensor& self, const Tensor& other, BinaryOp op, const char* name, OutOfPlace f) {
+const Tensor& binary_inplace(const Tensor& self, const Tensor& other, BinaryOp op, const char* name, OutOfPlace f) {
   check_inplace(self, name);
   check_defined(other, name);
   common_device(name, {self, other});
@@ -222,29 +222,29 @@ Tensor& binary_inplace(Tensor& self, const Tensor& other, BinaryOp op, const cha
 }
 }  // namespace detail
 
-inline Tensor& Tensor::add_(const Tensor& other, Scalar alpha) {
+inline const Tensor& Tensor::add_(const Tensor& other, Scalar alpha) const {
   if (alpha.to_double() != 1.0) return add_(other * alpha);
   return detail::binary_inplace(*this, other, BinaryOp::Add, "add_", [](const Tensor& a, const Tensor& b) { return nabla::add(a, b); });
 }
-inline Tensor& Tensor::sub_(const Tensor& other, Scalar alpha) {
+inline const Tensor& Tensor::sub_(const Tensor& other, Scalar alpha) const {
   if (alpha.to_double() != 1.0) return sub_(other * alpha);
   return detail::binary_inplace(*this, other, BinaryOp::Sub, "sub_", [](const Tensor& a, const Tensor& b) { return nabla::sub(a, b); });
 }
-inline Tensor& Tensor::mul_(const Tensor& other) {
+inline const Tensor& Tensor::mul_(const Tensor& other) const {
   return detail::binary_inplace(*this, other, BinaryOp::Mul, "mul_", [](const Tensor& a, const Tensor& b) { return nabla::mul(a, b); });
 }
-inline Tensor& Tensor::div_(const Tensor& other) {
+inline const Tensor& Tensor::div_(const Tensor& other) const {
   return detail::binary_inplace(*this, other, BinaryOp::Div, "div_", [](const Tensor& a, const Tensor& b) { return nabla::div(a, b); });
 }
-inline Tensor& Tensor::add_(Scalar other) { return add_(detail::wrap(other)); }
-inline Tensor& Tensor::sub_(Scalar other) { return sub_(detail::wrap(other)); }
-inline Tensor& Tensor::mul_(Scalar other) { return mul_(detail::wrap(other)); }
-inline Tensor& Tensor::div_(Scalar other) { return div_(detail::wrap(other)); }
-inline Tensor& Tensor::pow_(Scalar e) {
+inline const Tensor& Tensor::add_(Scalar other) const { return add_(detail::wrap(other)); }
+inline const Tensor& Tensor::sub_(Scalar other) const { return sub_(detail::wrap(other)); }
+inline const Tensor& Tensor::mul_(Scalar other) const { return mul_(detail::wrap(other)); }
+inline const Tensor& Tensor::div_(Scalar other) const { return div_(detail::wrap(other)); }
+inline const Tensor& Tensor::pow_(Scalar e) const {
   return detail::binary_inplace(*this, detail::wrap(e), BinaryOp::Pow, "pow_",
                                 [e](const Tensor& a, const Tensor&) { return nabla::pow(a, e); });
 }
-inline Tensor& Tensor::masked_fill_(const Tensor& mask, Scalar value) {
+inline const Tensor& Tensor::masked_fill_(const Tensor& mask, Scalar value) const {
   detail::check_inplace(*this, "masked_fill_");
   if (GradMode::is_enabled() && requires_grad())
     return detail::commit_inplace(*this, nabla::masked_fill(clone(), mask, value), "masked_fill_");

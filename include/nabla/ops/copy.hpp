@@ -34,7 +34,7 @@ inline void check_view_history(const Tensor& self, const char* op) {
 
 // Writes `result` (computed out of place, with autograd) into self's memory and makes self's
 // history the node that produced result.
-inline Tensor& commit_inplace(Tensor& self, const Tensor& result, const char* op) {
+inline const Tensor& commit_inplace(const Tensor& self, const Tensor& result, const char* op) {
   NABLA_CHECK(can_cast(result.dtype(), self.dtype()), DTypeError, op, ": result type ", dtype_name(result.dtype()),
               " cannot be written into a tensor of dtype ", dtype_name(self.dtype()));
   if (result.requires_grad()) check_view_history(self, op);
@@ -79,7 +79,7 @@ inline Tensor Tensor::to(Device device, DType dtype) const {
 inline Tensor Tensor::to(DType dtype) const { return to(device(), dtype); }
 inline Tensor Tensor::to(Device device) const { return to(device, dtype()); }
 
-inline Tensor& Tensor::copy_(const Tensor& src) {
+inline const Tensor& Tensor::copy_(const Tensor& src) const {
   detail::check_inplace(*this, "copy_");
   detail::check_defined(src, "copy_");
   NABLA_CHECK(is_expandable_to(src.sizes(), sizes()), ShapeError, "copy_: source ", detail::describe(src),
@@ -102,7 +102,7 @@ inline Tensor& Tensor::copy_(const Tensor& src) {
   return *this;
 }
 
-inline Tensor& Tensor::fill_(Scalar value) {
+inline const Tensor& Tensor::fill_(Scalar value) const {
   detail::check_inplace(*this, "fill_");
   backend(device()).fill(*this, value);
   detail::bump_version(*this);
@@ -112,13 +112,13 @@ inline Tensor& Tensor::fill_(Scalar value) {
   }
   return *this;
 }
-inline Tensor& Tensor::zero_() { return fill_(0); }
+inline const Tensor& Tensor::zero_() const { return fill_(0); }
 
 inline Tensor Tensor::detach() const {
   detail::check_defined(*this, "detach");
   return detail::make_tensor(storage(), storage_offset(), sizes(), strides(), dtype());
 }
-inline Tensor& Tensor::detach_() {
+inline const Tensor& Tensor::detach_() const {
   if (impl()->autograd) {
     impl()->autograd->grad_fn = nullptr;
     impl()->autograd->requires_grad = false;
@@ -126,7 +126,7 @@ inline Tensor& Tensor::detach_() {
   return *this;
 }
 
-inline Tensor& Tensor::requires_grad_(bool requires_grad) {
+inline const Tensor& Tensor::requires_grad_(bool requires_grad) const {
   detail::check_defined(*this, "requires_grad_");
   NABLA_CHECK(!requires_grad || nabla::is_floating_point(dtype()), DTypeError,
               "requires_grad_: only floating-point tensors can require gradients, got ", detail::describe(*this));
@@ -139,8 +139,8 @@ inline const Tensor& Tensor::grad() const {
   static const Tensor undefined;
   return impl_->autograd ? impl_->autograd->grad : undefined;
 }
-inline Tensor& Tensor::mutable_grad() { return impl()->autograd_meta().grad; }
-inline void Tensor::set_grad(const Tensor& g) {
+inline Tensor& Tensor::mutable_grad() const { return impl()->autograd_meta().grad; }
+inline void Tensor::set_grad(const Tensor& g) const {
   NABLA_CHECK(!g.defined() || (g.sizes() == sizes() && g.device() == device()), ShapeError,
               "set_grad: gradient ", detail::describe(g), " does not match the tensor ", detail::describe(*this));
   impl()->autograd_meta().grad = g;

@@ -148,7 +148,7 @@ inline Tensor Tensor::gather(int64_t dim, const Tensor& index) const { return na
 inline Tensor Tensor::scatter_add(int64_t dim, const Tensor& index, const Tensor& src) const {
   return nabla::scatter_add(*this, dim, index, src);
 }
-inline Tensor& Tensor::scatter_add_(int64_t dim, const Tensor& index, const Tensor& src) {
+inline const Tensor& Tensor::scatter_add_(int64_t dim, const Tensor& index, const Tensor& src) const {
   detail::check_inplace(*this, "scatter_add_");
   Tensor r = nabla::scatter_add(GradMode::is_enabled() && requires_grad() ? clone() : *this, dim, index, src);
   return detail::commit_inplace(*this, r, "scatter_add_");

@@ -7,6 +7,7 @@
 
 namespace nabla {
 
+<<<<<<< HEAD
 // ---- fused kernels (see backend/kernel_table.hpp) ----------------------------------------------
 
 // Every tensor is contiguous, on the table's device, of x's dtype; undefined ones are absent.
@@ -30,6 +31,9 @@ inline KernelTable<BatchNormKernels>& batch_norm_kernels() {
 }
 
 // Batch normalisation over dim 1 of x [N, C, ...]. training: normalise with the batch's
+=======
+// Batch normalisation over dim 1 of x [N, C, ...] (arguments in Python's F.batch_norm order). training: normalise with the batch's
+>>>>>>> wt-api
 // mean and biased variance, and update running_mean / running_var in place (no history) with
 // the unbiased variance, as PyTorch; eval: normalise with the running statistics.
 inline Tensor batch_norm_reference(const Tensor& x, const Tensor& running_mean, const Tensor& running_var,
@@ -107,10 +111,12 @@ inline TensorList batch_norm_backward_composite(const Tensor& x, const Tensor& w
 
 // Batch normalisation over dim 1 of x [N, C, ...]; see batch_norm_reference for the semantics.
 // The fused path saves the batch mean and inverse std and computes all three gradients in one
-// kernel.
-inline Tensor batch_norm(const Tensor& x, const Tensor& running_mean, const Tensor& running_var,
-                         const Tensor& weight = Tensor(), const Tensor& bias = Tensor(), bool training = false,
-                         double momentum = 0.1, double eps = 1e-5) {
+// kernel. LibTorch's torch::batch_norm argument order (weight and bias before the running
+// statistics; every argument required; cudnn_enabled accepted and ignored). Python's
+// F.batch_norm order is nn::functional::batch_norm.
+inline Tensor batch_norm(const Tensor& x, const Tensor& weight, const Tensor& bias, const Tensor& running_mean,
+                         const Tensor& running_var, bool training, double momentum, double eps,
+                         [[maybe_unused]] bool cudnn_enabled) {
   detail::check_defined(x, "batch_norm");
   NABLA_CHECK(x.dim() >= 2, ShapeError, "batch_norm: expected an input [N, C, ...], got ", detail::describe(x));
   const int64_t C = x.size(1);

@@ -24,14 +24,38 @@ inline Tensor operator*(Scalar a, const Tensor& b) { return mul(detail::wrap(a),
 inline Tensor operator/(Scalar a, const Tensor& b) { return div(detail::wrap(a), b); }
 inline Tensor operator-(const Tensor& a) { return neg(a); }
 
-inline Tensor& operator+=(Tensor& a, const Tensor& b) { return a.add_(b); }
-inline Tensor& operator-=(Tensor& a, const Tensor& b) { return a.sub_(b); }
-inline Tensor& operator*=(Tensor& a, const Tensor& b) { return a.mul_(b); }
-inline Tensor& operator/=(Tensor& a, const Tensor& b) { return a.div_(b); }
-inline Tensor& operator+=(Tensor& a, Scalar b) { return a.add_(b); }
-inline Tensor& operator-=(Tensor& a, Scalar b) { return a.sub_(b); }
-inline Tensor& operator*=(Tensor& a, Scalar b) { return a.mul_(b); }
-inline Tensor& operator/=(Tensor& a, Scalar b) { return a.div_(b); }
+inline Tensor& operator+=(Tensor& a, const Tensor& b) {
+  a.add_(b);
+  return a;
+}
+inline Tensor& operator-=(Tensor& a, const Tensor& b) {
+  a.sub_(b);
+  return a;
+}
+inline Tensor& operator*=(Tensor& a, const Tensor& b) {
+  a.mul_(b);
+  return a;
+}
+inline Tensor& operator/=(Tensor& a, const Tensor& b) {
+  a.div_(b);
+  return a;
+}
+inline Tensor& operator+=(Tensor& a, Scalar b) {
+  a.add_(b);
+  return a;
+}
+inline Tensor& operator-=(Tensor& a, Scalar b) {
+  a.sub_(b);
+  return a;
+}
+inline Tensor& operator*=(Tensor& a, Scalar b) {
+  a.mul_(b);
+  return a;
+}
+inline Tensor& operator/=(Tensor& a, Scalar b) {
+  a.div_(b);
+  return a;
+}
 
 // Comparisons return bool tensors, as in LibTorch.
 inline Tensor operator==(const Tensor& a, const Tensor& b) { return eq(a, b); }

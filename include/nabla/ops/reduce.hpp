@@ -9,6 +9,8 @@
 #endif
 
 #include <cmath>
+#include <concepts>
+#include <optional>
 #include <limits>
 #include <tuple>
 #include <vector>
@@ -182,17 +184,70 @@ inline Tensor argmin(const Tensor& x, std::optional<int64_t> dim = std::nullopt,
   return detail::arg_extremum(ArgReduceOp::ArgMin, "argmin", x, dim, keepdim);
 }
 
-// var over dims; unbiased divides by N - 1 (Bessel's correction), as torch.var does by default.
-inline Tensor var(const Tensor& x, const Dims& dims, bool unbiased = true, bool keepdim = false) {
+// var over dims, dividing by N - correction: correction 1 (unbiased, Bessel's correction) is
+// torch.var's default, 0 the biased estimate; nullopt means 1, as in LibTorch.
+inline Tensor var(const Tensor& x, const Dims& dims, std::optional<int64_t> correction, bool keepdim = false) {
   detail::check_defined(x, "var");
   NABLA_CHECK(is_floating_point(x.dtype()), DTypeError, "var: expected a floating-point input, got ", detail::describe(x));
   detail::ReducePlan p = detail::plan_reduce(x, dims, "var");
   Tensor d = x - x.mean(dims, true);
-  double denom = static_cast<double>(p.count) - (unbiased ? 1.0 : 0.0);
+  double denom = static_cast<double>(p.count) - static_cast<double>(correction.value_or(1));
   return (d * d).sum(dims, keepdim) / (denom > 0 ? denom : 0.0);
+}
+// LibTorch's overload set: var(x, dims, unbiased, keepdim), var(x, unbiased) over all elements,
+// and var(x, dim) for an integer dim (which would otherwise convert to `bool unbiased`).
+inline Tensor var(const Tensor& x, const Dims& dims, bool unbiased = true, bool keepdim = false) {
+  return var(x, dims, std::optional<int64_t>(unbiased ? 1 : 0), keepdim);
+}
+inline Tensor var(const Tensor& x, bool unbiased = true) { return var(x, Dims(), unbiased); }
+template <class I>
+  requires(std::integral<I> && !std::same_as<I, bool>)
+Tensor var(const Tensor& x, I dim) {
+  return var(x, Dims(static_cast<int64_t>(dim)));
+}
+inline Tensor std(const Tensor& x, const Dims& dims, std::optional<int64_t> correction, bool keepdim = false) {
+  return var(x, dims, correction, keepdim).sqrt();
 }
 inline Tensor std(const Tensor& x, const Dims& dims, bool unbiased = true, bool keepdim = false) {
   return var(x, dims, unbiased, keepdim).sqrt();
+}
+inline Tensor std(const Tensor& x, bool unbiased = true) { return std(x, Dims(), unbiased); }
+template <class I>
+  requires(std::integral<I> && !std::same_as<I, bool>)
+Tensor std(const Tensor& x, I dim) {
+  return std(x, Dims(static_cast<int64_t>(dim)));
+}
+
+// (var, mean) and (std, mean) in one call, with var's overloads (torch::var_mean, std_mean).
+inline std::tuple<Tensor, Tensor> var_mean(const Tensor& x, const Dims& dims, bool unbiased = true, bool keepdim = false) {
+  return {var(x, dims, unbiased, keepdim), mean(x, dims, keepdim)};
+}
+inline std::tuple<Tensor, Tensor> var_mean(const Tensor& x, const Dims& dims, std::optional<int64_t> correction,
+                                           bool keepdim = false) {
+  return {var(x, dims, correction, keepdim), mean(x, dims, keepdim)};
+}
+inline std::tuple<Tensor, Tensor> var_mean(const Tensor& x, bool unbiased = true) {
+  return var_mean(x, Dims(), unbiased);
+}
+template <class I>
+  requires(std::integral<I> && !std::same_as<I, bool>)
+std::tuple<Tensor, Tensor> var_mean(const Tensor& x, I dim) {
+  return var_mean(x, Dims(static_cast<int64_t>(dim)));
+}
+inline std::tuple<Tensor, Tensor> std_mean(const Tensor& x, const Dims& dims, bool unbiased = true, bool keepdim = false) {
+  return {std(x, dims, unbiased, keepdim), mean(x, dims, keepdim)};
+}
+inline std::tuple<Tensor, Tensor> std_mean(const Tensor& x, const Dims& dims, std::optional<int64_t> correction,
+                                           bool keepdim = false) {
+  return {std(x, dims, correction, keepdim), mean(x, dims, keepdim)};
+}
+inline std::tuple<Tensor, Tensor> std_mean(const Tensor& x, bool unbiased = true) {
+  return std_mean(x, Dims(), unbiased);
+}
+template <class I>
+  requires(std::integral<I> && !std::same_as<I, bool>)
+std::tuple<Tensor, Tensor> std_mean(const Tensor& x, I dim) {
+  return std_mean(x, Dims(static_cast<int64_t>(dim)));
 }
 
 inline Tensor logsumexp(const Tensor& x, const Dims& dims, bool keepdim = false) {
@@ -237,8 +292,14 @@ inline Tensor Tensor::argmax(std::optional<int64_t> dim, bool keepdim) const { r
 inline Tensor Tensor::argmin(std::optional<int64_t> dim, bool keepdim) const { return nabla::argmin(*this, dim, keepdim); }
 inline Tensor Tensor::var(bool unbiased) const { return nabla::var(*this, Dims(), unbiased); }
 inline Tensor Tensor::var(const Dims& dims, bool unbiased, bool keepdim) const { return nabla::var(*this, dims, unbiased, keepdim); }
+inline Tensor Tensor::var(const Dims& dims, std::optional<int64_t> correction, bool keepdim) const {
+  return nabla::var(*this, dims, correction, keepdim);
+}
 inline Tensor Tensor::std(bool unbiased) const { return nabla::std(*this, Dims(), unbiased); }
 inline Tensor Tensor::std(const Dims& dims, bool unbiased, bool keepdim) const { return nabla::std(*this, dims, unbiased, keepdim); }
+inline Tensor Tensor::std(const Dims& dims, std::optional<int64_t> correction, bool keepdim) const {
+  return nabla::std(*this, dims, correction, keepdim);
+}
 inline Tensor Tensor::logsumexp(const Dims& dims, bool keepdim) const { return nabla::logsumexp(*this, dims, keepdim); }
 
 }  // namespace nabla

@@ -245,7 +245,7 @@ inline Tensor round(const Tensor& x) {
 
 namespace detail {
 template <class F>
-Tensor& unary_inplace(Tensor& self, UnaryOp op, const char* name, F out_of_place, UnaryParams p = {}) {
+const Tensor& unary_inplace(const Tensor& self, UnaryOp op, const char* name, F out_of_place, UnaryParams p = {}) {
   check_inplace(self, name);
   if (GradMode::is_enabled() && self.requires_grad()) return commit_inplace(self, out_of_place(self.clone()), name);
   NABLA_CHECK(!is_float_unary(op) || is_floating_point(self.dtype()), DTypeError, name, ": result type float32 cannot be ",
@@ -256,17 +256,17 @@ Tensor& unary_inplace(Tensor& self, UnaryOp op, const char* name, F out_of_place
 }
 }  // namespace detail
 
-inline Tensor& Tensor::neg_() { return detail::unary_inplace(*this, UnaryOp::Neg, "neg_", [](const Tensor& x) { return nabla::neg(x); }); }
-inline Tensor& Tensor::exp_() { return detail::unary_inplace(*this, UnaryOp::Exp, "exp_", [](const Tensor& x) { return nabla::exp(x); }); }
-inline Tensor& Tensor::log_() { return detail::unary_inplace(*this, UnaryOp::Log, "log_", [](const Tensor& x) { return nabla::log(x); }); }
-inline Tensor& Tensor::sqrt_() { return detail::unary_inplace(*this, UnaryOp::Sqrt, "sqrt_", [](const Tensor& x) { return nabla::sqrt(x); }); }
-inline Tensor& Tensor::abs_() { return detail::unary_inplace(*this, UnaryOp::Abs, "abs_", [](const Tensor& x) { return nabla::abs(x); }); }
-inline Tensor& Tensor::tanh_() { return detail::unary_inplace(*this, UnaryOp::Tanh, "tanh_", [](const Tensor& x) { return nabla::tanh(x); }); }
-inline Tensor& Tensor::sigmoid_() {
+inline const Tensor& Tensor::neg_() const { return detail::unary_inplace(*this, UnaryOp::Neg, "neg_", [](const Tensor& x) { return nabla::neg(x); }); }
+inline const Tensor& Tensor::exp_() const { return detail::unary_inplace(*this, UnaryOp::Exp, "exp_", [](const Tensor& x) { return nabla::exp(x); }); }
+inline const Tensor& Tensor::log_() const { return detail::unary_inplace(*this, UnaryOp::Log, "log_", [](const Tensor& x) { return nabla::log(x); }); }
+inline const Tensor& Tensor::sqrt_() const { return detail::unary_inplace(*this, UnaryOp::Sqrt, "sqrt_", [](const Tensor& x) { return nabla::sqrt(x); }); }
+inline const Tensor& Tensor::abs_() const { return detail::unary_inplace(*this, UnaryOp::Abs, "abs_", [](const Tensor& x) { return nabla::abs(x); }); }
+inline const Tensor& Tensor::tanh_() const { return detail::unary_inplace(*this, UnaryOp::Tanh, "tanh_", [](const Tensor& x) { return nabla::tanh(x); }); }
+inline const Tensor& Tensor::sigmoid_() const {
   return detail::unary_inplace(*this, UnaryOp::Sigmoid, "sigmoid_", [](const Tensor& x) { return nabla::sigmoid(x); });
 }
-inline Tensor& Tensor::relu_() { return detail::unary_inplace(*this, UnaryOp::Relu, "relu_", [](const Tensor& x) { return nabla::relu(x); }); }
-inline Tensor& Tensor::clamp_(std::optional<Scalar> min, std::optional<Scalar> max) {
+inline const Tensor& Tensor::relu_() const { return detail::unary_inplace(*this, UnaryOp::Relu, "relu_", [](const Tensor& x) { return nabla::relu(x); }); }
+inline const Tensor& Tensor::clamp_(std::optional<Scalar> min, std::optional<Scalar> max) const {
   NABLA_CHECK(min || max, ValueError, "clamp_: at least one of min and max must be given");
   const double nan = std::numeric_limits<double>::quiet_NaN();
   return detail::unary_inplace(*this, UnaryOp::Clamp, "clamp_", [=](const Tensor& x) { return nabla::clamp(x, min, max); },

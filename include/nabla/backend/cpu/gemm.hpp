@@ -345,6 +345,10 @@ inline int64_t now_ns() {
 // scheduler time slices (measured with one busy core: a 256^3 call went from 0.13 ms to 7 ms,
 // while serial took 0.3 ms). A worker that starts late is the symptom; after seeing one,
 // mid-sized problems run serially for a while before trying threads again.
+// Kept on measurement (benchmarks/gemm_backoff.cpp, figures and command in docs/benchmarks.md):
+// on 2 shared, oversubscribed cores with OMP_NUM_THREADS=2, 128^3..384^3 ran 4-25x faster with
+// the back-off than without it, 512^3 1.4x; the cost is that after one late start on an idle
+// machine, calls below 768^3 run on one core for up to 100 ms (process-wide state).
 inline std::atomic<int64_t>& contended_until_ns() {
   static std::atomic<int64_t> t{0};
   return t;
