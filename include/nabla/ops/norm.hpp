@@ -7,7 +7,6 @@
 
 namespace nabla {
 
-<<<<<<< HEAD
 // ---- fused kernels (see backend/kernel_table.hpp) ----------------------------------------------
 
 // Every tensor is contiguous, on the table's device, of x's dtype; undefined ones are absent.
@@ -30,10 +29,8 @@ inline KernelTable<BatchNormKernels>& batch_norm_kernels() {
   return table;
 }
 
-// Batch normalisation over dim 1 of x [N, C, ...]. training: normalise with the batch's
-=======
-// Batch normalisation over dim 1 of x [N, C, ...] (arguments in Python's F.batch_norm order). training: normalise with the batch's
->>>>>>> wt-api
+// Batch normalisation over dim 1 of x [N, C, ...] (arguments in Python's F.batch_norm order).
+// training: normalise with the batch's
 // mean and biased variance, and update running_mean / running_var in place (no history) with
 // the unbiased variance, as PyTorch; eval: normalise with the running statistics.
 inline Tensor batch_norm_reference(const Tensor& x, const Tensor& running_mean, const Tensor& running_var,
