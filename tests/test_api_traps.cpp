@@ -158,7 +158,9 @@ TEST(ApiTraps, BatchNormTakesLibTorchOrder) {
     EXPECT_TRUE(all_close(rm3, rm2, 1e-12, 1e-12));
     EXPECT_TRUE(all_close(w1, w, 0, 0));
     EXPECT_TRUE(all_close(b1, b, 0, 0));
-    if (training) EXPECT_FALSE(all_close(rm1, rm, 1e-6, 1e-6));
+    if (training) {
+      EXPECT_FALSE(all_close(rm1, rm, 1e-6, 1e-6));
+    }
   }
   // the module goes through the LibTorch-order call too
   nn::BatchNorm2d bn(3, 1e-3, 0.2, true, kFloat64);

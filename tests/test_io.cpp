@@ -85,8 +85,9 @@ TEST(Safetensors, RoundTripIsBitExactForEveryDtype) {
     ASSERT_EQ(got.dtype(), t.dtype()) << k;
     ASSERT_EQ(got.sizes(), t.sizes()) << k;
     Tensor c = t.contiguous();
-    if (c.nbytes() > 0)  // an empty tensor may have no memory at all (memcmp on null is UB)
+    if (c.nbytes() > 0) {  // an empty tensor may have no memory at all (memcmp on null is UB)
       EXPECT_EQ(std::memcmp(got.data_ptr(), c.data_ptr(), c.nbytes()), 0) << k << " differs bitwise";
+    }
   }
   uint64_t header_len = 0;
   std::memcpy(&header_len, read_bytes(tmp / "a.safetensors").data(), 8);
@@ -245,7 +246,7 @@ bool python_safetensors_available() {
 
 TEST(Safetensors, ReadsFileWrittenByPython) {
   if (!python_safetensors_available())
-    GTEST_SKIP() << "python3 with the safetensors and numpy packages is not available (pip install safetensors numpy)";
+    GTEST_SKIP() << "python3 with the safetensors and numpy packages is not available (scripts/test.sh puts them in a venv, build/python, first on PATH)";
   TempDir tmp("python_read");
   const std::string path = tmp / "py.safetensors", script = tmp / "w.py";
   std::ofstream(script) << "import numpy as np, sys\n"
@@ -272,7 +273,7 @@ TEST(Safetensors, ReadsFileWrittenByPython) {
 
 TEST(Safetensors, PythonReadsFileWrittenByNabla) {
   if (!python_safetensors_available())
-    GTEST_SKIP() << "python3 with the safetensors and numpy packages is not available (pip install safetensors numpy)";
+    GTEST_SKIP() << "python3 with the safetensors and numpy packages is not available (scripts/test.sh puts them in a venv, build/python, first on PATH)";
   TempDir tmp("python_write");
   const std::string path = tmp / "nb.safetensors", script = tmp / "r.py";
   nn::StateDict d;

@@ -43,30 +43,12 @@ c10::ScalarType to_torch(nb::DType d) {
   }
   return torch::kFloat;
 }
-nb::DType to_nabla(c10::ScalarType d) {
-  switch (d) {
-    case torch::kFloat: return nb::kFloat32;
-    case torch::kDouble: return nb::kFloat64;
-    case torch::kHalf: return nb::kFloat16;
-    case torch::kBFloat16: return nb::kBFloat16;
-    case torch::kInt: return nb::kInt32;
-    case torch::kLong: return nb::kInt64;
-    case torch::kByte: return nb::kUInt8;
-    case torch::kBool: return nb::kBool;
-    default: throw std::runtime_error("no nabla dtype for this torch dtype");
-  }
-}
 
 // Copies (no shared memory, so neither side can see the other's later writes).
 torch::Tensor T(const nb::Tensor& t) {
   nb::Tensor c = t.detach().contiguous();
   std::vector<int64_t> sizes(c.sizes().begin(), c.sizes().end());
   return torch::from_blob(c.data_ptr(), sizes, torch::TensorOptions().dtype(to_torch(c.dtype()))).clone();
-}
-nb::Tensor N(const torch::Tensor& t) {
-  torch::Tensor c = t.detach().contiguous();
-  nb::Shape shape(c.sizes().begin(), c.sizes().end());
-  return nb::from_blob(c.data_ptr(), shape, to_nabla(c.scalar_type())).clone();
 }
 
 std::string show(const torch::Tensor& t) {

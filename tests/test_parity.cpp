@@ -100,7 +100,7 @@ TEST_P(Parity, ForwardMatchesFloat64Reference) {
 
 TEST_P(Parity, GradientsMatchFiniteDifferences) {
   const ParityCase& c = row();
-  if (!c.grad) GTEST_SKIP() << c.op << " is not differentiable";
+  if (!c.grad) GTEST_SKIP() << "row not differentiable: " << c.op;
   TensorList base = fresh_inputs();
   for (DType dt : {kFloat64, kFloat32}) {
     for (bool nc : {false, true}) {
@@ -120,7 +120,7 @@ TEST_P(Parity, GradientsMatchFiniteDifferences) {
 
 TEST_P(Parity, SecondDerivativesMatchFiniteDifferences) {
   const ParityCase& c = row();
-  if (!c.grad || !c.grad2) GTEST_SKIP() << c.op << ": second derivatives not checked for this row";
+  if (!c.grad || !c.grad2) GTEST_SKIP() << "second derivatives not checked for this row: " << c.op;
   TensorList xs = fresh_inputs();
   for (size_t i = 0; i < xs.size(); ++i)
     if (c.inputs[i].differentiable()) xs[i] = xs[i].detach().requires_grad_();
@@ -151,8 +151,9 @@ TEST_P(Parity, CudaMatchesCpu) {
       yc.backward(go);
       yg.backward(go.to(Device::cuda()));
       for (size_t i = 0; i < xs.size(); ++i)
-        if (xs[i].requires_grad() && xs[i].grad().defined())
+        if (xs[i].requires_grad() && xs[i].grad().defined()) {
           EXPECT_TRUE(all_close(xg[i].grad(), xs[i].grad(), tol.atol * 10, tol.rtol * 10)) << c.op << " grad of input " << i;
+        }
     }
   }
 }
@@ -234,7 +235,7 @@ TEST_P(ParityFused, FusedMatchesComposite) {
       ++compared;
     }
   }
-  if (compared == 0) GTEST_SKIP() << table->op() << " has no kernel for this row's dtypes on the devices present";
+  if (compared == 0) GTEST_SKIP() << "no fused kernel for this row's dtypes on the devices present: " << table->op();
 }
 
 INSTANTIATE_TEST_SUITE_P(Ops, Parity, ::testing::Range<size_t>(0, parity_registry().size()),

@@ -83,6 +83,7 @@ NABLA_HOST_DEVICE inline void random_block(const RandomParams& p, uint64_t block
       return;
     }
   }
+  for (int lane = 0; lane < 4; ++lane) out[lane] = 0.0;  // not a RandomKind: every path writes out
 }
 
 // Element i of a random fill: Philox block (offset + i / 4), lane i % 4. This defines the
