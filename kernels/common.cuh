@@ -1,6 +1,6 @@
 #pragma once
 // Shared device helpers for nabla's CUDA kernels: StridedArgs (the coalesced strided layout
-// that cpu::make_loop computes on the host, plus by-value scalars for CPU 0-dim operands),
+// that layout::make_loop computes on the host, plus by-value scalars for CPU 0-dim operands),
 // launch sizing and block reductions.
 
 #include <cuda_runtime.h>
@@ -8,9 +8,14 @@
 #include <array>
 #include <cstdint>
 
-#include <nabla/nabla.hpp>
-#include <nabla/backend/cpu/index.hpp>  // host-side layout helpers shared with the CPU kernels
+#include <nabla/autograd/grad_mode.hpp>
+#include <nabla/backend/backend.hpp>
+#include <nabla/backend/functors.hpp>
+#include <nabla/backend/layout.hpp>  // the host-side strided layout, shared with the CPU loops
+#include <nabla/backend/op_dispatch.hpp>
 #include <nabla/backend/cuda/runtime.hpp>
+#include <nabla/core/tensor.hpp>
+#include <nabla/ops/common.hpp>  // empty(), cast(): the launchers allocate their scratch tensors
 
 namespace nabla {
 namespace cuda {
@@ -74,7 +79,7 @@ struct StridedArgs {
 // Builds the kernel arguments for operands broadcast to `shape` (operand 0 is written).
 template <int N>
 StridedArgs<N> make_args(const std::array<const Tensor*, N>& ops, const Shape& shape, const char* op) {
-  auto L = cpu::make_loop<N>(ops, shape);
+  auto L = layout::make_loop<N>(ops, shape);
   NABLA_CHECK(static_cast<int>(L.shape.size()) <= kMaxDims, ShapeError, op, ": the CUDA backend handles at most ",
               kMaxDims, " non-mergeable dims, got ", L.shape.size(), " for shape ", shape_str(shape));
   StridedArgs<N> a{};

@@ -2,7 +2,7 @@
 // Elementwise CUDA kernels and their host launchers: unary, binary, where, copy with dtype
 // conversion, fill, arange and Philox random. One kernel per (op, dtype); a uniform branch
 // picks flat indexing when every operand is dense, strided offsets otherwise. The math comes
-// from the functors in ops/functors.hpp that the CPU uses too.
+// from the functors in backend/functors.hpp that the CPU uses too.
 
 #include "common.cuh"
 
@@ -307,7 +307,7 @@ inline void launch_fill(const Tensor& dst, const Scalar& value) {
   auto a = make_args<1>({&dst}, dst.sizes(), "fill_");
   dispatch_all(dst.dtype(), "fill_", [&](auto tag) {
     using T = typename decltype(tag)::type;
-    T v = value.is_floating_point() ? cpu::convert<T>(value.to_double()) : cpu::convert<T>(value.to_long());
+    T v = value.is_floating_point() ? fn::convert<T>(value.to_double()) : fn::convert<T>(value.to_long());
     int64_t done = 0;
     if (a.contiguous) {
       unsigned char bytes[sizeof(T)];

@@ -194,7 +194,7 @@ inline void launch_gather_like(const char* op, const Tensor& out, const Tensor& 
 
 inline void launch_scatter_add(const char* op, const Tensor& self, int64_t dim, const Tensor& index_view, const Tensor& src) {
   const int dev = self.device().index;
-  Tensor base = cpu::along_dim_base(self, index_view.sizes(), dim);
+  Tensor base = layout::along_dim_base(self, index_view.sizes(), dim);
   auto a = make_args<3>({&base, &index_view, &src}, index_view.sizes(), op);
   DType t = self.dtype();
   NABLA_CHECK(t != kUInt8 && t != kBool, DTypeError, op, ": not supported for ", dtype_name(t), " tensors on CUDA");

@@ -13,6 +13,9 @@
 #include "autograd/grad_mode.hpp"
 #include "autograd/node.hpp"
 #include "ops/all.hpp"
+#include "ops/conv.hpp"
+#include "ops/norm.hpp"
+#include "ops/pool.hpp"
 #include "autograd/engine.hpp"
 #include "autograd/gradcheck.hpp"
 #include "nn/functional.hpp"
@@ -27,3 +30,10 @@
 #include "io/json.hpp"
 #include "io/safetensors.hpp"
 #include "io/checkpoint.hpp"
+
+// The CPU kernels: compiled here in header-only use. With NABLA_CPU_BACKEND_COMPILED (what the
+// CMake target sets) they are compiled once, in backend/cpu/cpu_backend.cpp, and a user file
+// parses none of them.
+#if !defined(NABLA_CPU_BACKEND_COMPILED)
+#include "backend/cpu/kernels.hpp"
+#endif

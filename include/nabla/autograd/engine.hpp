@@ -9,6 +9,8 @@
 #include <unordered_set>
 #include <vector>
 
+#include "../ops/factory.hpp"
+#include "../ops/operators.hpp"
 #include "../ops/reduce.hpp"
 #include "node.hpp"
 
@@ -237,4 +239,3 @@ inline void Tensor::backward(const Tensor& gradient, bool retain_graph, bool cre
 
 }  // namespace nabla
 
-#include "../ops/all.hpp"  // NOLINT

@@ -60,7 +60,17 @@ class Backend {
   virtual void synchronize(Device) {}
 };
 
-inline Backend& cpu_backend();  // defined in backend/cpu/cpu_backend.hpp
+// The CPU backend. With NABLA_CPU_BACKEND_COMPILED (what the CMake target sets) its kernels are
+// compiled once, in backend/cpu/cpu_backend.cpp; in header-only use the instance is defined
+// (inline) in backend/cpu/cpu_backend.hpp, which <nabla/nabla.hpp> includes at its end.
+#if defined(NABLA_CPU_BACKEND_COMPILED)
+namespace detail {
+Backend& compiled_cpu_backend();  // backend/cpu/cpu_backend.cpp
+}  // namespace detail
+inline Backend& cpu_backend() { return detail::compiled_cpu_backend(); }
+#else
+Backend& cpu_backend();
+#endif
 
 #if defined(NABLA_WITH_CUDA)
 namespace cuda {
@@ -84,16 +94,3 @@ inline Backend& backend(Device device) {
 }
 
 }  // namespace nabla
-
-// The CPU backend's kernels are instantiated for every dtype, which is heavy. Header-only use
-// compiles them wherever nabla.hpp is included (ops/all.hpp includes backend/cpu/cpu_backend.hpp
-// at its end, once every op is declared); with NABLA_CPU_BACKEND_COMPILED (what the CMake target
-// sets) they are compiled once, in backend/cpu/cpu_backend.cpp, and headers only call it.
-#if defined(NABLA_CPU_BACKEND_COMPILED)
-namespace nabla {
-namespace detail {
-Backend& compiled_cpu_backend();  // backend/cpu/cpu_backend.cpp
-}  // namespace detail
-inline Backend& cpu_backend() { return detail::compiled_cpu_backend(); }
-}  // namespace nabla
-#endif

@@ -1,13 +1,13 @@
 #pragma once
 // The op codes the Backend interface speaks: X-macro lists of elementwise ops (one row per op;
-// the math of each is a functor in ops/functors.hpp), reductions, and their parameters.
+// the math of each is a functor in backend/functors.hpp), reductions, and their parameters.
 
 #include <cstdint>
 
 namespace nabla {
 
 // X-macro lists: one row per elementwise op. Each row names the enum value; the functor with
-// the math lives in ops/functors.hpp and is shared by the CPU and CUDA kernels.
+// the math lives in backend/functors.hpp and is shared by the CPU and CUDA kernels.
 // Unary ops defined for every dtype, ops with parameters, and float-only ops (int inputs are
 // promoted to float32 by the op layer).
 #define NABLA_UNARY_ANY_OPS(X) X(Neg) X(Abs) X(Sign) X(Square) X(Relu) X(Floor) X(Ceil) X(Round)

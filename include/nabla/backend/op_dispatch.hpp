@@ -7,7 +7,7 @@
 #include <utility>
 
 #include "../core/dtype.hpp"
-#include "../ops/functors.hpp"
+#include "functors.hpp"
 #include "op_codes.hpp"
 
 namespace nabla {

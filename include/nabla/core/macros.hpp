@@ -21,14 +21,3 @@
 #define NABLA_VERSION_MAJOR 0
 #define NABLA_VERSION_MINOR 1
 #define NABLA_VERSION_PATCH 0
-
-// Where the CPU backend's kernels are compiled: in every file (header-only use), or only in
-// backend/cpu/cpu_backend.cpp when the CMake target compiles them once
-// (NABLA_CPU_BACKEND_COMPILED). An op header with fused kernels includes its CPU kernel file at
-// its end under this condition, so that file fills the op's CPU slots exactly where the CPU
-// kernels are compiled, and a user file in compiled mode never parses a kernel.
-#if !defined(NABLA_CPU_BACKEND_COMPILED) || defined(NABLA_CPU_BACKEND_IMPLEMENTATION)
-#define NABLA_COMPILES_CPU_KERNELS 1
-#else
-#define NABLA_COMPILES_CPU_KERNELS 0
-#endif

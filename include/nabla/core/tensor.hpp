@@ -381,19 +381,20 @@ TensorAccessor<T, N> Tensor::accessor() const& {
 }  // namespace nabla
 
 namespace nabla {
-// Operators on tensors (defined in ops/operators.hpp). Declared here so that backward rules
-// anywhere in ops/ can use them.
-inline Tensor operator+(const Tensor& a, const Tensor& b);
-inline Tensor operator-(const Tensor& a, const Tensor& b);
-inline Tensor operator*(const Tensor& a, const Tensor& b);
-inline Tensor operator/(const Tensor& a, const Tensor& b);
-inline Tensor operator+(const Tensor& a, Scalar b);
-inline Tensor operator-(const Tensor& a, Scalar b);
-inline Tensor operator*(const Tensor& a, Scalar b);
-inline Tensor operator/(const Tensor& a, Scalar b);
-inline Tensor operator+(Scalar a, const Tensor& b);
-inline Tensor operator-(Scalar a, const Tensor& b);
-inline Tensor operator*(Scalar a, const Tensor& b);
-inline Tensor operator/(Scalar a, const Tensor& b);
-inline Tensor operator-(const Tensor& a);
+// Operators on tensors (defined, inline, in ops/operators.hpp). Declared here, as Tensor's
+// methods are in the class, so that backward rules anywhere in ops/ can use them; the program
+// gets their definitions from <nabla/nabla.hpp> (ops/all.hpp).
+Tensor operator+(const Tensor& a, const Tensor& b);
+Tensor operator-(const Tensor& a, const Tensor& b);
+Tensor operator*(const Tensor& a, const Tensor& b);
+Tensor operator/(const Tensor& a, const Tensor& b);
+Tensor operator+(const Tensor& a, Scalar b);
+Tensor operator-(const Tensor& a, Scalar b);
+Tensor operator*(const Tensor& a, Scalar b);
+Tensor operator/(const Tensor& a, Scalar b);
+Tensor operator+(Scalar a, const Tensor& b);
+Tensor operator-(Scalar a, const Tensor& b);
+Tensor operator*(Scalar a, const Tensor& b);
+Tensor operator/(Scalar a, const Tensor& b);
+Tensor operator-(const Tensor& a);
 }  // namespace nabla

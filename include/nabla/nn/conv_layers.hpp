@@ -7,6 +7,8 @@
 #include <string>
 
 #include "../ops/conv.hpp"
+#include "../ops/norm.hpp"
+#include "../ops/pool.hpp"
 #include "layers.hpp"
 
 namespace nabla {

@@ -164,7 +164,3 @@ inline Tensor flatten(const Tensor& x, int64_t start_dim = 1, int64_t end_dim = 
 namespace F = functional;
 }  // namespace nn
 }  // namespace nabla
-
-#if NABLA_COMPILES_CPU_KERNELS
-#include "../backend/cpu/linear.hpp"  // NOLINT: fills linear's CPU slot
-#endif

@@ -124,7 +124,7 @@ class Module {
 
   // The layer's computation. Modules whose forward takes something else add their own
   // overloads; this one is what containers such as Sequential call.
-  virtual Tensor forward(const Tensor& input) {
+  virtual Tensor forward(const Tensor& /*input*/) {
     throw ValueError("nabla::nn::" + type_name() + ": this module has no forward(Tensor)");
   }
   Tensor operator()(const Tensor& input) { return forward(input); }

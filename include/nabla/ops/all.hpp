@@ -1,8 +1,9 @@
 #pragma once
-// Every op family. Each ops/ header ends by including this one, so that any of them used on
-// its own brings the definitions of the Tensor members and operators its ops call.
+// Every op family of the tensor library proper (the layers, pooling and normalisation ops are in
+// ops/conv.hpp, ops/pool.hpp, ops/norm.hpp). Tensor's methods are declared in core/tensor.hpp
+// and defined in the header of their family, as LibTorch declares them in TensorBody.h and
+// defines them in ATen; a program includes <nabla/nabla.hpp>, which brings every definition.
 
-#include "../core/macros.hpp"
 #include "binary.hpp"
 #include "common.hpp"
 #include "copy.hpp"
@@ -17,8 +18,3 @@
 #include "softmax.hpp"
 #include "unary.hpp"
 #include "view.hpp"
-#include "../autograd/engine.hpp"
-
-#if NABLA_COMPILES_CPU_KERNELS
-#include "../backend/cpu/cpu_backend.hpp"  // NOLINT: the CPU primitives, once every op is declared
-#endif

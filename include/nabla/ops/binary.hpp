@@ -3,14 +3,6 @@
 // pow maximum minimum, comparisons, logical and/or, where and masked_fill, plus their in-place
 // forms. Gradients come back in the broadcast shape; the engine sums them to each input's shape.
 
-// Only the outermost ops/ header of an include chain pulls in all.hpp at its end (once
-// everything it needs is complete), so any ops/ header used alone brings the definitions
-// of the Tensor members and operators its inline functions call.
-#ifndef NABLA_OPS_NESTED
-#define NABLA_OPS_NESTED
-#define NABLA_OPS_OUTERMOST_BINARY
-#endif
-
 #include "copy.hpp"
 
 namespace nabla {
@@ -256,8 +248,3 @@ inline const Tensor& Tensor::masked_fill_(const Tensor& mask, Scalar value) cons
 
 }  // namespace nabla
 
-#ifdef NABLA_OPS_OUTERMOST_BINARY
-#undef NABLA_OPS_OUTERMOST_BINARY
-#undef NABLA_OPS_NESTED
-#include "all.hpp"  // NOLINT: definitions of the members used above
-#endif

@@ -2,11 +2,6 @@
 // Helpers every op family uses: allocation, device checks, type promotion with PyTorch's
 // treatment of scalars, casts without autograd, and sum_to (the reverse of broadcasting).
 
-#ifndef NABLA_OPS_NESTED
-#define NABLA_OPS_NESTED
-#define NABLA_OPS_OUTERMOST_COMMON
-#endif
-
 #include <initializer_list>
 
 #include "../autograd/node.hpp"
@@ -125,8 +120,3 @@ inline void bump_version(const Tensor& t) { ++t.storage()->version; }
 }  // namespace detail
 }  // namespace nabla
 
-#ifdef NABLA_OPS_OUTERMOST_COMMON
-#undef NABLA_OPS_OUTERMOST_COMMON
-#undef NABLA_OPS_NESTED
-#include "all.hpp"  // NOLINT: definitions of the members used above
-#endif

@@ -337,10 +337,3 @@ inline Tensor conv2d_reference(const Tensor& input, const Tensor& weight, const 
 }
 
 }  // namespace nabla
-
-#include "pool.hpp"  // NOLINT: pooling builds on the windows above
-#include "norm.hpp"  // NOLINT
-
-#if NABLA_COMPILES_CPU_KERNELS
-#include "../backend/cpu/conv.hpp"  // NOLINT: fills conv2d's and sliding_windows' CPU slots
-#endif

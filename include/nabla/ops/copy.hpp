@@ -3,11 +3,6 @@
 // copy_ fill_ zero_ detach item, requires_grad_/grad/retain_grad, and the helper every
 // in-place op uses to move a tensor's history onto the node that overwrote it.
 
-#ifndef NABLA_OPS_NESTED
-#define NABLA_OPS_NESTED
-#define NABLA_OPS_OUTERMOST_COPY
-#endif
-
 #include "view.hpp"
 
 namespace nabla {
@@ -181,8 +176,3 @@ std::vector<T> Tensor::to_vector() const {
 
 }  // namespace nabla
 
-#ifdef NABLA_OPS_OUTERMOST_COPY
-#undef NABLA_OPS_OUTERMOST_COPY
-#undef NABLA_OPS_NESTED
-#include "all.hpp"  // NOLINT: definitions of the members used above
-#endif

@@ -2,11 +2,6 @@
 // Factories: empty zeros ones full arange linspace eye rand randn randint, tensors from C++
 // data (tensor, from_vector) and over user memory (from_blob), and their *_like forms.
 
-#ifndef NABLA_OPS_NESTED
-#define NABLA_OPS_NESTED
-#define NABLA_OPS_OUTERMOST_FACTORY
-#endif
-
 #include <tuple>
 #include <cmath>
 #include <functional>
@@ -183,8 +178,3 @@ inline Tensor scalar_tensor(Scalar value, TensorOptions options = {}) { return f
 
 }  // namespace nabla
 
-#ifdef NABLA_OPS_OUTERMOST_FACTORY
-#undef NABLA_OPS_OUTERMOST_FACTORY
-#undef NABLA_OPS_NESTED
-#include "all.hpp"  // NOLINT: definitions of the members used above
-#endif

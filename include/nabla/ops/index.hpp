@@ -3,11 +3,6 @@
 // (argmax + gather, so the gradient flows to the selected element like PyTorch's).
 // Each op's gradient is another op of this file, so double backward works.
 
-#ifndef NABLA_OPS_NESTED
-#define NABLA_OPS_NESTED
-#define NABLA_OPS_OUTERMOST_INDEX
-#endif
-
 #include <tuple>
 
 #include "join.hpp"
@@ -161,8 +156,3 @@ inline std::tuple<Tensor, Tensor> Tensor::min(int64_t dim, bool keepdim) const {
 
 }  // namespace nabla
 
-#ifdef NABLA_OPS_OUTERMOST_INDEX
-#undef NABLA_OPS_OUTERMOST_INDEX
-#undef NABLA_OPS_NESTED
-#include "all.hpp"  // NOLINT: definitions of the members used above
-#endif

@@ -2,11 +2,6 @@
 // cat and stack (split, chunk and unbind are views, in view.hpp). cat copies each input into
 // its slice of the output; its gradient is the matching slice of the output's gradient.
 
-#ifndef NABLA_OPS_NESTED
-#define NABLA_OPS_NESTED
-#define NABLA_OPS_OUTERMOST_JOIN
-#endif
-
 #include <vector>
 
 #include "reduce.hpp"
@@ -84,8 +79,3 @@ inline std::vector<Tensor> unbind(const Tensor& t, int64_t dim = 0) { return t.u
 
 }  // namespace nabla
 
-#ifdef NABLA_OPS_OUTERMOST_JOIN
-#undef NABLA_OPS_OUTERMOST_JOIN
-#undef NABLA_OPS_NESTED
-#include "all.hpp"  // NOLINT: definitions of the members used above
-#endif

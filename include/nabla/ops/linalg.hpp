@@ -3,11 +3,6 @@
 // afterwards, batch dims broadcast. Everything reduces to one batched primitive whose
 // gradients are matmuls again (summed back over broadcast batch dims by the engine).
 
-#ifndef NABLA_OPS_NESTED
-#define NABLA_OPS_NESTED
-#define NABLA_OPS_OUTERMOST_LINALG
-#endif
-
 #include "reduce.hpp"
 
 namespace nabla {
@@ -78,8 +73,3 @@ inline Tensor Tensor::mm(const Tensor& other) const { return nabla::mm(*this, ot
 
 }  // namespace nabla
 
-#ifdef NABLA_OPS_OUTERMOST_LINALG
-#undef NABLA_OPS_OUTERMOST_LINALG
-#undef NABLA_OPS_NESTED
-#include "all.hpp"  // NOLINT: definitions of the members used above
-#endif

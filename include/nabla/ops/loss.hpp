@@ -2,11 +2,6 @@
 // Losses: mse_loss, nll_loss and cross_entropy (class indices or class probabilities,
 // optional class weights, ignore_index, label smoothing), built from differentiable ops.
 
-#ifndef NABLA_OPS_NESTED
-#define NABLA_OPS_NESTED
-#define NABLA_OPS_OUTERMOST_LOSS
-#endif
-
 #include "index.hpp"
 #include "softmax.hpp"
 
@@ -149,8 +144,3 @@ inline Tensor cross_entropy(const Tensor& input, const Tensor& target, const Cro
 
 }  // namespace nabla
 
-#ifdef NABLA_OPS_OUTERMOST_LOSS
-#undef NABLA_OPS_OUTERMOST_LOSS
-#undef NABLA_OPS_NESTED
-#include "all.hpp"  // NOLINT: definitions of the members used above
-#endif

@@ -166,7 +166,3 @@ inline Tensor batch_norm(const Tensor& x, const Tensor& weight, const Tensor& bi
 }
 
 }  // namespace nabla
-
-#if NABLA_COMPILES_CPU_KERNELS
-#include "../backend/cpu/norm.hpp"  // NOLINT: fills batch_norm's CPU slots
-#endif

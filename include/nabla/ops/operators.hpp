@@ -1,11 +1,6 @@
 #pragma once
 // C++ operators on tensors, and the elementwise Tensor members (t.exp(), t.add(u), ...).
 
-#ifndef NABLA_OPS_NESTED
-#define NABLA_OPS_NESTED
-#define NABLA_OPS_OUTERMOST_OPERATORS
-#endif
-
 #include "unary.hpp"
 
 namespace nabla {
@@ -114,8 +109,3 @@ inline Tensor Tensor::masked_fill(const Tensor& mask, Scalar value) const { retu
 
 }  // namespace nabla
 
-#ifdef NABLA_OPS_OUTERMOST_OPERATORS
-#undef NABLA_OPS_OUTERMOST_OPERATORS
-#undef NABLA_OPS_NESTED
-#include "all.hpp"  // NOLINT: definitions of the members used above
-#endif

@@ -303,7 +303,3 @@ inline Tensor interpolate(const Tensor& x, Pair2d size, const std::string& mode 
 }
 
 }  // namespace nabla
-
-#if NABLA_COMPILES_CPU_KERNELS
-#include "../backend/cpu/pool.hpp"  // NOLINT: fills max_pool2d's CPU slot
-#endif

@@ -2,11 +2,6 @@
 // Printing like PyTorch: tensor([[ 0.1000, -2.0000], ...], dtype=float64, grad_fn=<MulBackward>).
 // Large tensors are summarised with "..." (first and last three entries per dim).
 
-#ifndef NABLA_OPS_NESTED
-#define NABLA_OPS_NESTED
-#define NABLA_OPS_OUTERMOST_PRINT
-#endif
-
 #include <cmath>
 #include <cstdio>
 #include <ostream>
@@ -143,8 +138,3 @@ inline std::ostream& operator<<(std::ostream& os, const Tensor& t) { return os <
 
 }  // namespace nabla
 
-#ifdef NABLA_OPS_OUTERMOST_PRINT
-#undef NABLA_OPS_OUTERMOST_PRINT
-#undef NABLA_OPS_NESTED
-#include "all.hpp"  // NOLINT: definitions of the members used above
-#endif

@@ -3,11 +3,6 @@
 // argmin var std logsumexp, and sum_to (the inverse of broadcasting, used by the engine).
 // var, std and logsumexp are composites, so their gradients come for free.
 
-#ifndef NABLA_OPS_NESTED
-#define NABLA_OPS_NESTED
-#define NABLA_OPS_OUTERMOST_REDUCE
-#endif
-
 #include <cmath>
 #include <concepts>
 #include <optional>
@@ -304,8 +299,3 @@ inline Tensor Tensor::logsumexp(const Dims& dims, bool keepdim) const { return n
 
 }  // namespace nabla
 
-#ifdef NABLA_OPS_OUTERMOST_REDUCE
-#undef NABLA_OPS_OUTERMOST_REDUCE
-#undef NABLA_OPS_NESTED
-#include "all.hpp"  // NOLINT: definitions of the members used above
-#endif

@@ -2,11 +2,6 @@
 // softmax and log_softmax along one dim: one fused, numerically stable kernel forward; the
 // backward is written in ops so it is differentiable again.
 
-#ifndef NABLA_OPS_NESTED
-#define NABLA_OPS_NESTED
-#define NABLA_OPS_OUTERMOST_SOFTMAX
-#endif
-
 #include "reduce.hpp"
 
 namespace nabla {
@@ -50,8 +45,3 @@ inline Tensor Tensor::log_softmax(int64_t dim) const { return nabla::log_softmax
 
 }  // namespace nabla
 
-#ifdef NABLA_OPS_OUTERMOST_SOFTMAX
-#undef NABLA_OPS_OUTERMOST_SOFTMAX
-#undef NABLA_OPS_NESTED
-#include "all.hpp"  // NOLINT: definitions of the members used above
-#endif

@@ -2,11 +2,6 @@
 // Unary elementwise ops and their in-place forms. Float-only math (exp, log, tanh, ...) on an
 // integer tensor returns float32, as in PyTorch. Each op's backward sits right under it.
 
-#ifndef NABLA_OPS_NESTED
-#define NABLA_OPS_NESTED
-#define NABLA_OPS_OUTERMOST_UNARY
-#endif
-
 #include <string>
 
 #include "binary.hpp"
@@ -275,8 +270,3 @@ inline const Tensor& Tensor::clamp_(std::optional<Scalar> min, std::optional<Sca
 
 }  // namespace nabla
 
-#ifdef NABLA_OPS_OUTERMOST_UNARY
-#undef NABLA_OPS_OUTERMOST_UNARY
-#undef NABLA_OPS_NESTED
-#include "all.hpp"  // NOLINT: definitions of the members used above
-#endif

@@ -3,11 +3,6 @@
 // that maps the gradient back to the input's shape (with its own backward, so double backward
 // works). expand's backward is the engine's sum_to.
 
-#ifndef NABLA_OPS_NESTED
-#define NABLA_OPS_NESTED
-#define NABLA_OPS_OUTERMOST_VIEW
-#endif
-
 #include <algorithm>
 #include <optional>
 
@@ -323,8 +318,3 @@ inline std::vector<Tensor> Tensor::unbind(int64_t d) const {
 
 }  // namespace nabla
 
-#ifdef NABLA_OPS_OUTERMOST_VIEW
-#undef NABLA_OPS_OUTERMOST_VIEW
-#undef NABLA_OPS_NESTED
-#include "all.hpp"  // NOLINT: definitions of the members used above
-#endif

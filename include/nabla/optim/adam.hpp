@@ -177,7 +177,3 @@ class AdamW : public detail::AdamImpl<AdamWOptions, true> {
 
 }  // namespace optim
 }  // namespace nabla
-
-#if NABLA_COMPILES_CPU_KERNELS
-#include "../backend/cpu/optim.hpp"  // NOLINT: fills adam_step's and sgd_step's CPU slots
-#endif

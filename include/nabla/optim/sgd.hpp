@@ -136,7 +136,3 @@ class SGD : public OptimizerBase<SGDOptions> {
 
 }  // namespace optim
 }  // namespace nabla
-
-#if NABLA_COMPILES_CPU_KERNELS
-#include "../backend/cpu/optim.hpp"  // NOLINT: fills adam_step's and sgd_step's CPU slots
-#endif

@@ -6,7 +6,7 @@
 #include <cstring>
 
 #include "../../core/random.hpp"
-#include "../../ops/functors.hpp"
+#include "../functors.hpp"
 #include "loops.hpp"
 
 namespace nabla {
@@ -69,13 +69,7 @@ void where_loop(const Tensor& out, const Tensor& cond, const Tensor& a, const Te
   });
 }
 
-// Converts one element; 16-bit floats go through float, bool means "non-zero".
-template <class D, class S>
-inline D convert(S v) {
-  if constexpr (std::is_same_v<D, bool>) return static_cast<compute_t<S>>(v) != compute_t<S>(0);
-  else if constexpr (std::is_same_v<D, S>) return v;
-  else return static_cast<D>(static_cast<compute_t<S>>(v));
-}
+using fn::convert;  // backend/functors.hpp
 
 template <class D, class S>
 void copy_loop(const Tensor& dst, const Tensor& src) {

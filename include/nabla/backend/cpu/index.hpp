@@ -12,18 +12,8 @@
 namespace nabla {
 namespace cpu {
 
-// t viewed with `shape`, t's strides, and stride 0 along dim.
-inline Tensor along_dim_base(const Tensor& t, const Shape& shape, int64_t dim) {
-  Strides st = t.strides();
-  st[static_cast<size_t>(dim)] = 0;
-  return detail::make_tensor(t.storage(), t.storage_offset(), shape, st, t.dtype());
-}
-// A 1-D index viewed as `shape`, varying along dim only.
-inline Tensor index_along(const Tensor& index, const Shape& shape, int64_t dim) {
-  Strides st(shape.size(), 0);
-  if (index.dim() == 1) st[static_cast<size_t>(dim)] = index.stride(0);
-  return detail::make_tensor(index.storage(), index.storage_offset(), shape, st, index.dtype());
-}
+using layout::along_dim_base;  // backend/layout.hpp
+using layout::index_along;
 
 [[noreturn]] inline void throw_bad_index(const char* op, int64_t bad, int64_t size, int64_t dim) {
   throw IndexError(detail::cat("nabla::", op, ": index ", bad, " is out of bounds for dimension ", dim,

@@ -10,7 +10,7 @@
 #include <limits>
 #include <vector>
 
-#include "../../ops/functors.hpp"
+#include "../functors.hpp"
 #include "loops.hpp"
 #include "vec_math.hpp"
 

@@ -11,6 +11,10 @@
 
 #include <climits>
 
+// Every Tensor member the kernels' launchers call is defined somewhere in the op headers, so the
+// TU includes them all first (compiled-backend mode: no CPU kernel is parsed here).
+#include <nabla/nabla.hpp>
+
 // The primitives' kernels, then each fused op's (every kernels/*.cuh of a fused op ends by
 // filling that op's CUDA slots: see backend/kernel_table.hpp).
 #include <kernels/elementwise.cuh>
@@ -96,12 +100,12 @@ class CudaBackend final : public Backend {
 
   void index_select(const Tensor& out, const Tensor& in, int64_t dim, const Tensor& index) override {
     detail::DeviceGuard g(out.device().index);
-    launch_gather_like("index_select", out, cpu::along_dim_base(in, out.sizes(), dim),
-                       cpu::index_along(index, out.sizes(), dim), dim, in.size(dim), in.stride(dim));
+    launch_gather_like("index_select", out, layout::along_dim_base(in, out.sizes(), dim),
+                       layout::index_along(index, out.sizes(), dim), dim, in.size(dim), in.stride(dim));
   }
   void gather(const Tensor& out, const Tensor& in, int64_t dim, const Tensor& index) override {
     detail::DeviceGuard g(out.device().index);
-    launch_gather_like("gather", out, cpu::along_dim_base(in, index.sizes(), dim), index, dim, in.size(dim),
+    launch_gather_like("gather", out, layout::along_dim_base(in, index.sizes(), dim), index, dim, in.size(dim),
                        in.stride(dim));
   }
   void scatter_add(const Tensor& self, int64_t dim, const Tensor& index, const Tensor& src) override {
@@ -110,7 +114,7 @@ class CudaBackend final : public Backend {
   }
   void index_add(const Tensor& self, int64_t dim, const Tensor& index, const Tensor& src) override {
     detail::DeviceGuard g(self.device().index);
-    launch_scatter_add("index_add", self, dim, cpu::index_along(index, src.sizes(), dim), src);
+    launch_scatter_add("index_add", self, dim, layout::index_along(index, src.sizes(), dim), src);
   }
   void check_index_range(const Tensor& index, int64_t size, const char* op, int64_t dim) override {
     detail::DeviceGuard g(index.device().index);
@@ -147,7 +151,7 @@ class CudaBackend final : public Backend {
     NABLA_CUDA_CHECK(cudaMemcpyAsync(host.data_ptr(), dense.data_ptr(), dense.nbytes(), cudaMemcpyDeviceToHost,
                                      detail::stream(dev)));
     detail::deferred_index_errors(dev).synchronize_and_check();
-    if (!direct) cpu::copy_kernel(dst, host);
+    if (!direct) cpu_backend().copy(dst, host);  // the conversion and layout happen on the host
   }
 };
 

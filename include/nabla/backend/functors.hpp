@@ -6,6 +6,7 @@
 #include <cmath>
 #include <type_traits>
 
+#include "../core/dtype.hpp"
 #include "../core/macros.hpp"
 
 namespace nabla {
@@ -150,6 +151,14 @@ struct Lt { template <class T> NABLA_HOST_DEVICE bool operator()(T a, T b) const
 struct Le { template <class T> NABLA_HOST_DEVICE bool operator()(T a, T b) const { return a <= b; } };
 struct Gt { template <class T> NABLA_HOST_DEVICE bool operator()(T a, T b) const { return a > b; } };
 struct Ge { template <class T> NABLA_HOST_DEVICE bool operator()(T a, T b) const { return a >= b; } };
+
+// Converts one element; 16-bit floats go through float, bool means "non-zero".
+template <class D, class S>
+NABLA_HOST_DEVICE inline D convert(S v) {
+  if constexpr (std::is_same_v<D, bool>) return static_cast<compute_t<S>>(v) != compute_t<S>(0);
+  else if constexpr (std::is_same_v<D, S>) return v;
+  else return static_cast<D>(static_cast<compute_t<S>>(v));
+}
 
 }  // namespace fn
 }  // namespace nabla
