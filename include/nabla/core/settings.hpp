@@ -4,8 +4,8 @@
 #include <atomic>
 #include <string>
 
-#if defined(__x86_64__) || defined(_M_X64)
-#include <xmmintrin.h>
+#if (defined(__x86_64__) || defined(_M_X64)) && !defined(__GNUC__)
+#include <xmmintrin.h>  // _mm_getcsr/_mm_setcsr; GCC and Clang use their builtins (no intrinsics header)
 #endif
 #if defined(_OPENMP)
 #include <omp.h>
@@ -46,7 +46,12 @@ inline bool set_flush_denormal(bool on) {
 #if defined(__x86_64__) || defined(_M_X64)
   auto apply = [on] {
     const unsigned bits = 0x8040u;  // FTZ (bit 15) | DAZ (bit 6)
+#if defined(__GNUC__)
+    const unsigned csr = __builtin_ia32_stmxcsr();
+    __builtin_ia32_ldmxcsr(on ? (csr | bits) : (csr & ~bits));
+#else
     _mm_setcsr(on ? (_mm_getcsr() | bits) : (_mm_getcsr() & ~bits));
+#endif
   };
   apply();
 #if defined(_OPENMP)
