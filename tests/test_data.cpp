@@ -570,7 +570,7 @@ TEST(DataLoader, EarlyBreakAndDestructionStopTheThread) {
   int64_t rest = 0;
   for (; it != end; ++it) rest += it->target.numel();
   EXPECT_EQ(rest, 30);
-  EXPECT_EQ(tasks(), threads_before);
+  EXPECT_LE(tasks(), threads_before) << "every run's thread was joined";
 }
 
 TEST(DataLoader, SkipResumesMidEpochWithoutIndexingSkippedBatches) {
