@@ -307,7 +307,7 @@ inline void launch_fill(const Tensor& dst, const Scalar& value) {
   auto a = make_args<1>({&dst}, dst.sizes(), "fill_");
   dispatch_all(dst.dtype(), "fill_", [&](auto tag) {
     using T = typename decltype(tag)::type;
-    T v = value.is_floating_point() ? fn::convert<T>(value.to_double()) : fn::convert<T>(value.to_long());
+    T v = fn::scalar_as<T>(value);
     int64_t done = 0;
     if (a.contiguous) {
       unsigned char bytes[sizeof(T)];

@@ -22,7 +22,8 @@ export OMP_WAIT_POLICY=${OMP_WAIT_POLICY:-passive}  # shared machines: do not sp
 step() { printf '\n==== %s ====\n' "$*"; }
 
 # ---- dependencies -------------------------------------------------------------------------------
-packages=(cmake g++ make libgtest-dev libbenchmark-dev libopenblas-dev zlib1g-dev python3 python3-venv)
+packages=(cmake g++ make libgtest-dev libbenchmark-dev libopenblas-dev zlib1g-dev python3 python3-venv
+          clang libclang-rt-14-dev libomp-dev)  # clang: the sanitizer build and the fuzzers
 [ "${NABLA_WITH_LIBTORCH:-1}" = 1 ] && packages+=(libtorch-dev)
 missing=()
 for p in "${packages[@]}"; do
@@ -105,18 +106,23 @@ else
   echo "skipped: no MNIST in \$NABLA_DATA/mnist or ./data/mnist (set NABLA_DATA; the script can also download it)"
 fi
 
-# ---- sanitizers, CUDA off and out of reach ----------------------------------------------------
+# ---- sanitizers, CUDA off and out of reach, built with clang ----------------------------------
+# The second compiler: the Release build above is g++, this one clang (as the fuzzers below), so
+# "any C++20 compiler" is checked on both, warning-free.
 if [ "${NABLA_SKIP_SANITIZE:-0}" != 1 ]; then
-  step "ASan + UBSan build, without CUDA (no nvcc on PATH, no toolkit headers in reach)"
+  step "ASan + UBSan build with clang, without CUDA (no nvcc on PATH, no toolkit headers in reach)"
+  clangxx=$(command -v clang++ || command -v clang++-14) || { echo "nabla: the sanitizer build needs clang++" >&2; exit 1; }
+  clangc=$(command -v clang || command -v clang-14)
   # what a machine without the toolkit sees: PATH without CUDA's bin, no include variables, and
   # CMake told not to look for the toolkit
   nocuda_path=$(printf '%s' "$PATH" | tr ':' '\n' | grep -v -i cuda | paste -sd: -)
   nocuda=(env -u CPATH -u CPLUS_INCLUDE_PATH -u C_INCLUDE_PATH -u CUDA_HOME -u CUDA_PATH PATH="$nocuda_path")
-  if printf '#include <cuda_runtime.h>\n' | "${nocuda[@]}" g++ -fsyntax-only -x c++ - 2>/dev/null; then
+  if printf '#include <cuda_runtime.h>\n' | "${nocuda[@]}" "$clangxx" -fsyntax-only -x c++ - 2>/dev/null; then
     echo "nabla: <cuda_runtime.h> is on the compiler's default path; the no-CUDA check cannot hide it" >&2
     exit 1
   fi
   "${nocuda[@]}" cmake -S "$root" -B "$build/asan" -DCMAKE_BUILD_TYPE=Debug -DCMAKE_CXX_FLAGS_DEBUG="-O1 -g" \
+    -DCMAKE_CXX_COMPILER="$clangxx" -DCMAKE_C_COMPILER="$clangc" \
     -DNABLA_SANITIZE=ON -DNABLA_NATIVE=OFF -DNABLA_BUILD_BENCHMARKS=OFF -DNABLA_BUILD_EXAMPLES=OFF \
     -DNABLA_WITH_LIBTORCH=OFF -DNABLA_WITH_CUDA=OFF -DCMAKE_DISABLE_FIND_PACKAGE_CUDAToolkit=ON ${NABLA_CMAKE_ARGS:-}
   built "$build/asan-build.log" "$build/asan" -j "$jobs" --target nabla_tests
@@ -124,7 +130,13 @@ if [ "${NABLA_SKIP_SANITIZE:-0}" != 1 ]; then
   rm -rf "$build/asan/test-reports"
   "${nocuda[@]}" ASAN_OPTIONS=detect_leaks=1:abort_on_error=0 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
     ctest --test-dir "$build/asan" --output-on-failure -j "$jobs"
-  reports+=("$build/asan/test-reports:ASan, no CUDA")
+  reports+=("$build/asan/test-reports:ASan, clang, no CUDA")
+
+  # the readers of untrusted files under libFuzzer, each for a fixed time from the seed corpus
+  # (a fixed seed and number of runs, about a minute each: deterministic, so CI is never red by
+  # chance; NABLA_FUZZ_SECONDS=N fuzzes for N seconds each from a random seed instead)
+  step "fuzzing: safetensors, JSON, IDX, checkpoints (clang, ASan + UBSan)"
+  NABLA_BUILD_DIR="$build" bash "$root/scripts/fuzz.sh" "${NABLA_FUZZ_SECONDS:-ci}"
 fi
 
 # ---- install + consumer project ----------------------------------------------------------------

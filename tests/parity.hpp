@@ -206,7 +206,7 @@ inline double fold_argmin(const std::vector<double>& v) {
 
 // softmax / log_softmax of a along dim (a 0-dim input is a single-element row).
 inline Ref ref_softmax(const Ref& a, int64_t dim, bool log) {
-  if (a.dim() == 0) return Ref(Shape{}, {log ? 0.0 : 1.0});
+  if (a.dim() == 0) return Ref(Shape{}, std::vector<double>{log ? 0.0 : 1.0});
   const int64_t d = ref_wrap(dim, a.dim());
   return ref_generate(a.shape, [&](const Shape& idx) {
     Shape j = idx;

@@ -65,7 +65,7 @@ std::vector<double> log_softmax_row(const std::vector<double>& v) {
 Ref reduce_loss(const Ref& per, Reduction red, double denom) {
   if (red == kNone) return per;
   double s = fold_sum(per.v);
-  return Ref(Shape{}, {red == kSum ? s : s / denom});
+  return Ref(Shape{}, std::vector<double>{red == kSum ? s : s / denom});
 }
 
 // PyTorch's cross_entropy / nll_loss with class-index targets: optional weight, ignore_index,

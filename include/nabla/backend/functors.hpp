@@ -8,6 +8,7 @@
 
 #include "../core/dtype.hpp"
 #include "../core/macros.hpp"
+#include "../core/scalar.hpp"
 
 namespace nabla {
 namespace fn {
@@ -158,6 +159,15 @@ NABLA_HOST_DEVICE inline D convert(S v) {
   if constexpr (std::is_same_v<D, bool>) return static_cast<compute_t<S>>(v) != compute_t<S>(0);
   else if constexpr (std::is_same_v<D, S>) return v;
   else return static_cast<D>(static_cast<compute_t<S>>(v));
+}
+
+// A fill value as element type T (host side; both devices' fill_ use it). An integer T takes a
+// float through Scalar::to_long (truncation; NaN, inf and out-of-range values are a ValueError,
+// as in LibTorch), never through an undefined float-to-int conversion.
+template <class T>
+inline T scalar_as(const Scalar& value) {
+  constexpr bool integral = std::is_integral_v<T> && !std::is_same_v<T, bool>;
+  return value.is_floating_point() && !integral ? convert<T>(value.to_double()) : convert<T>(value.to_long());
 }
 
 }  // namespace fn

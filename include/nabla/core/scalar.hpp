@@ -7,6 +7,7 @@
 #include <type_traits>
 
 #include "dtype.hpp"
+#include "error.hpp"
 
 namespace nabla {
 
@@ -19,7 +20,7 @@ class Scalar {
   template <class T, std::enable_if_t<std::is_integral_v<T> && !std::is_same_v<T, bool>, int> = 0>
   Scalar(T v) : kind_(Kind::Int), i_(static_cast<int64_t>(v)), d_(static_cast<double>(v)) {}  // NOLINT
   template <class T, std::enable_if_t<std::is_floating_point_v<T>, int> = 0>
-  Scalar(T v) : kind_(Kind::Float), i_(static_cast<int64_t>(v)), d_(static_cast<double>(v)) {}  // NOLINT
+  Scalar(T v) : kind_(Kind::Float), i_(0), d_(static_cast<double>(v)) {}  // NOLINT: i_ unused for a float
   Scalar(Half v) : Scalar(static_cast<float>(v)) {}      // NOLINT
   Scalar(BFloat16 v) : Scalar(static_cast<float>(v)) {}  // NOLINT
 
@@ -29,7 +30,16 @@ class Scalar {
   bool is_bool() const { return kind_ == Kind::Bool; }
 
   double to_double() const { return d_; }
-  int64_t to_long() const { return kind_ == Kind::Float ? static_cast<int64_t>(d_) : i_; }
+  // A float truncates toward zero, as LibTorch; NaN, infinities and values outside int64 are a
+  // ValueError (as LibTorch's "cannot be converted to type int64_t without overflow"), never the
+  // undefined behaviour of converting them.
+  int64_t to_long() const {
+    if (kind_ != Kind::Float) return i_;
+    // [-2^63, 2^63) is exactly representable at its ends; NaN fails both comparisons
+    NABLA_CHECK(d_ >= -9223372036854775808.0 && d_ < 9223372036854775808.0, ValueError, "Scalar: value ", d_,
+                " cannot be converted to type int64 without overflow");
+    return static_cast<int64_t>(d_);
+  }
   bool to_bool() const { return kind_ == Kind::Float ? d_ != 0.0 : i_ != 0; }
   template <class T>
   T to() const {

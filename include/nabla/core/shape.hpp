@@ -38,10 +38,45 @@ inline std::string shape_str(const Shape& s) {
 }
 inline std::ostream& operator<<(std::ostream& os, const Shape& s) { return os << shape_str(s); }
 
+// Overflow-checked products for element counts and byte sizes. Every allocation (empty) and
+// every file reader (safetensors, IDX, checkpoints) sizes its tensors through these, so a hostile
+// size is an error naming it, never a product that wrapped around.
+namespace detail {
+inline bool mul_overflows(int64_t a, int64_t b, int64_t& out) {  // a, b >= 0
+#if defined(__GNUC__) || defined(__clang__)
+  return __builtin_mul_overflow(a, b, &out);
+#else
+  if (a != 0 && b > INT64_MAX / a) return true;
+  out = a * b;
+  return false;
+#endif
+}
+}  // namespace detail
+
+// a * b for non-negative counts; ValueError ("<what>: a * b overflows int64") otherwise.
+inline int64_t checked_mul(int64_t a, int64_t b, const char* what) {
+  int64_t r = 0;
+  NABLA_CHECK(a >= 0 && b >= 0 && !detail::mul_overflows(a, b, r), ValueError, what, ": ", a, " * ", b,
+              a < 0 || b < 0 ? " has a negative factor" : " overflows int64");
+  return r;
+}
+
+// The number of elements of a shape with non-negative sizes (0 when any size is 0); ValueError
+// naming the shape when the count does not fit in int64.
 inline int64_t numel_of(const Shape& s) {
+  for (int64_t d : s)
+    if (d == 0) return 0;
   int64_t n = 1;
-  for (int64_t d : s) n *= d;
+  for (int64_t d : s)
+    NABLA_CHECK(d > 0 && !detail::mul_overflows(n, d, n), ValueError, "shape ", shape_str(s),
+                d < 0 ? " has a negative size" : " has more than 2^63 - 1 elements");
   return n;
+}
+
+// numel elements of elem_size bytes each, as a byte count; ValueError past int64 (what names
+// the op or the file field).
+inline int64_t checked_nbytes(int64_t numel, size_t elem_size, const char* what) {
+  return checked_mul(numel, static_cast<int64_t>(elem_size), what);
 }
 
 inline Strides contiguous_strides(const Shape& s) {
@@ -49,7 +84,9 @@ inline Strides contiguous_strides(const Shape& s) {
   int64_t acc = 1;
   for (size_t i = s.size(); i-- > 0;) {
     st[i] = acc;
-    acc *= s[i] > 0 ? s[i] : 1;
+    // only an empty tensor (a 0 elsewhere in the shape) can overflow here; its strides are never
+    // used to address memory, so the product saturates instead of wrapping (undefined)
+    if (detail::mul_overflows(acc, s[i] > 0 ? s[i] : 1, acc)) acc = INT64_MAX;
   }
   return st;
 }

@@ -10,6 +10,7 @@
 #include <cstdio>
 #include <cstring>
 #include <filesystem>
+#include <memory>
 #include <string>
 #include <type_traits>
 #include <vector>
@@ -31,36 +32,44 @@ namespace detail {
 }
 
 // A file read front to back, plain or gzip (recognised by its first two bytes, not its name).
+// A gzip file must be exactly one gzip member: a second member or junk after the first is an
+// error (zlib's gzread would skip junk silently). The FILE is owned from the moment it is
+// opened, so a constructor that throws closes it.
 class ByteSource {
  public:
   explicit ByteSource(const std::string& path) : path_(path) {
     std::error_code ec;
-    if (!std::filesystem::exists(path, ec)) data_fail(path, "no such file");
-    if (std::filesystem::is_directory(path, ec)) data_fail(path, "is a directory, not a file");
-    file_ = std::fopen(path.c_str(), "rb");
+    const auto status = std::filesystem::status(path, ec);
+    if (!std::filesystem::exists(status)) data_fail(path, "no such file");
+    if (std::filesystem::is_directory(status)) data_fail(path, "is a directory, not a file");
+    if (!std::filesystem::is_regular_file(status)) data_fail(path, "is not a regular file (a pipe or a device?)");
+    file_.reset(std::fopen(path.c_str(), "rb"));
     if (!file_) data_fail(path, std::string("cannot open for reading: ") + std::strerror(errno));
-    if (std::fseek(file_, 0, SEEK_END) != 0) data_fail(path, "cannot seek (not a regular file?)");
-    size_ = static_cast<uint64_t>(std::ftell(file_));
-    std::rewind(file_);
+    if (std::fseek(file_.get(), 0, SEEK_END) != 0) data_fail(path, "cannot seek (not a regular file?)");
+    const long size = std::ftell(file_.get());
+    if (size < 0) data_fail(path, "cannot tell its size");
+    size_ = static_cast<uint64_t>(size);
+    std::rewind(file_.get());
     unsigned char head[2] = {0, 0};
-    gzip_ = std::fread(head, 1, 2, file_) == 2 && head[0] == 0x1f && head[1] == 0x8b;
-    std::rewind(file_);
+    gzip_ = std::fread(head, 1, 2, file_.get()) == 2 && head[0] == 0x1f && head[1] == 0x8b;
+    std::rewind(file_.get());
     if (!gzip_) return;
 #ifdef NABLA_HAS_ZLIB
-    std::fclose(file_);
-    file_ = nullptr;
-    gz_ = gzopen(path.c_str(), "rb");
-    if (!gz_) data_fail(path, "cannot open the gzip file");
-    gzbuffer(gz_, 1 << 17);
+    zs_ = std::make_unique<z_stream>();
+    std::memset(zs_.get(), 0, sizeof(z_stream));
+    if (inflateInit2(zs_.get(), 16 + MAX_WBITS) != Z_OK) {  // 16: a gzip wrapper, not zlib's
+      zs_.reset();
+      data_fail(path, "cannot start the gzip decoder");
+    }
+    in_.resize(size_t{1} << 17);
 #else
     data_fail(path, "is gzip-compressed but nabla was built without zlib (NABLA_HAS_ZLIB undefined); "
                     "gunzip the file, or rebuild with zlib installed and NABLA_USE_ZLIB=ON");
 #endif
   }
   ~ByteSource() {
-    if (file_) std::fclose(file_);
 #ifdef NABLA_HAS_ZLIB
-    if (gz_) gzclose(gz_);
+    if (zs_) inflateEnd(zs_.get());
 #endif
   }
   ByteSource(const ByteSource&) = delete;
@@ -72,23 +81,34 @@ class ByteSource {
   // Reads up to n bytes; fewer only at the end of the (decompressed) data.
   size_t read(void* dst, size_t n) {
     if (!gzip_) {
-      size_t got = std::fread(dst, 1, n, file_);
-      if (got < n && std::ferror(file_)) data_fail(path_, std::string("read error: ") + std::strerror(errno));
+      size_t got = std::fread(dst, 1, n, file_.get());
+      if (got < n && std::ferror(file_.get())) data_fail(path_, std::string("read error: ") + std::strerror(errno));
       return got;
     }
 #ifdef NABLA_HAS_ZLIB
     size_t done = 0;
-    while (done < n) {
-      unsigned chunk = static_cast<unsigned>(std::min<size_t>(n - done, size_t{1} << 30));
-      int got = gzread(gz_, static_cast<char*>(dst) + done, chunk);
-      int err = Z_OK;
-      const char* msg = gzerror(gz_, &err);
-      if (got < 0 || (err != Z_OK && err != Z_BUF_ERROR))
-        data_fail(path_, std::string("corrupt gzip stream (") + (msg && *msg ? msg : "zlib error") + ")");
-      if (err == Z_BUF_ERROR)  // zlib's word for a compressed stream that stops mid-way
-        data_fail(path_, "gzip stream is truncated (the compressed data ends before its end-of-stream marker)");
-      done += static_cast<size_t>(got);
-      if (static_cast<unsigned>(got) < chunk) break;
+    unsigned char* out = static_cast<unsigned char*>(dst);
+    while (done < n && !ended_) {
+      if (zs_->avail_in == 0) {
+        const size_t got = std::fread(in_.data(), 1, in_.size(), file_.get());
+        if (got == 0) {
+          if (std::ferror(file_.get())) data_fail(path_, std::string("read error: ") + std::strerror(errno));
+          data_fail(path_, "gzip stream is truncated (the compressed data ends before its end-of-stream marker)");
+        }
+        zs_->next_in = in_.data();
+        zs_->avail_in = static_cast<uInt>(got);
+      }
+      const size_t chunk = std::min<size_t>(n - done, size_t{1} << 30);
+      zs_->next_out = out + done;
+      zs_->avail_out = static_cast<uInt>(chunk);
+      const int rc = inflate(zs_.get(), Z_NO_FLUSH);
+      done += chunk - zs_->avail_out;
+      if (rc == Z_STREAM_END) {
+        ended_ = true;
+        check_nothing_after_stream();
+      } else if (rc != Z_OK && rc != Z_BUF_ERROR) {
+        data_fail(path_, std::string("corrupt gzip stream (") + (zs_->msg ? zs_->msg : "zlib error " + std::to_string(rc)) + ")");
+      }
     }
     return done;
 #else
@@ -97,12 +117,28 @@ class ByteSource {
   }
 
  private:
+#ifdef NABLA_HAS_ZLIB
+  // After the member's trailer (CRC and length, checked by zlib): the file must end there.
+  void check_nothing_after_stream() {
+    uint64_t extra = zs_->avail_in;
+    unsigned char probe[4096];
+    for (size_t got; (got = std::fread(probe, 1, sizeof probe, file_.get())) > 0;) extra += got;
+    if (extra > 0)
+      data_fail(path_, std::to_string(extra) + " bytes follow the end of the gzip stream (junk, or a second gzip member; "
+                       "nabla reads a single-member .gz)");
+  }
+#endif
+  struct Closer {
+    void operator()(std::FILE* f) const { std::fclose(f); }
+  };
   std::string path_;
-  std::FILE* file_ = nullptr;
+  std::unique_ptr<std::FILE, Closer> file_;
   uint64_t size_ = 0;
   bool gzip_ = false;
 #ifdef NABLA_HAS_ZLIB
-  gzFile gz_ = nullptr;
+  std::unique_ptr<z_stream> zs_;
+  std::vector<unsigned char> in_;
+  bool ended_ = false;
 #endif
 };
 
@@ -209,7 +245,7 @@ inline Tensor read_idx(const std::string& path) {
     numel *= static_cast<uint64_t>(d);
   }
   const uint64_t header = 4 + dim_bytes.size();
-  const uint64_t need = numel * type->bytes;
+  const uint64_t need = static_cast<uint64_t>(checked_nbytes(static_cast<int64_t>(numel), type->bytes, "data::read_idx"));
   const std::string what = "sizes " + detail::dims_str(dims) + " of " + type->name + " need " + std::to_string(need) +
                            " data bytes";
   if (!src.gzip() && src.file_size() != header + need)  // exact checks before allocating anything

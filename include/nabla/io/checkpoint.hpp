@@ -3,6 +3,7 @@
 // nabla::save(module, path) / nabla::load(module, path) hold the state_dict under PyTorch's
 // names; save_checkpoint adds "optimizer.*", "scheduler.*" and the step, written atomically.
 
+#include <charconv>
 #include <cstdint>
 #include <string>
 
@@ -56,6 +57,14 @@ inline int64_t load_checkpoint(const std::string& path, nn::Module& model, optim
   auto it = f.metadata.find("format");
   if (it == f.metadata.end() || it->second != kCheckpointFormat)
     detail::io_fail(path, std::string("not a nabla checkpoint (metadata \"format\" is not \"") + kCheckpointFormat + "\")");
+  // the step, before anything is loaded into the caller's objects: a whole number >= 0
+  auto step_it = f.metadata.find("step");
+  if (step_it == f.metadata.end()) detail::io_fail(path, "metadata has no \"step\"");
+  const std::string& text = step_it->second;
+  int64_t step = -1;
+  auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), step);
+  if (ec != std::errc() || end != text.data() + text.size() || step < 0)
+    detail::io_fail(path, "metadata \"step\" is \"" + text.substr(0, 40) + "\", not a whole number >= 0");
   nn::OrderedDict<Tensor> sections[3];
   const char* prefixes[3] = {"model.", "optimizer.", "scheduler."};
   for (const auto& [k, t] : f.tensors) {
@@ -66,12 +75,15 @@ inline int64_t load_checkpoint(const std::string& path, nn::Module& model, optim
     }
     if (!placed) detail::io_fail(path, "entry \"" + k + "\" belongs to no checkpoint section");
   }
+  const char* section = "model";  // named in an error: the entry is "<section>.<key>" in the file
   try {
     model.load_state_dict(sections[0], true);
+    section = "optimizer";
     if (optimizer) {
       if (sections[1].empty()) detail::io_fail(path, "the checkpoint has no optimizer state");
       optimizer->load_state_dict(sections[1]);
     }
+    section = "scheduler";
     if (scheduler) {
       if (sections[2].empty()) detail::io_fail(path, "the checkpoint has no scheduler state");
       scheduler->load_state_dict(sections[2]);
@@ -79,9 +91,9 @@ inline int64_t load_checkpoint(const std::string& path, nn::Module& model, optim
   } catch (const IOError&) {
     throw;
   } catch (const Error& e) {
-    detail::io_fail(path, e.what());
+    detail::io_fail(path, std::string("the ") + section + " entries (\"" + section + ".*\"): " + e.what());
   }
-  return std::stoll(f.metadata.at("step"));
+  return step;
 }
 
 }  // namespace io

@@ -26,6 +26,7 @@
 #include <filesystem>
 #include <fstream>
 #include <map>
+#include <span>
 #include <string>
 #include <utility>
 #include <vector>
@@ -175,49 +176,267 @@ void atomic_write(const std::string& path, Produce&& produce) {
 }
 }  // namespace detail
 
-// Writes `tensors` (any device, dtype and layout; stored contiguous, in order) and optional
-// string metadata. The file is replaced atomically.
-inline void save_safetensors(const std::string& path, const nn::OrderedDict<Tensor>& tensors, const Metadata& metadata = {}) {
+namespace detail {
+// What a safetensors file holds: the header text (padded so the data starts 8-byte aligned, as
+// the Python writer does) and the tensors, contiguous on the CPU, in order.
+struct SafetensorsImage {
+  std::string header;
   std::vector<Tensor> cpu;
+};
+inline SafetensorsImage safetensors_image(const nn::OrderedDict<Tensor>& tensors, const Metadata& metadata, const char* op) {
+  SafetensorsImage out;
   json::Object header;
+  // every name and string is UTF-8, as the format (JSON) requires and Hugging Face's reader checks
   if (!metadata.empty()) {
     json::Object m;
-    for (const auto& [k, v] : metadata) m.emplace_back(k, json::Value::string(v));
+    for (const auto& [k, v] : metadata) {
+      NABLA_CHECK(json::valid_utf8(k) && json::valid_utf8(v), ValueError, op, ": metadata \"", k,
+                  "\" is not valid UTF-8 (safetensors headers are JSON, which is UTF-8)");
+      m.emplace_back(k, json::Value::string(v));
+    }
     header.emplace_back("__metadata__", json::Value::object(std::move(m)));
   }
   int64_t offset = 0;
   for (const auto& [name, t] : tensors) {
-    NABLA_CHECK(t.defined(), ValueError, "io::save_safetensors: tensor \"", name, "\" is undefined");
-    NABLA_CHECK(name != "__metadata__", ValueError, "io::save_safetensors: \"__metadata__\" is reserved");
+    NABLA_CHECK(t.defined(), ValueError, op, ": tensor \"", name, "\" is undefined");
+    NABLA_CHECK(name != "__metadata__", ValueError, op, ": \"__metadata__\" is reserved");
+    NABLA_CHECK(json::valid_utf8(name), ValueError, op, ": tensor name \"", name,
+                "\" is not valid UTF-8 (safetensors headers are JSON, which is UTF-8)");
     Tensor c = t.detach().to(Device::cpu()).contiguous();
     json::Array shape;
     for (int64_t d : c.sizes()) shape.push_back(json::Value::integer(d));
-    int64_t n = static_cast<int64_t>(c.nbytes());
-    header.emplace_back(name, json::Value::object({{"dtype", json::Value::string(detail::safetensors_dtype(c.dtype()))},
+    const int64_t n = checked_nbytes(c.numel(), element_size(c.dtype()), op);
+    NABLA_CHECK(n == static_cast<int64_t>(c.nbytes()) && offset <= INT64_MAX - n, ValueError, op, ": tensor \"", name,
+                "\" of shape ", shape_str(c.sizes()), " does not fit in a file (over 2^63 bytes)");
+    header.emplace_back(name, json::Value::object({{"dtype", json::Value::string(safetensors_dtype(c.dtype()))},
                                                    {"shape", json::Value::array(std::move(shape))},
                                                    {"data_offsets", json::Value::array({json::Value::integer(offset),
                                                                                         json::Value::integer(offset + n)})}}));
     offset += n;
-    cpu.push_back(c);
+    out.cpu.push_back(c);
   }
-  std::string text = json::dump(json::Value::object(std::move(header)));
-  text.append((8 - text.size() % 8) % 8, ' ');  // data starts 8-byte aligned, as the Python writer does
+  out.header = json::dump(json::Value::object(std::move(header)));
+  out.header.append((8 - out.header.size() % 8) % 8, ' ');
+  return out;
+}
+}  // namespace detail
+
+// Writes `tensors` (any device, dtype and layout; stored contiguous, in order) and optional
+// string metadata. The file is replaced atomically. Names and metadata must be valid UTF-8.
+inline void save_safetensors(const std::string& path, const nn::OrderedDict<Tensor>& tensors, const Metadata& metadata = {}) {
+  const detail::SafetensorsImage image = detail::safetensors_image(tensors, metadata, "io::save_safetensors");
   detail::atomic_write(path, [&](auto& write) {
-    uint64_t n = text.size();
+    uint64_t n = image.header.size();
     write(&n, 8);
-    write(text.data(), text.size());
-    for (const Tensor& c : cpu)
+    write(image.header.data(), image.header.size());
+    for (const Tensor& c : image.cpu)
       if (c.nbytes() > 0) write(c.data_ptr(), c.nbytes());
   });
 }
 
-// Reads and validates a whole safetensors file into CPU tensors.
+// The bytes save_safetensors would write, in memory (as Python's safetensors.torch.save).
+inline std::vector<uint8_t> serialize_safetensors(const nn::OrderedDict<Tensor>& tensors, const Metadata& metadata = {}) {
+  const detail::SafetensorsImage image = detail::safetensors_image(tensors, metadata, "io::serialize_safetensors");
+  size_t total = 8 + image.header.size();
+  for (const Tensor& c : image.cpu) total += c.nbytes();
+  std::vector<uint8_t> out(total);
+  const uint64_t n = image.header.size();
+  std::memcpy(out.data(), &n, 8);
+  std::memcpy(out.data() + 8, image.header.data(), image.header.size());
+  size_t at = 8 + image.header.size();
+  for (const Tensor& c : image.cpu) {
+    if (c.nbytes() > 0) std::memcpy(out.data() + at, c.data_ptr(), c.nbytes());
+    at += c.nbytes();
+  }
+  return out;
+}
+
+namespace detail {
+struct SafetensorsEntry {
+  std::string name;
+  DType dtype;
+  Shape shape;
+  uint64_t begin, end;
+};
+
+// The most dimensions a stored tensor may have. The format sets no limit; this one keeps a
+// hostile header's cost bounded (a shape is kept as 8 bytes per dimension) and is far beyond
+// any real tensor.
+inline constexpr size_t kSafetensorsMaxRank = 64;
+
+// Reads one tensor entry ({"dtype", "shape", "data_offsets"}, each once, nothing else) while
+// validating it: sizes are checked as they are read, so nothing is built for a hostile entry.
+inline SafetensorsEntry read_safetensors_entry(const std::string& path, json::Reader& r, std::string name,
+                                               uint64_t data_size) {
+  SafetensorsEntry e{std::move(name), kFloat32, {}, 0, 0};
+  // names are cut short in messages: a hostile megabyte-long name is not copied into each one
+  auto bad = [&](const std::string& what) {
+    io_fail(path, "tensor \"" + e.name.substr(0, 200) + (e.name.size() > 200 ? "...\": " : "\": ") + what);
+  };
+  if (r.next() != json::Reader::Next::Object) bad("entry is not an object");
+  bool has_dtype = false, has_shape = false, has_offsets = false;
+  std::string dtype_name;
+  std::string field = "entry";  // named in a JSON error inside the entry
+  try {
+    r.begin_object();
+    for (std::string key; r.next_key(key);) {
+      field = key.substr(0, 40);
+      if (key == "dtype") {
+        if (has_dtype) bad("dtype given twice");
+        has_dtype = true;
+        if (r.next() != json::Reader::Next::String) bad("dtype is not a string");
+        dtype_name = r.read_string();
+        if (!dtype_from_safetensors(dtype_name, e.dtype))
+          bad("unsupported dtype \"" + dtype_name.substr(0, 40) + "\" (known: F32 F64 F16 BF16 I32 I64 U8 BOOL)");
+      } else if (key == "shape") {
+        if (has_shape) bad("shape given twice");
+        has_shape = true;
+        if (r.next() != json::Reader::Next::Array) bad("shape is not an array");
+        r.begin_array();
+        while (r.next_element()) {
+          if (e.shape.size() == kSafetensorsMaxRank)
+            bad("shape has more than " + std::to_string(kSafetensorsMaxRank) + " dimensions");
+          if (r.next() != json::Reader::Next::Number) bad("shape " + shape_str(e.shape) + "...: sizes must be integers");
+          json::Reader::Number d = r.read_number();
+          if (!d.is_int || d.i < 0) bad("shape " + shape_str(e.shape) + "...: sizes must be non-negative integers");
+          e.shape.push_back(d.i);
+        }
+      } else if (key == "data_offsets") {
+        if (has_offsets) bad("data_offsets given twice");
+        has_offsets = true;
+        int64_t off[2] = {0, 0};
+        int count = 0;
+        if (r.next() != json::Reader::Next::Array) bad("data_offsets is not an array");
+        r.begin_array();
+        while (r.next_element()) {
+          if (count == 2) bad("data_offsets must be [begin, end], got more than two numbers");
+          if (r.next() != json::Reader::Next::Number) bad("data_offsets must hold integers");
+          json::Reader::Number v = r.read_number();
+          if (!v.is_int || v.i < 0) bad("data_offsets must hold non-negative integers");
+          off[count++] = v.i;
+        }
+        if (count != 2) bad("data_offsets must be [begin, end], got " + std::to_string(count) + " numbers");
+        if (off[1] < off[0])
+          bad("data_offsets [" + std::to_string(off[0]) + ", " + std::to_string(off[1]) + "] must be [begin, end] with 0 <= begin <= end");
+        e.begin = static_cast<uint64_t>(off[0]);
+        e.end = static_cast<uint64_t>(off[1]);
+      } else {
+        bad("unknown field \"" + key.substr(0, 40) + "\" (entries hold dtype, shape and data_offsets)");
+      }
+      field = "entry";
+    }
+  } catch (const json::ParseError& ex) {
+    bad(field + ": malformed JSON: " + ex.what());
+  }
+  if (!has_dtype || !has_shape || !has_offsets) bad("needs dtype, shape and data_offsets");
+  int64_t numel = std::find(e.shape.begin(), e.shape.end(), 0) != e.shape.end() ? 0 : 1, nbytes = 0;
+  for (int64_t d : e.shape)
+    if (numel != 0 && nabla::detail::mul_overflows(numel, d, numel)) bad("shape " + shape_str(e.shape) + " has more than 2^63 - 1 elements");
+  if (nabla::detail::mul_overflows(numel, static_cast<int64_t>(element_size(e.dtype)), nbytes))
+    bad("shape " + shape_str(e.shape) + " of " + dtype_name + " needs more than 2^63 - 1 bytes");
+  if (e.end > data_size)
+    bad("data_offsets [" + std::to_string(e.begin) + ", " + std::to_string(e.end) + "] run past the end of the " +
+        std::to_string(data_size) + "-byte data section");
+  if (e.end - e.begin != static_cast<uint64_t>(nbytes))
+    bad("shape " + shape_str(e.shape) + " of " + dtype_name + " needs " + std::to_string(nbytes) +
+        " bytes but data_offsets span " + std::to_string(e.end - e.begin));
+  return e;
+}
+
+// Validates the header text while reading it (nothing is kept but the entries and the metadata)
+// and the layout of the data section: the entries, sorted by offset, tile it exactly.
+inline std::vector<SafetensorsEntry> read_safetensors_header(const std::string& path, std::string_view text,
+                                                             uint64_t data_size, Metadata& metadata) {
+  if (text.empty() || text[0] != '{') io_fail(path, "header does not start with '{'");
+  std::vector<SafetensorsEntry> entries;
+  bool has_metadata = false;
+  try {
+    json::Reader r(text);
+    r.begin_object();
+    for (std::string name; r.next_key(name);) {
+      if (name == "__metadata__") {
+        if (has_metadata) io_fail(path, "__metadata__ given twice");
+        has_metadata = true;
+        if (r.next() != json::Reader::Next::Object) io_fail(path, "__metadata__ must be an object of strings");
+        r.begin_object();
+        for (std::string key; r.next_key(key);) {
+          const std::string what = "__metadata__ value for \"" + key.substr(0, 80) + "\"";
+          std::string value;
+          try {
+            if (r.next() != json::Reader::Next::String) io_fail(path, what + " is not a string");
+            value = r.read_string();
+          } catch (const json::ParseError& ex) {
+            io_fail(path, what + ": malformed JSON: " + ex.what());
+          }
+          if (!metadata.try_emplace(key, std::move(value)).second)
+            io_fail(path, "__metadata__ key \"" + key.substr(0, 80) + "\" given twice");
+        }
+        continue;
+      }
+      entries.push_back(read_safetensors_entry(path, r, std::move(name), data_size));
+    }
+    r.end();
+  } catch (const json::ParseError& e) {
+    io_fail(path, std::string("malformed JSON header: ") + e.what());
+  }
+  // duplicate names: sorted views, O(n log n), no copies of the names
+  std::vector<const std::string*> names(entries.size());
+  for (size_t k = 0; k < entries.size(); ++k) names[k] = &entries[k].name;
+  std::sort(names.begin(), names.end(), [](const std::string* a, const std::string* b) { return *a < *b; });
+  for (size_t k = 1; k < names.size(); ++k)
+    if (*names[k] == *names[k - 1]) io_fail(path, "tensor \"" + *names[k] + "\" given twice");
+  std::sort(entries.begin(), entries.end(), [](const SafetensorsEntry& a, const SafetensorsEntry& b) {
+    return a.begin != b.begin ? a.begin < b.begin : a.end < b.end;
+  });
+  uint64_t expect = 0;
+  for (const SafetensorsEntry& e : entries) {
+    if (e.begin < expect)
+      io_fail(path, "tensor \"" + e.name + "\": data_offsets [" + std::to_string(e.begin) + ", " + std::to_string(e.end) +
+                        "] overlap the previous tensor (which ends at " + std::to_string(expect) + ")");
+    if (e.begin > expect)
+      io_fail(path, "bytes [" + std::to_string(expect) + ", " + std::to_string(e.begin) +
+                        ") of the data section belong to no tensor (hole before \"" + e.name + "\")");
+    expect = e.end;
+  }
+  if (expect != data_size)
+    io_fail(path, "the data section has " + std::to_string(data_size) + " bytes but the tensors cover " + std::to_string(expect));
+  return entries;
+}
+
+// The tensors of validated entries; read(offset, dst, n) copies n bytes of the data section.
+template <class Read>
+SafetensorsFile make_safetensors(const std::string& path, const std::vector<SafetensorsEntry>& entries, Metadata metadata,
+                                 Read&& read) {
+  SafetensorsFile out;
+  out.metadata = std::move(metadata);
+  for (const SafetensorsEntry& e : entries) {
+    Tensor t = empty(e.shape, e.dtype);
+    if (static_cast<uint64_t>(t.nbytes()) != e.end - e.begin)  // validated already; the invariant fuzzers check
+      io_fail(path, "tensor \"" + e.name + "\": internal size mismatch");
+    if (t.nbytes() > 0) read(e.begin, t.data_ptr(), t.nbytes(), e.name);
+    if (e.dtype == kBool) {
+      const uint8_t* b = static_cast<const uint8_t*>(t.data_ptr());
+      for (int64_t k = 0; k < t.numel(); ++k)
+        if (b[k] > 1) io_fail(path, "tensor \"" + e.name + "\": BOOL element " + std::to_string(k) + " is " + std::to_string(b[k]) + ", not 0 or 1");
+    }
+    out.tensors.insert(e.name, t);
+  }
+  return out;
+}
+}  // namespace detail
+
+// Reads and validates a whole safetensors file into CPU tensors. A hostile file is refused
+// with an IOError naming the file and the field, in time and memory bounded by the header's size
+// (the header is validated while it is read; nothing is allocated for a tensor before its size
+// is known to match the data).
 inline SafetensorsFile load_safetensors(const std::string& path) {
   using detail::io_fail;
   std::ifstream f(path, std::ios::binary);
   if (!f) io_fail(path, "cannot open for reading: " + detail::errno_str());
   f.seekg(0, std::ios::end);
-  const uint64_t size = static_cast<uint64_t>(f.tellg());
+  const auto end = f.tellg();
+  if (end < 0) io_fail(path, "cannot seek (not a regular file?)");
+  const uint64_t size = static_cast<uint64_t>(end);
   f.seekg(0);
   if (size < 8) io_fail(path, "truncated: " + std::to_string(size) + " bytes, too short for the 8-byte header length");
   uint64_t n = 0;
@@ -229,95 +448,39 @@ inline SafetensorsFile load_safetensors(const std::string& path) {
   std::string text(n, '\0');
   f.read(text.data(), static_cast<std::streamsize>(n));
   if (!f) io_fail(path, "read error in the header");
-  if (n == 0 || text[0] != '{') io_fail(path, "header does not start with '{'");
-  json::Value header;
-  try {
-    header = json::parse(text);
-  } catch (const json::ParseError& e) {
-    io_fail(path, std::string("malformed JSON header: ") + e.what());
-  }
-  if (!header.is_object()) io_fail(path, "header is not a JSON object");
-
-  const uint64_t data_size = size - 8 - n;
-  struct Entry {
-    std::string name;
-    DType dtype;
-    Shape shape;
-    uint64_t begin, end;
-  };
-  std::vector<Entry> entries;
-  SafetensorsFile out;
-  for (const auto& [name, v] : *header.obj) {
-    auto bad = [&](const std::string& what) { io_fail(path, "tensor \"" + name + "\": " + what); };
-    if (name == "__metadata__") {
-      if (!v.is_object()) io_fail(path, "__metadata__ must be an object of strings");
-      for (const auto& [k, s] : *v.obj) {
-        if (!s.is_string()) io_fail(path, "__metadata__ value for \"" + k + "\" is not a string");
-        out.metadata[k] = s.s;
-      }
-      continue;
-    }
-    if (!v.is_object()) bad("entry is not an object");
-    for (const auto& [k, unused] : *v.obj)
-      if (k != "dtype" && k != "shape" && k != "data_offsets") bad("unknown field \"" + k + "\"");
-    const json::Value *dt = v.get("dtype"), *sh = v.get("shape"), *off = v.get("data_offsets");
-    if (!dt || !sh || !off) bad("needs dtype, shape and data_offsets");
-    Entry e{name, kFloat32, {}, 0, 0};
-    if (!dt->is_string() || !detail::dtype_from_safetensors(dt->s, e.dtype))
-      bad("unsupported dtype " + (dt->is_string() ? "\"" + dt->s + "\"" : json::dump(*dt)) +
-          " (known: F32 F64 F16 BF16 I32 I64 U8 BOOL)");
-    if (!sh->is_array()) bad("shape is not an array");
-    uint64_t numel = 1;
-    for (const auto& d : *sh->arr) {
-      if (!d.is_int() || d.i < 0) bad("shape " + json::dump(*sh) + " must hold non-negative integers");
-      if (d.i > 0 && numel > (uint64_t{1} << 62) / static_cast<uint64_t>(d.i)) bad("shape " + json::dump(*sh) + " is too large");
-      numel *= static_cast<uint64_t>(d.i);
-      e.shape.push_back(d.i);
-    }
-    if (!off->is_array() || off->arr->size() != 2 || !(*off->arr)[0].is_int() || !(*off->arr)[1].is_int() ||
-        (*off->arr)[0].i < 0 || (*off->arr)[1].i < (*off->arr)[0].i)
-      bad("data_offsets " + json::dump(*off) + " must be [begin, end] with 0 <= begin <= end");
-    e.begin = static_cast<uint64_t>((*off->arr)[0].i);
-    e.end = static_cast<uint64_t>((*off->arr)[1].i);
-    if (e.end > data_size)
-      bad("data_offsets [" + std::to_string(e.begin) + ", " + std::to_string(e.end) + "] run past the end of the " +
-          std::to_string(data_size) + "-byte data section");
-    if (e.end - e.begin != numel * element_size(e.dtype))
-      bad("shape " + shape_str(e.shape) + " of " + dt->s + " needs " + std::to_string(numel * element_size(e.dtype)) +
-          " bytes but data_offsets span " + std::to_string(e.end - e.begin));
-    entries.push_back(std::move(e));
-  }
-  std::sort(entries.begin(), entries.end(), [](const Entry& a, const Entry& b) {
-    return a.begin != b.begin ? a.begin < b.begin : a.end < b.end;
+  Metadata metadata;
+  const auto entries = detail::read_safetensors_header(path, text, size - 8 - n, metadata);
+  text = std::string();  // the header is no longer needed while the data is read
+  return detail::make_safetensors(path, entries, std::move(metadata), [&](uint64_t at, void* dst, size_t bytes, const std::string& name) {
+    f.seekg(static_cast<std::streamoff>(8 + n + at));
+    f.read(static_cast<char*>(dst), static_cast<std::streamsize>(bytes));
+    if (!f) io_fail(path, "read error in the data of \"" + name + "\"");
   });
-  uint64_t expect = 0;
-  for (const Entry& e : entries) {
-    if (e.begin < expect)
-      io_fail(path, "tensor \"" + e.name + "\": data_offsets [" + std::to_string(e.begin) + ", " + std::to_string(e.end) +
-                        "] overlap the previous tensor (which ends at " + std::to_string(expect) + ")");
-    if (e.begin > expect)
-      io_fail(path, "bytes [" + std::to_string(expect) + ", " + std::to_string(e.begin) +
-                        ") of the data section belong to no tensor (hole before \"" + e.name + "\")");
-    expect = e.end;
-  }
-  if (expect != data_size)
-    io_fail(path, "the data section has " + std::to_string(data_size) + " bytes but the tensors cover " + std::to_string(expect));
+}
 
-  for (const Entry& e : entries) {
-    Tensor t = empty(e.shape, e.dtype);
-    if (t.nbytes() > 0) {
-      f.seekg(static_cast<std::streamoff>(8 + n + e.begin));
-      f.read(static_cast<char*>(t.data_ptr()), static_cast<std::streamsize>(t.nbytes()));
-      if (!f) io_fail(path, "read error in the data of \"" + e.name + "\"");
-    }
-    if (e.dtype == kBool) {
-      const uint8_t* b = static_cast<const uint8_t*>(t.data_ptr());
-      for (int64_t k = 0; k < t.numel(); ++k)
-        if (b[k] > 1) io_fail(path, "tensor \"" + e.name + "\": BOOL element " + std::to_string(k) + " is " + std::to_string(b[k]) + ", not 0 or 1");
-    }
-    out.tensors.insert(e.name, t);
-  }
-  return out;
+// The same from bytes in memory (a file already read, a buffer received, an embedded model), with
+// the same checks and errors; `name` stands for the file name in them. As Python's
+// safetensors.torch.load(bytes).
+inline SafetensorsFile load_safetensors(std::span<const uint8_t> bytes, const std::string& name = "<memory>") {
+  using detail::io_fail;
+  const uint64_t size = bytes.size();
+  if (size < 8) io_fail(name, "truncated: " + std::to_string(size) + " bytes, too short for the 8-byte header length");
+  uint64_t n = 0;
+  std::memcpy(&n, bytes.data(), 8);
+  if (n > size - 8)
+    io_fail(name, "header length " + std::to_string(n) + " exceeds the " + std::to_string(size - 8) +
+                      " bytes after the length field (truncated file or corrupt header length)");
+  if (n > (uint64_t{100} << 20)) io_fail(name, "header length " + std::to_string(n) + " is over the 100 MB limit");
+  const std::string_view text(reinterpret_cast<const char*>(bytes.data()) + 8, n);
+  Metadata metadata;
+  const auto entries = detail::read_safetensors_header(name, text, size - 8 - n, metadata);
+  const uint8_t* data = bytes.data() + 8 + n;
+  return detail::make_safetensors(name, entries, std::move(metadata), [&](uint64_t at, void* dst, size_t count, const std::string&) {
+    std::memcpy(dst, data + at, count);
+  });
+}
+inline SafetensorsFile load_safetensors(std::span<const std::byte> bytes, const std::string& name = "<memory>") {
+  return load_safetensors(std::span<const uint8_t>(reinterpret_cast<const uint8_t*>(bytes.data()), bytes.size()), name);
 }
 
 }  // namespace io

@@ -43,8 +43,7 @@ inline Tensor linear(const Tensor& x, const Tensor& weight, const Tensor& bias) 
   linear_kernels().count(x.device());
   if (autograd::needs_grad(x, weight, bias))
     autograd::record("LinearBackward", out, {x, weight, bias},
-                     [xs = autograd::save(x), ws = autograd::save(weight), M, K, N](const Tensor& g,
-                                                                                    autograd::NeedsGrad needs) {
+                     [xs = autograd::save(x), ws = autograd::save(weight), M, K](const Tensor& g, autograd::NeedsGrad needs) {
                        Tensor xv = xs.unpack();
                        TensorList grads(3);
                        if (needs[0]) grads[0] = matmul(g, ws.unpack()).reshape(xv.sizes());

@@ -57,7 +57,13 @@ class OrderedDict {
   V& at(const std::string& key) { return const_cast<V&>(static_cast<const OrderedDict&>(*this).at(key)); }
   const V& operator[](const std::string& key) const { return at(key); }
   V& operator[](const std::string& key) { return at(key); }
-  const Item& operator[](size_t i) const { return items_.at(i); }
+  // By position. The non-const overload exists so that d[0] on a non-const dict is not ambiguous
+  // with operator[](const std::string&) (clang rejects it otherwise); the key stays read-only.
+  const Item& operator[](size_t i) const {
+    NABLA_CHECK(i < items_.size(), IndexError, "OrderedDict: index ", i, " out of range (", items_.size(), " items)");
+    return items_[i];
+  }
+  const Item& operator[](size_t i) { return static_cast<const OrderedDict&>(*this)[i]; }
 
   size_t size() const { return items_.size(); }
   bool empty() const { return items_.empty(); }

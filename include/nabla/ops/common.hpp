@@ -12,8 +12,8 @@ namespace nabla {
 inline Tensor empty(const Shape& shape, TensorOptions options = {}) {
   for (int64_t d : shape)
     NABLA_CHECK(d >= 0, ValueError, "empty: negative dimension ", d, " in shape ", shape_str(shape));
-  int64_t n = numel_of(shape);
-  Storage s = backend(options.device_).allocate(static_cast<size_t>(n) * element_size(options.dtype_), options.device_);
+  const int64_t nbytes = checked_nbytes(numel_of(shape), element_size(options.dtype_), "empty");  // no wrap-around
+  Storage s = backend(options.device_).allocate(static_cast<size_t>(nbytes), options.device_);
   Tensor t = detail::make_tensor(std::move(s), 0, shape, contiguous_strides(shape), options.dtype_);
   if (options.requires_grad_) t.requires_grad_(true);
   return t;

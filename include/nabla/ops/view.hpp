@@ -21,7 +21,7 @@ inline Shape infer_size(const Shape& shape, int64_t numel, const char* op) {
       infer = i;
     } else {
       NABLA_CHECK(shape[i] >= 0, ShapeError, op, ": invalid dimension ", shape[i], " in shape ", shape_str(shape));
-      known *= shape[i];
+      known = checked_mul(known, shape[i], op);
     }
   }
   if (infer) {

@@ -77,14 +77,26 @@ class AdamImpl : public OptimizerBase<Options> {
   // g = grad (+ wd * p for Adam; AdamW instead scales p by 1 - lr * wd);
   // m = b1 m + (1 - b1) g;  v = b2 v + (1 - b2) g^2;  (amsgrad: vmax = max(vmax, v), used for v)
   // p -= lr / (1 - b1^t) * m / (sqrt(v) / sqrt(1 - b2^t) + eps).
+  void check_options(const Options& o) const override {
+    NABLA_CHECK(o.lr() >= 0 && o.eps() >= 0 && o.weight_decay() >= 0 && o.beta1() >= 0 && o.beta1() < 1 &&
+                    o.beta2() >= 0 && o.beta2() < 1,
+                ValueError, "optim::Adam: invalid hyperparameters lr=", o.lr(), " betas=(", o.beta1(), ", ", o.beta2(),
+                ") eps=", o.eps(), " weight_decay=", o.weight_decay());
+  }
+
+  // exp_avg and exp_avg_sq come together, with their step (max_exp_avg_sq is made when missing)
+  void check_state(const OrderedDict<Tensor>& st, const std::string& prefix) const override {
+    const bool m = st.contains("exp_avg"), v = st.contains("exp_avg_sq"), t = st.contains("step");
+    NABLA_CHECK(m == v && (!m || t), ValueError, "optim::Adam::load_state_dict: ", prefix,
+                " must hold exp_avg, exp_avg_sq and step together (it has", m ? " exp_avg" : "", v ? " exp_avg_sq" : "",
+                t ? " step" : "", ")");
+  }
+
   void step() override {
     NoGradGuard no_grad;
     for (auto& group : this->groups_) {
       const Options& o = group.options;
-      NABLA_CHECK(o.lr() >= 0 && o.eps() >= 0 && o.weight_decay() >= 0 && o.beta1() >= 0 && o.beta1() < 1 &&
-                      o.beta2() >= 0 && o.beta2() < 1,
-                  ValueError, "optim::Adam: invalid hyperparameters lr=", o.lr(), " betas=(", o.beta1(), ", ", o.beta2(),
-                  ") eps=", o.eps(), " weight_decay=", o.weight_decay());
+      check_options(o);
       Buckets fusable;
       for (Tensor& p : group.params) {
         if (!p.grad().defined()) continue;

@@ -44,9 +44,19 @@ class LRScheduler {
     for (size_t g = 0; g < base_lrs_.size(); ++g) d.insert("base_lrs." + std::to_string(g), scalar_tensor(base_lrs_[g], kFloat64));
     return d;
   }
+  // Every entry is checked before any is applied: a missing, non-numeric or out-of-range value is
+  // a ValueError naming it, and the scheduler is unchanged.
   void load_state_dict(const StateDict& d) {
-    last_epoch_ = static_cast<int64_t>(d.at("last_epoch").to(kFloat64).item<double>());
-    for (size_t g = 0; g < base_lrs_.size(); ++g) base_lrs_[g] = d.at("base_lrs." + std::to_string(g)).to(kFloat64).item<double>();
+    auto entry = [&](const std::string& key) -> const Tensor& {
+      const Tensor* t = d.find(key);
+      NABLA_CHECK(t != nullptr, ValueError, "optim::LRScheduler::load_state_dict: no entry \"", key, "\"");
+      return *t;
+    };
+    const int64_t last_epoch = detail::state_integer(entry("last_epoch"), "last_epoch", -1);
+    std::vector<double> base(base_lrs_.size());
+    for (size_t g = 0; g < base.size(); ++g) base[g] = detail::state_number(entry("base_lrs." + std::to_string(g)), "base_lrs." + std::to_string(g));
+    last_epoch_ = last_epoch;
+    base_lrs_ = std::move(base);
     apply();
   }
 

@@ -8,6 +8,8 @@
 #include <limits>
 #include <optional>
 #include <string>
+#include <string_view>
+#include <tuple>
 #include <unordered_map>
 #include <utility>
 #include <vector>
@@ -31,6 +33,34 @@ namespace optim {
 
 using nn::OrderedDict;
 using nn::StateDict;
+
+namespace detail {
+// Numbers read back from a state_dict (a file's, perhaps a stranger's): each a ValueError naming
+// the entry unless well-formed, so a corrupt checkpoint never becomes a silent NaN or an
+// undefined conversion.
+inline double state_number(const Tensor& t, const std::string& key) {
+  NABLA_CHECK(t.defined() && t.numel() == 1, ValueError, "load_state_dict: entry \"", key, "\" must hold one number, got ",
+              t.defined() ? shape_str(t.sizes()) : std::string("an undefined tensor"));
+  const double v = t.to(Device::cpu(), kFloat64).item<double>();
+  NABLA_CHECK(std::isfinite(v), ValueError, "load_state_dict: entry \"", key, "\" is ", v, ", not a finite number");
+  return v;
+}
+// A whole number in [lo, 2^53] (exact in the float64 it is stored as).
+inline int64_t state_integer(const Tensor& t, const std::string& key, int64_t lo) {
+  const double v = state_number(t, key);
+  NABLA_CHECK(v == std::floor(v) && v >= static_cast<double>(lo) && v <= 9007199254740992.0, ValueError,
+              "load_state_dict: entry \"", key, "\" is ", v, ", not a whole number in [", lo, ", 2^53]");
+  return static_cast<int64_t>(v);
+}
+// The decimal index in a key such as "state.12.exp_avg": digits only, no sign, no overflow.
+inline size_t state_index(std::string_view digits, const std::string& key) {
+  size_t v = 0;
+  bool ok = !digits.empty() && digits.size() <= 9;
+  for (char c : digits) ok = ok && c >= '0' && c <= '9', v = v * 10 + static_cast<size_t>(c - '0');
+  NABLA_CHECK(ok, ValueError, "load_state_dict: entry \"", key, "\": \"", std::string(digits), "\" is not an index");
+  return v;
+}
+}  // namespace detail
 
 // One set of parameters with its own hyperparameters; options left empty take the
 // optimizer's defaults.
@@ -159,37 +189,57 @@ class OptimizerBase : public Optimizer {
     std::vector<Tensor> flat;
     for (const auto& g : groups_) flat.insert(flat.end(), g.params.begin(), g.params.end());
     std::unordered_map<TensorImpl*, OrderedDict<Tensor>> loaded;
-    for (const auto& [key, t] : dict) {
+    std::vector<std::tuple<size_t, std::string, double>> options;  // applied once everything is checked
+    for (const auto& item : dict) {
+      const std::string& key = item.first;  // not a structured binding: lambdas capture it (clang < 16)
+      const Tensor& t = item.second;
       auto bad = [&](const std::string& why) {
         return ValueError("nabla::optim::load_state_dict: entry \"" + key + "\": " + why);
       };
-      size_t dot1 = key.find('.'), dot2 = key.find('.', dot1 + 1);
+      size_t dot1 = key.find('.'), dot2 = dot1 == std::string::npos ? dot1 : key.find('.', dot1 + 1);
       if (dot1 == std::string::npos || dot2 == std::string::npos) throw bad("expected state.<i>.<name> or param_groups.<g>.<option>");
       std::string kind = key.substr(0, dot1), name = key.substr(dot2 + 1);
-      size_t idx = std::stoul(key.substr(dot1 + 1, dot2 - dot1 - 1));
+      const size_t idx = detail::state_index(std::string_view(key).substr(dot1 + 1, dot2 - dot1 - 1), key);
       if (kind == "state") {
         if (idx >= flat.size()) throw bad("the optimizer has only " + std::to_string(flat.size()) + " parameters");
         const Tensor& p = flat[idx];
-        bool scalar = name == "step";  // kept as a float64 CPU number
-        Tensor v = scalar ? t.to(Device::cpu(), kFloat64).clone() : t.to(p.device(), p.dtype()).clone();
-        if (!scalar && v.sizes() != p.sizes()) throw bad("shape " + shape_str(v.sizes()) + " does not match the parameter's " + shape_str(p.sizes()));
+        NABLA_CHECK(t.defined(), ValueError, "optim::load_state_dict: entry \"", key, "\" is undefined");
+        if (name == "step") {  // kept as a float64 CPU number: a count, so a whole number >= 0
+          loaded[p.impl()].insert(name, scalar_tensor(static_cast<double>(detail::state_integer(t, key, 0)), kFloat64));
+          continue;
+        }
+        Tensor v = t.to(p.device(), p.dtype()).clone();
+        if (v.sizes() != p.sizes()) throw bad("shape " + shape_str(v.sizes()) + " does not match the parameter's " + shape_str(p.sizes()));
         loaded[p.impl()].insert(name, v);
       } else if (kind == "param_groups") {
         if (idx >= groups_.size()) throw bad("the optimizer has only " + std::to_string(groups_.size()) + " groups");
         if (!has_option(idx, name)) throw bad("unknown option");
+        options.emplace_back(idx, name, detail::state_number(t, key));
       } else {
         throw bad("unknown section \"" + kind + "\"");
       }
     }
-    for (const auto& [key, t] : dict)
-      if (key.rfind("param_groups.", 0) == 0) {
-        size_t dot2 = key.find('.', 13);
-        set_option(std::stoul(key.substr(13, dot2 - 13)), key.substr(dot2 + 1), t.to(kFloat64).template item<double>());
-      }
+    for (size_t i = 0; i < flat.size(); ++i)  // each parameter's state is complete, as step() needs it
+      if (auto it = loaded.find(flat[i].impl()); it != loaded.end()) check_state(it->second, "state." + std::to_string(i));
+    // the options as the constructor would accept them, or the optimizer is left as it was
+    std::vector<Options> before;
+    for (const auto& g : groups_) before.push_back(g.options);
+    try {
+      for (const auto& [g, name, value] : options) set_option(g, name, value);
+      for (const auto& g : groups_) check_options(g.options);
+    } catch (const Error& e) {
+      for (size_t g = 0; g < groups_.size(); ++g) groups_[g].options = before[g];
+      throw ValueError(std::string("nabla::optim::load_state_dict: the param_groups entries: ") + e.what());
+    }
     state_ = std::move(loaded);
   }
 
  protected:
+  // Throws ValueError unless the hyperparameters are valid (each optimizer says which are);
+  // load_state_dict applies it to what a file holds, as the constructor does to what it is given.
+  virtual void check_options(const Options&) const {}
+  // Throws ValueError when one parameter's loaded state lacks what step() needs with it.
+  virtual void check_state(const OrderedDict<Tensor>&, const std::string& /*prefix*/) const {}
   Group& group_at(size_t i) {
     NABLA_CHECK(i < groups_.size(), IndexError, "optim: parameter group ", i, " out of range (", groups_.size(), " groups)");
     return groups_[i];

@@ -125,6 +125,7 @@ class SGD : public OptimizerBase<SGDOptions> {
     return ok(p) && ok(p.grad()) && (!buf || ok(*buf));
   }
 
+  void check_options(const SGDOptions& o) const override { check(o); }
   static void check(const SGDOptions& o) {
     NABLA_CHECK(o.lr() >= 0 && o.momentum() >= 0 && o.weight_decay() >= 0, ValueError,
                 "optim::SGD: lr, momentum and weight_decay must be non-negative, got lr=", o.lr(), " momentum=",

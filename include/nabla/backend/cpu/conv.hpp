@@ -108,6 +108,7 @@ void for_each_image(int64_t N, int nt, F&& body) {
     return;
   }
 #endif
+  (void)nt;  // without OpenMP there is one thread
   for (int64_t n = 0; n < N; ++n) body(n, 0);
 }
 

@@ -98,7 +98,7 @@ inline void copy_kernel(const Tensor& dst, const Tensor& src) {
 inline void fill_kernel(const Tensor& dst, const Scalar& value) {
   dispatch_all(dst.dtype(), "fill_", [&](auto tag) {
     using T = typename decltype(tag)::type;
-    const T v = value.is_floating_point() ? convert<T>(value.to_double()) : convert<T>(value.to_long());
+    const T v = fn::scalar_as<T>(value);
     auto L = make_loop<1>({&dst}, dst.sizes());
     run<1>(L, [v](char* const* p, const int64_t* s, int64_t n) {
       if (s[0] == kSize<T>) {

@@ -1,0 +1,121 @@
+// Hostile safetensors headers at 10 MiB and at the format's 100 MB limit: how long nabla takes to
+// refuse (or load) each, and the peak memory it allocates meanwhile (operator new, counted
+// exactly; tensor data is not in it, and these files have none). Plain program:
+//   build/release/benchmarks/nabla_hostile_headers [MiB...]     (default: 10 100)
+// Figures in docs/testing.md ("Untrusted files").
+#include <atomic>
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
+#include <new>
+#include <string>
+#include <vector>
+
+#include <nabla/nabla.hpp>
+
+namespace {
+std::atomic<bool> counting{false};
+std::atomic<int64_t> live{0}, peak{0};
+void* counted_new(size_t n) {
+  void* raw = std::malloc(n + 16);
+  if (!raw) throw std::bad_alloc();
+  *static_cast<size_t*>(raw) = n;
+  if (counting.load(std::memory_order_relaxed)) {
+    const int64_t now = live.fetch_add(static_cast<int64_t>(n)) + static_cast<int64_t>(n);
+    for (int64_t p = peak.load(); now > p && !peak.compare_exchange_weak(p, now);) {
+    }
+  }
+  return static_cast<char*>(raw) + 16;
+}
+void counted_delete(void* p) noexcept {
+  if (!p) return;
+  void* raw = static_cast<char*>(p) - 16;
+  if (counting.load(std::memory_order_relaxed)) live.fetch_sub(static_cast<int64_t>(*static_cast<size_t*>(raw)));
+  std::free(raw);
+}
+}  // namespace
+void* operator new(size_t n) { return counted_new(n); }
+void* operator new[](size_t n) { return counted_new(n); }
+void operator delete(void* p) noexcept { counted_delete(p); }
+void operator delete[](void* p) noexcept { counted_delete(p); }
+void operator delete(void* p, size_t) noexcept { counted_delete(p); }
+void operator delete[](void* p, size_t) noexcept { counted_delete(p); }
+// the nothrow forms too (std::stable_sort's buffer uses them): under ASan, an unreplaced one
+// would come from ASan's allocator and reach counted_delete's free()
+void* operator new(size_t n, const std::nothrow_t&) noexcept {
+  try {
+    return counted_new(n);
+  } catch (...) {
+    return nullptr;
+  }
+}
+void* operator new[](size_t n, const std::nothrow_t& t) noexcept { return operator new(n, t); }
+void operator delete(void* p, const std::nothrow_t&) noexcept { counted_delete(p); }
+void operator delete[](void* p, const std::nothrow_t&) noexcept { counted_delete(p); }
+
+namespace {
+std::string file_of(const std::string& header) {
+  uint64_t n = header.size();
+  return std::string(reinterpret_cast<const char*>(&n), 8) + header;
+}
+template <class Item>
+std::string build(const std::string& head, Item item, const std::string& tail, size_t bytes) {
+  std::string s = head;
+  s.reserve(bytes + 256);
+  for (int i = 0; s.size() < bytes; ++i) s += (i ? "," : "") + item(i);
+  return s + tail;
+}
+}  // namespace
+
+int main(int argc, char** argv) {
+  using namespace nabla;
+  std::vector<size_t> sizes;
+  for (int i = 1; i < argc; ++i) sizes.push_back(static_cast<size_t>(std::atof(argv[i]) * (1 << 20)));
+  if (sizes.empty()) sizes = {size_t{10} << 20, (size_t{100} << 20) - 64};
+  std::printf("%-44s %11s %9s %13s %7s  %s\n", "header", "bytes", "seconds", "peak alloc", "ratio", "result");
+  for (size_t size : sizes) {
+    struct Case {
+      const char* what;
+      std::string header;
+    };
+    std::vector<Case> cases;
+    cases.push_back({"shape with millions of dimensions", build(R"({"w":{"dtype":"F32","shape":[)", [](int) { return std::string("1"); }, "]}}", size)});
+    cases.push_back({"data_offsets with millions of numbers", build(R"({"w":{"dtype":"F32","shape":[],"data_offsets":[)", [](int) { return std::string("0"); }, "]}}", size)});
+    cases.push_back({"one key of the whole size", "{\"" + std::string(size, 'k') + "\":{}}"});
+    cases.push_back({"an entry nested millions deep", "{\"a\":" + std::string(size / 2, '[') + std::string(size / 2, ']') + "}"});
+    cases.push_back({"empty tensors, as many as fit (valid)", build("{", [](int i) {
+                       return "\"" + std::to_string(i) + R"(":{"dtype":"F32","shape":[0],"data_offsets":[0,0]})"; }, "}", size)});
+    cases.push_back({"metadata keys, as many as fit (valid)", build(R"({"__metadata__":{)", [](int i) {
+                       return "\"" + std::to_string(i) + "\":\"\""; }, "}}", size)});
+    cases.push_back({"metadata keys, the last one a duplicate", build(R"({"__metadata__":{)", [](int i) {
+                       return "\"" + std::to_string(i) + "\":\"\""; }, ",\"0\":\"\"}}", size)});
+    cases.push_back({"one metadata value of the whole size (valid)", "{\"__metadata__\":{\"k\":\"" + std::string(size, 'v') + "\"}}"});
+    for (const Case& c : cases) {
+      const std::string file = file_of(c.header);
+      std::string result = "loaded";
+      live = 0;
+      peak = 0;
+      counting = true;
+      const auto t0 = std::chrono::steady_clock::now();
+      try {
+        io::SafetensorsFile f = io::load_safetensors(std::span<const uint8_t>(reinterpret_cast<const uint8_t*>(file.data()), file.size()));
+        result += " (" + std::to_string(f.tensors.size()) + " tensors, " + std::to_string(f.metadata.size()) + " metadata)";
+      } catch (const IOError& e) {
+        result = std::string("refused: ") + std::string(e.what()).substr(0, 70);
+      }
+      const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+      counting = false;
+      std::printf("%-44s %11zu %9.3f %13lld %6.2fx  %s\n", c.what, c.header.size(), s, static_cast<long long>(peak.load()),
+                  static_cast<double>(peak.load()) / static_cast<double>(c.header.size()), result.c_str());
+    }
+  }
+  // json::parse's duplicate-key check: 80k keys (the issue's 27 s case)
+  std::string text = "{";
+  for (int i = 0; i < 80000; ++i) text += (i ? ",\"k" : "\"k") + std::to_string(i) + "\":\"\"";
+  text += "}";
+  const auto t0 = std::chrono::steady_clock::now();
+  json::Value v = json::parse(text);
+  std::printf("json::parse, an object of %zu keys (%zu bytes): %.3f s\n", v.obj->size(), text.size(),
+              std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
+  return 0;
+}
