@@ -8,6 +8,7 @@
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
+#include <filesystem>
 #include <fstream>
 #include <string>
 
@@ -37,9 +38,9 @@ inline void touch(const nabla::io::SafetensorsFile& f) {
   }
 }
 
-// A file of this process's own in the temp folder, for readers that take a path.
+// A file of this process's own in the temp folder (TMPDIR, else the system's), for readers that take a path.
 inline std::string scratch_file(const char* what) {
-  return "/tmp/nabla_fuzz_" + std::string(what) + "_" + std::to_string(::getpid());
+  return (std::filesystem::temp_directory_path() / ("nabla_fuzz_" + std::string(what) + "_" + std::to_string(::getpid()))).string();
 }
 inline void write_file(const std::string& path, const uint8_t* data, size_t size) {
   std::ofstream f(path, std::ios::binary | std::ios::trunc);
