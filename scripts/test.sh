@@ -114,14 +114,24 @@ if [ "${NABLA_SKIP_SANITIZE:-0}" != 1 ]; then
   clangxx=$(command -v clang++ || command -v clang++-14) || { echo "nabla: the sanitizer build needs clang++" >&2; exit 1; }
   clangc=$(command -v clang || command -v clang-14)
   # what a machine without the toolkit sees: PATH without CUDA's bin, no include variables, and
-  # CMake told not to look for the toolkit
+  # CMake told not to look for the toolkit. Some images also link the toolkit's headers into
+  # /usr/local/include, which no variable removes; there, a folder of poisoned CUDA headers
+  # searched first (-isystem) turns any CUDA include of the no-CUDA build into a compile error.
   nocuda_path=$(printf '%s' "$PATH" | tr ':' '\n' | grep -v -i cuda | paste -sd: -)
   nocuda=(env -u CPATH -u CPLUS_INCLUDE_PATH -u C_INCLUDE_PATH -u CUDA_HOME -u CUDA_PATH PATH="$nocuda_path")
-  if printf '#include <cuda_runtime.h>\n' | "${nocuda[@]}" "$clangxx" -fsyntax-only -x c++ - 2>/dev/null; then
-    echo "nabla: <cuda_runtime.h> is on the compiler's default path; the no-CUDA check cannot hide it" >&2
+  poison="$build/no-cuda-include"
+  mkdir -p "$poison"
+  for h in cuda.h cuda_runtime.h cuda_runtime_api.h cuda_fp16.h cuda_bf16.h cublas_v2.h cublasLt.h \
+           cudnn.h nccl.h curand.h; do
+    printf '#error "nabla no-CUDA build: <%s> was included"\n' "$h" >"$poison/$h"
+  done
+  if printf '#include <cuda_runtime.h>\n' |
+       "${nocuda[@]}" "$clangxx" -isystem "$poison" -fsyntax-only -x c++ - 2>/dev/null; then
+    echo "nabla: <cuda_runtime.h> still compiles in the no-CUDA configuration; the check cannot hide it" >&2
     exit 1
   fi
   "${nocuda[@]}" cmake -S "$root" -B "$build/asan" -DCMAKE_BUILD_TYPE=Debug -DCMAKE_CXX_FLAGS_DEBUG="-O1 -g" \
+    -DCMAKE_CXX_FLAGS="-isystem $poison" \
     -DCMAKE_CXX_COMPILER="$clangxx" -DCMAKE_C_COMPILER="$clangc" \
     -DNABLA_SANITIZE=ON -DNABLA_NATIVE=OFF -DNABLA_BUILD_BENCHMARKS=OFF -DNABLA_BUILD_EXAMPLES=OFF \
     -DNABLA_WITH_LIBTORCH=OFF -DNABLA_WITH_CUDA=OFF -DCMAKE_DISABLE_FIND_PACKAGE_CUDAToolkit=ON ${NABLA_CMAKE_ARGS:-}
