@@ -3,55 +3,15 @@
 // exactly; tensor data is not in it, and these files have none). Plain program:
 //   build/release/benchmarks/nabla_hostile_headers [MiB...]     (default: 10 100)
 // Figures in docs/testing.md ("Untrusted files").
-#include <atomic>
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
-#include <new>
 #include <string>
 #include <vector>
 
 #include <nabla/nabla.hpp>
 
-namespace {
-std::atomic<bool> counting{false};
-std::atomic<int64_t> live{0}, peak{0};
-void* counted_new(size_t n) {
-  void* raw = std::malloc(n + 16);
-  if (!raw) throw std::bad_alloc();
-  *static_cast<size_t*>(raw) = n;
-  if (counting.load(std::memory_order_relaxed)) {
-    const int64_t now = live.fetch_add(static_cast<int64_t>(n)) + static_cast<int64_t>(n);
-    for (int64_t p = peak.load(); now > p && !peak.compare_exchange_weak(p, now);) {
-    }
-  }
-  return static_cast<char*>(raw) + 16;
-}
-void counted_delete(void* p) noexcept {
-  if (!p) return;
-  void* raw = static_cast<char*>(p) - 16;
-  if (counting.load(std::memory_order_relaxed)) live.fetch_sub(static_cast<int64_t>(*static_cast<size_t*>(raw)));
-  std::free(raw);
-}
-}  // namespace
-void* operator new(size_t n) { return counted_new(n); }
-void* operator new[](size_t n) { return counted_new(n); }
-void operator delete(void* p) noexcept { counted_delete(p); }
-void operator delete[](void* p) noexcept { counted_delete(p); }
-void operator delete(void* p, size_t) noexcept { counted_delete(p); }
-void operator delete[](void* p, size_t) noexcept { counted_delete(p); }
-// the nothrow forms too (std::stable_sort's buffer uses them): under ASan, an unreplaced one
-// would come from ASan's allocator and reach counted_delete's free()
-void* operator new(size_t n, const std::nothrow_t&) noexcept {
-  try {
-    return counted_new(n);
-  } catch (...) {
-    return nullptr;
-  }
-}
-void* operator new[](size_t n, const std::nothrow_t& t) noexcept { return operator new(n, t); }
-void operator delete(void* p, const std::nothrow_t&) noexcept { counted_delete(p); }
-void operator delete[](void* p, const std::nothrow_t&) noexcept { counted_delete(p); }
+#include "support/counting_new.hpp"  // exact allocation counts (this TU holds the program's operator new)
 
 namespace {
 std::string file_of(const std::string& header) {
@@ -93,20 +53,19 @@ int main(int argc, char** argv) {
     for (const Case& c : cases) {
       const std::string file = file_of(c.header);
       std::string result = "loaded";
-      live = 0;
-      peak = 0;
-      counting = true;
       const auto t0 = std::chrono::steady_clock::now();
-      try {
-        io::SafetensorsFile f = io::load_safetensors(std::span<const uint8_t>(reinterpret_cast<const uint8_t*>(file.data()), file.size()));
-        result += " (" + std::to_string(f.tensors.size()) + " tensors, " + std::to_string(f.metadata.size()) + " metadata)";
-      } catch (const IOError& e) {
-        result = std::string("refused: ") + std::string(e.what()).substr(0, 70);
-      }
+      // the refusal is caught inside, so the peak counts the whole attempt
+      const int64_t peak = nabla_test::peak_new_bytes([&] {
+        try {
+          io::SafetensorsFile f = io::load_safetensors(std::span<const uint8_t>(reinterpret_cast<const uint8_t*>(file.data()), file.size()));
+          result += " (" + std::to_string(f.tensors.size()) + " tensors, " + std::to_string(f.metadata.size()) + " metadata)";
+        } catch (const IOError& e) {
+          result = std::string("refused: ") + std::string(e.what()).substr(0, 70);
+        }
+      });
       const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-      counting = false;
-      std::printf("%-44s %11zu %9.3f %13lld %6.2fx  %s\n", c.what, c.header.size(), s, static_cast<long long>(peak.load()),
-                  static_cast<double>(peak.load()) / static_cast<double>(c.header.size()), result.c_str());
+      std::printf("%-44s %11zu %9.3f %13lld %6.2fx  %s\n", c.what, c.header.size(), s, static_cast<long long>(peak),
+                  static_cast<double>(peak) / static_cast<double>(c.header.size()), result.c_str());
     }
   }
   // json::parse's duplicate-key check: 80k keys (the 27 s case)

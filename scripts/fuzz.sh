@@ -21,7 +21,7 @@ shift || true
 ci=0
 if [ "$seconds" = ci ]; then ci=1; seconds=60; fi
 targets=("$@")
-[ ${#targets[@]} -gt 0 ] || targets=(safetensors json idx checkpoint)
+[ ${#targets[@]} -gt 0 ] || targets=(safetensors json idx cifar checkpoint)
 jobs=${NABLA_FUZZ_JOBS:-$(nproc)}
 cxx=${NABLA_FUZZ_CXX:-$(command -v clang++ || command -v clang++-14 || true)}
 cc=${NABLA_FUZZ_CC:-$(command -v clang || command -v clang-14 || true)}
@@ -46,7 +46,7 @@ run_one() {  # run_one <target>: fuzz from a copy of the seed corpus (the commit
   "$build/tests/fuzz/fuzz_$t" "${budget[@]}" -print_final_stats=1 -rss_limit_mb=2560 -timeout=20 \
     -max_len=65536 -artifact_prefix="$build/artifacts/$t-" "$work" >"$build/logs/$t.log" 2>&1
 }
-runs_of() { case $1 in safetensors) echo 1200000;; json) echo 1500000;; idx) echo 120000;; *) echo 80000;; esac; }
+runs_of() { case $1 in safetensors) echo 1200000;; json) echo 1500000;; idx) echo 300000;; cifar) echo 300000;; *) echo 80000;; esac; }
 export -f run_one runs_of
 export build root seconds ci
 status=0

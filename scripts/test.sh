@@ -145,7 +145,7 @@ if [ "${NABLA_SKIP_SANITIZE:-0}" != 1 ]; then
   # the readers of untrusted files under libFuzzer, each for a fixed time from the seed corpus
   # (a fixed seed and number of runs, about a minute each: deterministic, so CI is never red by
   # chance; NABLA_FUZZ_SECONDS=N fuzzes for N seconds each from a random seed instead)
-  step "fuzzing: safetensors, JSON, IDX, checkpoints (clang, ASan + UBSan)"
+  step "fuzzing: safetensors, JSON, IDX, CIFAR-10, checkpoints (clang, ASan + UBSan)"
   NABLA_BUILD_DIR="$build" bash "$root/scripts/fuzz.sh" "${NABLA_FUZZ_SECONDS:-ci}"
 fi
 

@@ -9,11 +9,13 @@
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <span>
 #include <set>
 #include <thread>
 
 #include <nabla/data.hpp>
 
+#include "support/temp_files.hpp"
 #include "test_util.hpp"
 
 namespace nabla_test {
@@ -23,25 +25,11 @@ namespace fs = std::filesystem;
 namespace nd = nabla::data;
 namespace tf = nabla::data::transforms;
 
-struct TempDir {
-  fs::path dir;
-  explicit TempDir(const std::string& name) {
-    dir = fs::temp_directory_path() / ("nabla_data_" + name + "_" + std::to_string(::getpid()));
-    fs::remove_all(dir);
-    fs::create_directories(dir);
-  }
-  ~TempDir() { fs::remove_all(dir); }
-  std::string operator/(const std::string& f) const { return (dir / f).string(); }
+struct TempDir : nabla_test::TempDir {
+  explicit TempDir(const std::string& name) : nabla_test::TempDir("nabla_data", name) {}
 };
-
-void write_bytes(const std::string& path, const std::string& bytes) {
-  std::ofstream f(path, std::ios::binary);
-  f.write(bytes.data(), static_cast<std::streamsize>(bytes.size()));
-}
-std::string read_bytes(const std::string& path) {
-  std::ifstream f(path, std::ios::binary);
-  return std::string(std::istreambuf_iterator<char>(f), {});
-}
+using nabla_test::read_bytes;
+using nabla_test::write_bytes;
 
 // ---- IDX files written by hand -------------------------------------------------------------
 
@@ -138,6 +126,26 @@ TEST(Idx, GzipRoundTripMatchesPlain) {
   write_gz(tmp / "i.gz", idx_header(0x0C, {3}) + be_payload(i32));
   EXPECT_EQ(nd::read_idx(tmp / "i.gz").to_vector<int32_t>(), i32);
 #endif
+}
+
+// read_idx from the bytes of a file in memory: the same tensor as from the file, the same checks,
+// errors naming the given name.
+TEST(Idx, ReadsFromMemory) {
+  TempDir tmp("memory");
+  const std::string bytes = idx_header(0x0B, {3, 2}) + be_payload(std::vector<int16_t>{-300, 0, 1, 2, 3, 32767});
+  write_bytes(tmp / "a", bytes);
+  auto span_of = [](const std::string& b) { return std::span<const uint8_t>(reinterpret_cast<const uint8_t*>(b.data()), b.size()); };
+  EXPECT_TRUE(all_equal(nd::read_idx(span_of(bytes)), nd::read_idx(tmp / "a")));
+#ifdef NABLA_HAS_ZLIB
+  write_gz(tmp / "a.gz", bytes);
+  const std::string gz = read_bytes(tmp / "a.gz");
+  EXPECT_TRUE(all_equal(nd::read_idx(span_of(gz)), nd::read_idx(tmp / "a")));
+  EXPECT_TRUE(throws_with<IOError>([&] { nd::read_idx(span_of(gz.substr(0, gz.size() - 3)), "labels.gz"); },
+                                   {"labels.gz", "truncated"}));
+  EXPECT_TRUE(throws_with<IOError>([&] { nd::read_idx(span_of(gz + "x")); }, {"<memory>", "1 bytes follow the end of the gzip stream"}));
+#endif
+  EXPECT_TRUE(throws_with<IOError>([&] { nd::read_idx(span_of(bytes.substr(0, 15)), "x.idx"); }, {"x.idx", "truncated"}));
+  EXPECT_TRUE(throws_with<IOError>([&] { nd::read_idx(std::span<const uint8_t>()); }, {"<memory>", "too short for the 4-byte IDX magic"}));
 }
 
 TEST(Idx, CorruptFilesGiveClearErrors) {
@@ -366,6 +374,175 @@ std::vector<std::vector<int64_t>> epoch_batches(nd::DataLoader& loader) {
   std::vector<std::vector<int64_t>> out;
   for (nd::Batch& b : loader) out.push_back(b.target.to_vector<int64_t>());
   return out;
+}
+
+// ---- CIFAR-10 binary files written by hand ---------------------------------------------------
+
+// Record i: label labels[i], pixel k of its 3072 = (i * 31 + k) % 256.
+std::string cifar_records(const std::vector<int>& labels) {
+  std::string s;
+  for (size_t i = 0; i < labels.size(); ++i) {
+    s.push_back(static_cast<char>(labels[i]));
+    for (int64_t k = 0; k < nd::kCifarImageBytes; ++k) s.push_back(static_cast<char>((i * 31 + k) % 256));
+  }
+  return s;
+}
+
+TEST(Cifar10, ReadsRecordsPlainAndGzipped) {
+  TempDir tmp("cifar");
+  const std::string bytes = cifar_records({3, 0, 9, 5});
+  write_bytes(tmp / "data_batch_1.bin", bytes);
+  nd::CifarSet b = nd::read_cifar10_batch(tmp / "data_batch_1.bin");
+  EXPECT_EQ(b.images.dtype(), kUInt8);
+  EXPECT_EQ(b.images.sizes(), (Shape{4, 3, 32, 32}));
+  EXPECT_EQ(b.labels.dtype(), kInt64);
+  EXPECT_EQ(b.labels.to_vector<int64_t>(), (std::vector<int64_t>{3, 0, 9, 5}));
+  // channel planes R, G, B of row-major 32x32: image 2, green (plane 1), row 3, col 4
+  EXPECT_EQ(b.images[2][1][3][4].item<uint8_t>(), (2 * 31 + 1024 + 3 * 32 + 4) % 256);
+  EXPECT_EQ(b.images[0][0][0][0].item<uint8_t>(), 0);
+  EXPECT_EQ(b.images[3][2][31][31].item<uint8_t>(), (3 * 31 + 3071) % 256);
+#ifdef NABLA_HAS_ZLIB
+  write_gz(tmp / "data_batch_1.bin.gz", bytes);
+  nd::CifarSet g = nd::read_cifar10_batch(tmp / "data_batch_1.bin.gz");
+  EXPECT_TRUE(all_equal(g.images, b.images));
+  EXPECT_TRUE(all_equal(g.labels, b.labels));
+#endif
+}
+
+TEST(Cifar10, ReadsFromMemory) {
+  const std::string bytes = cifar_records({8, 1});
+  auto span_of = [](const std::string& b) { return std::span<const uint8_t>(reinterpret_cast<const uint8_t*>(b.data()), b.size()); };
+  nd::CifarSet m = nd::read_cifar10_batch(span_of(bytes));
+  EXPECT_EQ(m.labels.to_vector<int64_t>(), (std::vector<int64_t>{8, 1}));
+  EXPECT_EQ(m.images[1][2][31][0].item<uint8_t>(), (31 + 2048 + 31 * 32) % 256);
+  EXPECT_TRUE(throws_with<IOError>([&] { nd::read_cifar10_batch(span_of(bytes.substr(1)), "batch.bin"); },
+                                   {"batch.bin", "record 1 has 3072 of its 3073"}));
+  EXPECT_TRUE(throws_with<IOError>([&] { nd::read_cifar10_batch(std::span<const uint8_t>()); }, {"<memory>", "is empty"}));
+#ifdef NABLA_HAS_ZLIB
+  TempDir tmp("cifarmem");
+  write_gz(tmp / "b.gz", bytes);
+  nd::CifarSet g = nd::read_cifar10_batch(span_of(read_bytes(tmp / "b.gz")));
+  EXPECT_TRUE(all_equal(g.images, m.images));
+  EXPECT_TRUE(all_equal(g.labels, m.labels));
+#endif
+}
+
+TEST(Cifar10, LoadsWhicheverTrainingBatchesArePresent) {
+  TempDir tmp("cifarsplits");
+  write_bytes(tmp / "data_batch_1.bin", cifar_records({1, 2}));
+  write_bytes(tmp / "data_batch_3", cifar_records({7}));  // without the .bin suffix too
+  write_bytes(tmp / "test_batch.bin", cifar_records({4, 4, 8}));
+  nd::CifarSet train = nd::load_cifar10(tmp.dir.string(), true);
+  EXPECT_EQ(train.labels.to_vector<int64_t>(), (std::vector<int64_t>{1, 2, 7}));
+  EXPECT_EQ(train.images.sizes(), (Shape{3, 3, 32, 32}));
+  EXPECT_EQ(train.images[2][0][0][1].item<uint8_t>(), 1);  // the one record of data_batch_3: i = 0
+  nd::CifarSet test = nd::load_cifar10(tmp.dir.string(), false);
+  EXPECT_EQ(test.labels.to_vector<int64_t>(), (std::vector<int64_t>{4, 4, 8}));
+
+  auto ds = nd::cifar10_dataset(tmp.dir.string(), false);
+  EXPECT_EQ(ds->size(), 3);
+  EXPECT_EQ(ds->data().dtype(), kFloat32);
+  EXPECT_EQ(ds->data().sizes(), (Shape{3, 3, 32, 32}));
+  const double px = (1 * 31 + 2 * 1024 + 5 * 32 + 6) % 256;  // image 1, blue, row 5, col 6
+  EXPECT_NEAR(ds->data()[1][2][5][6].item<float>(), px / 255.0, 1e-6);
+  auto norm = nd::cifar10_dataset(tmp.dir.string(), false, /*normalize=*/true);
+  EXPECT_NEAR(norm->data()[1][2][5][6].item<float>(), (px / 255.0 - nd::kCifar10Mean[2]) / nd::kCifar10Std[2], 1e-5);
+  EXPECT_TRUE(all_equal(norm->target(), test.labels));
+
+  // the official archive's folder inside the root is found too
+  TempDir nested("cifarnested");
+  fs::create_directories(nested.dir / "cifar-10-batches-bin");
+  write_bytes((nested.dir / "cifar-10-batches-bin" / "test_batch.bin").string(), cifar_records({6}));
+  EXPECT_EQ(nd::load_cifar10(nested.dir.string(), false).labels.to_vector<int64_t>(), (std::vector<int64_t>{6}));
+  EXPECT_EQ(nd::kCifar10Classes.size(), 10u);
+  EXPECT_EQ(nd::kCifar10Classes[6], "frog");
+}
+
+TEST(Cifar10, CorruptFilesGiveClearErrors) {
+  TempDir tmp("cifarbad");
+  const std::string p = tmp / "data_batch_2.bin";
+  const std::string good = cifar_records({0, 1, 2});
+  auto expect_error = [&](const std::string& bytes, std::vector<std::string> fragments, const char* what) {
+    write_bytes(p, bytes);
+    fragments.insert(fragments.begin(), p);
+    EXPECT_TRUE(throws_with<IOError>([&] { nd::read_cifar10_batch(p); }, fragments)) << what;
+  };
+  ASSERT_NO_THROW(nd::read_cifar10_batch((write_bytes(p, good), p)));
+  expect_error("", {"is empty"}, "an empty file");
+  expect_error(good.substr(0, good.size() - 1), {"truncated", "record 2 has 3072 of its 3073 bytes"}, "the last record cut short");
+  expect_error(good + "x", {"truncated", "record 3 has 1 of its 3073"}, "a byte too many");
+  std::string bad = good;
+  bad[2 * 3073] = 10;
+  expect_error(bad, {"record 2", "byte offset 6146", "label 10", "0-9"}, "a label out of range");
+  bad[2 * 3073] = static_cast<char>(255);
+  expect_error(bad, {"record 2", "label 255"}, "label 255");
+  // more records than a batch holds: refused from the size alone, before reading
+  {
+    std::ofstream f(p, std::ios::binary | std::ios::trunc);
+    f.seekp(static_cast<std::streamoff>(10001 * nd::kCifarRecordBytes - 1));
+    f.put('\0');
+  }
+  EXPECT_TRUE(throws_with<IOError>([&] { nd::read_cifar10_batch(p); }, {p, "wrong size", "30733073 bytes", "10000 records"}));
+  EXPECT_TRUE(throws_with<IOError>([&] { nd::read_cifar10_batch(tmp / "missing.bin"); }, {tmp / "missing.bin", "no such file"}));
+  EXPECT_TRUE(throws_with<IOError>([&] { nd::read_cifar10_batch(tmp.dir.string()); }, {"is a directory"}));
+#ifdef NABLA_HAS_ZLIB
+  // a gzip bomb: 10001 zero records compress to ~30 KB; decompression stops one record past the limit
+  write_gz(p, std::string(static_cast<size_t>(10001 * nd::kCifarRecordBytes), '\0'));
+  EXPECT_TRUE(throws_with<IOError>([&] { nd::read_cifar10_batch(p); }, {p, "wrong size", "more than the 10000 records"}));
+  write_gz(p, good.substr(0, 5000));
+  EXPECT_TRUE(throws_with<IOError>([&] { nd::read_cifar10_batch(p); }, {p, "truncated", "record 1 has 1927 of its 3073"}));
+  write_gz(p, good);
+  std::string gz = read_bytes(p);
+  expect_error(gz.substr(0, gz.size() / 2), {"gzip stream is truncated"}, "a .gz cut in half");
+  expect_error(gz + "junk", {"4 bytes follow the end of the gzip stream"}, "junk after the gzip stream");
+#endif
+  // the split loaders: no batch files, and a root that is not a directory
+  const std::string dir = tmp.dir.string() + "/empty";
+  fs::create_directories(dir);
+  EXPECT_TRUE(throws_with<IOError>([&] { nd::load_cifar10(dir, true); }, {dir, "data_batch_1.bin", "cifar-10-binary.tar.gz"}));
+  EXPECT_TRUE(throws_with<IOError>([&] { nd::load_cifar10(dir, false); }, {dir, "test_batch.bin"}));
+  EXPECT_TRUE(throws_with<IOError>([&] { nd::load_cifar10(dir + "/nope", false); }, {dir + "/nope", "not a directory"}));
+  // a bad file among good ones names the bad one
+  write_bytes(dir + "/data_batch_1.bin", good);
+  write_bytes(dir + "/data_batch_2.bin", good.substr(0, 100));
+  EXPECT_TRUE(throws_with<IOError>([&] { nd::load_cifar10(dir, true); }, {dir + "/data_batch_2.bin", "record 0 has 100"}));
+}
+
+// The real files, when $NABLA_DATA/cifar10 holds them (data_batch_1.bin.gz and test_batch.bin.gz).
+TEST(Cifar10, RealCifarWhenNablaDataIsSet) {
+  const char* root = std::getenv("NABLA_DATA");
+  if (!root) GTEST_SKIP() << "NABLA_DATA is not set; set it to a directory with cifar10/ inside to check the real CIFAR-10";
+  const std::string dir = std::string(root) + "/cifar10";
+  if (!fs::is_directory(dir)) GTEST_SKIP() << dir << " does not exist";
+  // Expected values computed independently from the .gz files with Python's gzip module: the
+  // first record's label, its pixel sum and sum of (k + 1) * pixel[k], the sum of all pixels,
+  // the last label and the label histogram.
+  struct Expect {
+    bool train;
+    int64_t first_label, first_sum, first_weighted, total, last_label;
+    std::vector<int64_t> hist;
+  };
+  for (const Expect& e : {Expect{true, 6, 318142, 417044993, 3717788622, 5, {1005, 974, 1032, 1016, 999, 937, 1030, 1001, 1025, 981}},
+                          Expect{false, 0, 475641, 707357625, 3732740007, 9, {1000, 1000, 1000, 1000, 1000, 1000, 1000, 1000, 1000, 1000}}}) {
+    nd::CifarSet s = nd::load_cifar10(dir, e.train);
+    ASSERT_EQ(s.images.sizes(), (Shape{10000, 3, 32, 32}));
+    const std::vector<int64_t> labels = s.labels.to_vector<int64_t>();
+    EXPECT_EQ(labels.front(), e.first_label);
+    EXPECT_EQ(labels.back(), e.last_label);
+    std::vector<int64_t> hist(10, 0);
+    for (int64_t l : labels) ++hist[static_cast<size_t>(l)];
+    EXPECT_EQ(hist, e.hist);
+    const uint8_t* px = s.images.data_ptr<uint8_t>();
+    int64_t first = 0, weighted = 0, total = 0;
+    for (int64_t k = 0; k < nd::kCifarImageBytes; ++k) {
+      first += px[k];
+      weighted += (k + 1) * px[k];
+    }
+    for (int64_t k = 0; k < s.images.numel(); ++k) total += px[k];
+    EXPECT_EQ(first, e.first_sum);
+    EXPECT_EQ(weighted, e.first_weighted);
+    EXPECT_EQ(total, e.total);
+  }
 }
 
 TEST(DataLoader, BatchCountsWithAndWithoutDropLast) {

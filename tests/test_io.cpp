@@ -13,6 +13,7 @@
 #include <fstream>
 #include <numbers>
 
+#include "support/temp_files.hpp"
 #include "test_util.hpp"
 
 namespace nabla_test {
@@ -21,26 +22,11 @@ namespace {
 namespace fs = std::filesystem;
 namespace optim = nabla::optim;
 
-// A fresh directory per test under the system temp dir.
-struct TempDir {
-  fs::path dir;
-  explicit TempDir(const std::string& name) {
-    dir = fs::temp_directory_path() / ("nabla_io_" + name + "_" + std::to_string(::getpid()));
-    fs::remove_all(dir);
-    fs::create_directories(dir);
-  }
-  ~TempDir() { fs::remove_all(dir); }
-  std::string operator/(const std::string& f) const { return (dir / f).string(); }
+struct TempDir : nabla_test::TempDir {
+  explicit TempDir(const std::string& name) : nabla_test::TempDir("nabla_io", name) {}
 };
-
-std::string read_bytes(const std::string& path) {
-  std::ifstream f(path, std::ios::binary);
-  return std::string(std::istreambuf_iterator<char>(f), {});
-}
-void write_bytes(const std::string& path, const std::string& bytes) {
-  std::ofstream f(path, std::ios::binary);
-  f.write(bytes.data(), static_cast<std::streamsize>(bytes.size()));
-}
+using nabla_test::read_bytes;
+using nabla_test::write_bytes;
 // A safetensors file from a header text and a data section.
 std::string make_file(const std::string& header, const std::string& data) {
   uint64_t n = header.size();

@@ -1,9 +1,10 @@
 // Cross-checks of conv2d, max_pool2d, avg_pool2d and batch_norm (forward, input/weight/bias
-// gradients, running statistics) against LibTorch on the same float64 inputs.
+// gradients, running statistics) against LibTorch on the same float64 inputs, and the whole
+// models::resnet18 against a torch::nn twin (tests/support/torch_resnet.hpp) with copied weights.
 // Built with NABLA_HAVE_LIBTORCH when LibTorch is found; otherwise every case skips.
 #include <gtest/gtest.h>
 
-#define NABLA_LIBTORCH_CONV_CASES(X) X(Conv2dVariants) X(MaxPool2dTies) X(AvgPool2d) X(BatchNormTrainEval)
+#define NABLA_LIBTORCH_CONV_CASES(X) X(Conv2dVariants) X(MaxPool2dTies) X(AvgPool2d) X(BatchNormTrainEval) X(ResNet18MatchesATwin)
 
 #ifndef NABLA_HAVE_LIBTORCH
 
@@ -17,7 +18,10 @@ NABLA_LIBTORCH_CONV_CASES(NABLA_SKIP_CONV_CASE)
 
 #include <vector>
 
+#include <nabla/models/resnet.hpp>
 #include <nabla/nabla.hpp>
+
+#include "support/torch_resnet.hpp"
 
 namespace nb = nabla;
 
@@ -116,6 +120,51 @@ TEST(LibTorchConv, BatchNormTrainEval) {
   nb::Tensor ye = nb::batch_norm(x, w, b, rm, rv, false, 0.1, 1e-5, false);
   torch::Tensor tye = torch::batch_norm(tx, tw, tb, trm, trv, false, 0.1, 1e-5, false);
   expect_close(ye, tye, "batch_norm eval forward", 1e-9);
+}
+
+// ResNet-18 (both stems) with the same float64 weights: train-mode logits, the running
+// statistics they leave, every parameter's gradient, and eval-mode logits, by name. LibTorch's
+// net has torchvision's layout, so this is the "logits match" check that needs no Python.
+TEST(LibTorchConv, ResNet18MatchesATwin) {
+  for (bool cifar : {true, false}) {
+    SCOPED_TRACE(cifar ? "CIFAR stem" : "ImageNet stem");
+    nb::manual_seed(5);
+    auto net = nb::models::resnet18({.num_classes = 10, .cifar_stem = cifar});
+    net->to(nb::kFloat64);
+    nabla_torch::ResNet twin = nabla_torch::resnet18(10, cifar);
+    twin->to(torch::kDouble);
+    {
+      torch::NoGradGuard no_grad;
+      auto params = twin->named_parameters(), buffers = twin->named_buffers();
+      size_t copied = 0;
+      for (const auto& [name, t] : net->state_dict()) {
+        torch::Tensor* dst = params.find(name);
+        if (!dst) dst = buffers.find(name);
+        ASSERT_NE(dst, nullptr) << name << " is not in the LibTorch twin";
+        ASSERT_EQ(dst->sizes().vec(), std::vector<int64_t>(t.sizes().begin(), t.sizes().end())) << name;
+        if (t.dtype() == nb::kInt64) dst->fill_(t.item<int64_t>());
+        else dst->copy_(to_torch(t));
+        ++copied;
+      }
+      EXPECT_EQ(copied, params.size() + buffers.size());
+    }
+    const int64_t side = cifar ? 16 : 64;
+    nb::Tensor x = nb::randn({3, 3, side, side}, nb::kFloat64);
+    nb::Tensor target = nb::from_vector<int64_t>({1, 9, 4}, nb::Shape{3});
+    nb::Tensor y = net->forward(x);
+    torch::Tensor ty = twin->forward(to_torch(x));
+    expect_close(y, ty, "train-mode logits", 1e-9);
+    nb::cross_entropy(y, target).backward();
+    torch::nn::functional::cross_entropy(ty, torch::tensor({1, 9, 4}, torch::kLong)).backward();
+    auto tparams = twin->named_parameters();
+    for (const auto& [name, p] : net->named_parameters()) expect_close(p.grad(), tparams[name].grad(), name.c_str(), 1e-8);
+    auto tbuffers = twin->named_buffers();
+    for (const auto& [name, b] : net->named_buffers())
+      if (b.dtype() != nb::kInt64) expect_close(b, tbuffers[name], name.c_str(), 1e-10);
+    net->eval();
+    twin->eval();
+    expect_close(net->forward(x), twin->forward(to_torch(x)), "eval-mode logits", 1e-9);
+  }
 }
 
 }  // namespace

@@ -1,7 +1,11 @@
 // Parity rows for conv2d, pad, max/avg/adaptive pooling and batch_norm against float64 loop
-// references, plus the Conv2d / BatchNorm2d modules and the MNIST example net's shape and names.
+// references, plus the Conv2d / BatchNorm2d modules, the MNIST example net's shape and names, and
+// ResNet's two residual blocks (models::BasicBlock, models::Bottleneck) against a float64
+// composition of the same references.
 
 #include <cmath>
+
+#include <nabla/models/resnet.hpp>
 
 #include "parity.hpp"
 
@@ -300,6 +304,88 @@ TEST(ConvModules, MnistExampleNet) {
   y.sum().backward();
   EXPECT_EQ(net.at<nn::Conv2d>(0)->weight.grad().sizes(), (Shape{32, 1, 3, 3}));
 }
+
+// ---- ResNet's residual blocks -------------------------------------------------------------------
+// The module's forward (training mode: batch statistics) with its weights taken from the row's
+// inputs, so the gradient flows to every one of them; the reference composes ref_conv2d,
+// ref_batch_norm and ReLU in float64.
+void bind_conv(nn::Conv2d& c, const Tensor& w) { c.weight = w; }
+void bind_bn(nn::BatchNorm2d& bn, const Tensor& w, const Tensor& b) {
+  bn.weight = w;
+  bn.bias = b;
+  bn.running_mean = zeros({w.size(0)}, w.options().requires_grad(false));  // on the inputs' device and dtype
+  bn.running_var = ones({w.size(0)}, w.options().requires_grad(false));
+}
+Ref ref_relu(const Ref& a) { return ref_map(a, [](double v) { return v > 0 ? v : 0.0; }); }
+Ref ref_add(const Ref& a, const Ref& b) { return ref_zip(a, b, [](double u, double v) { return u + v; }); }
+Ref ref_conv_bn(const Ref& x, const Ref& w, const Ref& g, const Ref& b, int64_t stride, int64_t pad) {
+  ConvArgs a{stride, stride, pad, pad, pad, pad};
+  return ref_batch_norm(ref_conv2d(x, w, nullptr, a), nullptr, nullptr, g, b, 1e-5);
+}
+
+const RegisterParity block_rows([](std::vector<ParityCase>& t) {
+  // BasicBlock(2 -> 3, stride 2) with its downsample: inputs x, conv1, bn1 (w, b), conv2, bn2, downsample conv, bn
+  t.push_back({"resnet_basic_block", "stride2_downsample",
+               {in({2, 2, 5, 5}), in({3, 2, 3, 3}), in({3}), in({3}), in({3, 3, 3, 3}), in({3}), in({3}), in({3, 2, 1, 1}),
+                in({3}), in({3})},
+               [](const TensorList& x) {
+                 auto down = std::make_shared<nn::Sequential>(models::detail::conv1x1(2, 3, 2), nn::BatchNorm2d(3));
+                 models::BasicBlock b(2, 3, 2, down);
+                 bind_conv(*b.conv1, x[1]);
+                 bind_bn(*b.bn1, x[2], x[3]);
+                 bind_conv(*b.conv2, x[4]);
+                 bind_bn(*b.bn2, x[5], x[6]);
+                 bind_conv(*down->at<nn::Conv2d>(0), x[7]);
+                 bind_bn(*down->at<nn::BatchNorm2d>(1), x[8], x[9]);
+                 return b.forward(x[0]);
+               },
+               [](const std::vector<Ref>& r) {
+                 Ref h = ref_relu(ref_conv_bn(r[0], r[1], r[2], r[3], 2, 1));
+                 h = ref_conv_bn(h, r[4], r[5], r[6], 1, 1);
+                 return ref_relu(ref_add(h, ref_conv_bn(r[0], r[7], r[8], r[9], 2, 0)));
+               },
+               {kFloat32, kFloat64}, true, false, true, 10.0});
+  // BasicBlock(3 -> 3, stride 1): the identity shortcut
+  t.push_back({"resnet_basic_block", "identity",
+               {in({2, 3, 4, 4}), in({3, 3, 3, 3}), in({3}), in({3}), in({3, 3, 3, 3}), in({3}), in({3})},
+               [](const TensorList& x) {
+                 models::BasicBlock b(3, 3);
+                 bind_conv(*b.conv1, x[1]);
+                 bind_bn(*b.bn1, x[2], x[3]);
+                 bind_conv(*b.conv2, x[4]);
+                 bind_bn(*b.bn2, x[5], x[6]);
+                 return b.forward(x[0]);
+               },
+               [](const std::vector<Ref>& r) {
+                 Ref h = ref_relu(ref_conv_bn(r[0], r[1], r[2], r[3], 1, 1));
+                 return ref_relu(ref_add(ref_conv_bn(h, r[4], r[5], r[6], 1, 1), r[0]));
+               },
+               {kFloat32, kFloat64}, true, false, true, 10.0});
+  // Bottleneck(4 -> planes 2 -> 8, stride 2, width 2): 1x1, 3x3 carrying the stride, 1x1, downsample
+  t.push_back({"resnet_bottleneck", "stride2_downsample",
+               {in({2, 4, 5, 5}), in({2, 4, 1, 1}), in({2}), in({2}), in({2, 2, 3, 3}), in({2}), in({2}), in({8, 2, 1, 1}),
+                in({8}), in({8}), in({8, 4, 1, 1}), in({8}), in({8})},
+               [](const TensorList& x) {
+                 auto down = std::make_shared<nn::Sequential>(models::detail::conv1x1(4, 8, 2), nn::BatchNorm2d(8));
+                 models::Bottleneck b(4, 2, 2, down);
+                 bind_conv(*b.conv1, x[1]);
+                 bind_bn(*b.bn1, x[2], x[3]);
+                 bind_conv(*b.conv2, x[4]);
+                 bind_bn(*b.bn2, x[5], x[6]);
+                 bind_conv(*b.conv3, x[7]);
+                 bind_bn(*b.bn3, x[8], x[9]);
+                 bind_conv(*down->at<nn::Conv2d>(0), x[10]);
+                 bind_bn(*down->at<nn::BatchNorm2d>(1), x[11], x[12]);
+                 return b.forward(x[0]);
+               },
+               [](const std::vector<Ref>& r) {
+                 Ref h = ref_relu(ref_conv_bn(r[0], r[1], r[2], r[3], 1, 0));
+                 h = ref_relu(ref_conv_bn(h, r[4], r[5], r[6], 2, 1));
+                 h = ref_conv_bn(h, r[7], r[8], r[9], 1, 0);
+                 return ref_relu(ref_add(h, ref_conv_bn(r[0], r[10], r[11], r[12], 2, 0)));
+               },
+               {kFloat32, kFloat64}, true, false, true, 10.0});
+});
 
 }  // namespace
 }  // namespace nabla_test

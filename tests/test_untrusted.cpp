@@ -3,9 +3,8 @@
 // (an out-of-bounds read under ASan, undefined behaviour under UBSan, a leaked descriptor, a
 // quadratic loop, or the wrong exception type) and passes under ASan + UBSan.
 //
-// This file also replaces the global operator new/delete with a counting version (it forwards to
-// malloc/free; counting is off unless a test turns it on), so that the memory a hostile header
-// costs is measured exactly rather than from the process's noisy RSS.
+// This file also holds the test binary's counting operator new (support/counting_new.hpp), so that
+// the memory a hostile header costs is measured exactly rather than from the process's noisy RSS.
 
 #include <fcntl.h>
 #include <unistd.h>
@@ -27,68 +26,8 @@
 #include <zlib.h>
 #endif
 
-// ---- a counting allocator ---------------------------------------------------------------------
-namespace {
-std::atomic<bool> g_counting{false};
-std::atomic<int64_t> g_live{0}, g_peak{0};
-constexpr size_t kHead = 16;  // keeps the block 16-byte aligned, as malloc's
-
-void* counted_new(size_t n) {
-  void* raw = std::malloc(n + kHead);
-  if (!raw) throw std::bad_alloc();
-  *static_cast<size_t*>(raw) = n;
-  if (g_counting.load(std::memory_order_relaxed)) {
-    const int64_t live = g_live.fetch_add(static_cast<int64_t>(n), std::memory_order_relaxed) + static_cast<int64_t>(n);
-    int64_t peak = g_peak.load(std::memory_order_relaxed);
-    while (live > peak && !g_peak.compare_exchange_weak(peak, live, std::memory_order_relaxed)) {
-    }
-  }
-  return static_cast<char*>(raw) + kHead;
-}
-void counted_delete(void* p) noexcept {
-  if (!p) return;
-  void* raw = static_cast<char*>(p) - kHead;
-  // blocks from before counting started are subtracted too; the peak is measured from a baseline
-  if (g_counting.load(std::memory_order_relaxed))
-    g_live.fetch_sub(static_cast<int64_t>(*static_cast<size_t*>(raw)), std::memory_order_relaxed);
-  std::free(raw);
-}
-
-// Peak bytes allocated with operator new while f runs, above what was live when it started.
-template <class F>
-int64_t peak_new_bytes(F&& f) {
-  g_live = 0;
-  g_peak = 0;
-  g_counting = true;
-  try {
-    f();
-  } catch (...) {
-    g_counting = false;
-    throw;
-  }
-  g_counting = false;
-  return g_peak.load();
-}
-}  // namespace
-
-void* operator new(size_t n) { return counted_new(n); }
-void* operator new[](size_t n) { return counted_new(n); }
-void operator delete(void* p) noexcept { counted_delete(p); }
-void operator delete[](void* p) noexcept { counted_delete(p); }
-void operator delete(void* p, size_t) noexcept { counted_delete(p); }
-void operator delete[](void* p, size_t) noexcept { counted_delete(p); }
-// the nothrow forms too (std::stable_sort's buffer uses them): under ASan, an unreplaced one
-// would come from ASan's allocator and reach counted_delete's free()
-void* operator new(size_t n, const std::nothrow_t&) noexcept {
-  try {
-    return counted_new(n);
-  } catch (...) {
-    return nullptr;
-  }
-}
-void* operator new[](size_t n, const std::nothrow_t& t) noexcept { return operator new(n, t); }
-void operator delete(void* p, const std::nothrow_t&) noexcept { counted_delete(p); }
-void operator delete[](void* p, const std::nothrow_t&) noexcept { counted_delete(p); }
+#include "support/counting_new.hpp"  // this TU holds nabla_tests' operator new
+#include "support/temp_files.hpp"
 
 namespace nabla_test {
 namespace {
@@ -96,24 +35,9 @@ namespace {
 namespace fs = std::filesystem;
 namespace optim = nabla::optim;
 
-struct TempDir {
-  fs::path dir;
-  explicit TempDir(const std::string& name) {
-    dir = fs::temp_directory_path() / ("nabla_untrusted_" + name + "_" + std::to_string(::getpid()));
-    fs::remove_all(dir);
-    fs::create_directories(dir);
-  }
-  ~TempDir() { fs::remove_all(dir); }
-  std::string operator/(const std::string& f) const { return (dir / f).string(); }
+struct TempDir : nabla_test::TempDir {
+  explicit TempDir(const std::string& name) : nabla_test::TempDir("nabla_untrusted", name) {}
 };
-std::string read_bytes(const std::string& path) {
-  std::ifstream f(path, std::ios::binary);
-  return std::string(std::istreambuf_iterator<char>(f), {});
-}
-void write_bytes(const std::string& path, const std::string& bytes) {
-  std::ofstream f(path, std::ios::binary);
-  f.write(bytes.data(), static_cast<std::streamsize>(bytes.size()));
-}
 // A safetensors file: 8-byte length, header text, data section.
 std::string make_file(const std::string& header, const std::string& data = "") {
   uint64_t n = header.size();

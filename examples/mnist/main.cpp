@@ -24,6 +24,8 @@
 #include <nabla/data.hpp>
 #include <nabla/nabla.hpp>
 
+#include "../common/example_cli.hpp"
+
 namespace nb = nabla;
 namespace nn = nabla::nn;
 
@@ -63,64 +65,34 @@ Trains a classifier on MNIST and reports test accuracy after each epoch.
   --help                    this text
 )";
 
-[[noreturn]] void usage_error(const std::string& msg) {
-  std::cerr << "mnist: " << msg << "\n(run mnist --help for the options)\n";
-  std::exit(2);
-}
-
 Args parse(int argc, char** argv) {
   Args a;
-  auto value = [&](int& i) -> std::string {
-    if (i + 1 >= argc) usage_error(std::string(argv[i]) + " needs a value");
-    return argv[++i];
-  };
-  auto integer = [&](int& i, int64_t lo) {
-    std::string v = value(i);
-    char* end = nullptr;
-    long long x = std::strtoll(v.c_str(), &end, 10);
-    if (v.empty() || *end || x < lo) usage_error(std::string(argv[i - 1]) + " expects an integer >= " + std::to_string(lo) + ", got \"" + v + "\"");
-    return static_cast<int64_t>(x);
-  };
-  auto real = [&](int& i) {
-    std::string v = value(i);
-    char* end = nullptr;
-    double x = std::strtod(v.c_str(), &end);
-    if (v.empty() || *end || !(x > 0) || !std::isfinite(x)) usage_error(std::string(argv[i - 1]) + " expects a positive number, got \"" + v + "\"");
-    return x;
-  };
-  auto choice = [&](int& i, std::initializer_list<const char*> ok) {
-    std::string v = value(i);
-    for (const char* o : ok)
-      if (v == o) return v;
-    std::string all;
-    for (const char* o : ok) all += std::string(all.empty() ? "" : ", ") + o;
-    usage_error(std::string(argv[i - 1]) + " must be one of " + all + ", got \"" + v + "\"");
-  };
-  for (int i = 1; i < argc; ++i) {
-    std::string f = argv[i];
+  nabla_example::Options o("mnist", argc, argv);
+  while (o.next()) {
+    const std::string f = o.flag();
     if (f == "--help" || f == "-h") {
       std::cout << kUsage;
       std::exit(0);
-    } else if (f == "--model") a.model = choice(i, {"mlp", "cnn"});
-    else if (f == "--device") a.device = choice(i, {"auto", "cpu", "cuda"});
-    else if (f == "--optimizer") a.optimizer = choice(i, {"sgd", "adam", "adamw"});
-    else if (f == "--epochs") a.epochs = integer(i, 1);
-    else if (f == "--batch-size") a.batch_size = integer(i, 1);
-    else if (f == "--test-batch-size") a.test_batch_size = integer(i, 1);
-    else if (f == "--limit") a.limit = integer(i, 1);
-    else if (f == "--test-limit") a.test_limit = integer(i, 1);
-    else if (f == "--seed") a.seed = integer(i, 0);
-    else if (f == "--checkpoint-every") a.checkpoint_every = integer(i, 0);
-    else if (f == "--threads") a.threads = integer(i, 1);
-    else if (f == "--max-steps") a.max_steps = integer(i, 0);
-    else if (f == "--lr") a.lr = real(i);
-    else if (f == "--gamma") a.gamma = real(i);
-    else if (f == "--data") a.data = value(i);
-    else if (f == "--checkpoint") a.checkpoint = value(i);
-    else if (f == "--csv") a.csv = value(i);
+    } else if (f == "--model") a.model = o.choice({"mlp", "cnn"});
+    else if (f == "--device") a.device = o.choice({"auto", "cpu", "cuda"});
+    else if (f == "--optimizer") a.optimizer = o.choice({"sgd", "adam", "adamw"});
+    else if (f == "--epochs") a.epochs = o.integer(1);
+    else if (f == "--batch-size") a.batch_size = o.integer(1);
+    else if (f == "--test-batch-size") a.test_batch_size = o.integer(1);
+    else if (f == "--limit") a.limit = o.integer(1);
+    else if (f == "--test-limit") a.test_limit = o.integer(1);
+    else if (f == "--seed") a.seed = o.integer(0);
+    else if (f == "--checkpoint-every") a.checkpoint_every = o.integer(0);
+    else if (f == "--threads") a.threads = o.integer(1);
+    else if (f == "--max-steps") a.max_steps = o.integer(0);
+    else if (f == "--lr") a.lr = o.real();
+    else if (f == "--gamma") a.gamma = o.real();
+    else if (f == "--data") a.data = o.value();
+    else if (f == "--checkpoint") a.checkpoint = o.value();
+    else if (f == "--csv") a.csv = o.value();
     else if (f == "--resume") a.resume = true;
     else if (f == "--no-progress") a.progress = false;
-    else usage_error("unknown option \"" + f + "\"");
+    else o.error("unknown option \"" + f + "\"");
   }
   if (a.lr < 0) a.lr = a.optimizer == "sgd" ? 0.05 : 2e-3;
   return a;
@@ -149,51 +121,7 @@ std::unique_ptr<nb::optim::Optimizer> make_optimizer(const Args& a, const std::v
   return std::make_unique<nb::optim::Adam>(params, nb::optim::AdamOptions(a.lr));
 }
 
-std::string clock_str(double seconds) {
-  const long s = std::lround(std::max(0.0, seconds));
-  char buf[32];
-  if (s >= 3600) std::snprintf(buf, sizeof buf, "%ld:%02ld:%02ld", s / 3600, s / 60 % 60, s % 60);
-  else std::snprintf(buf, sizeof buf, "%ld:%02ld", s / 60, s % 60);
-  return buf;
-}
-
-// One line per epoch, redrawn in place on a terminal; on a pipe or file, a plain line every 10%.
-class Progress {
- public:
-  Progress(int64_t epoch, int64_t epochs, int64_t steps, int64_t first, bool tty)
-      : epoch_(epoch), epochs_(epochs), steps_(steps), first_(first), tty_(tty), start_(now()) {}
-
-  // Whether update() would draw now (reading the loss back from a GPU is a synchronisation,
-  // so the caller only does it when it is shown). step: 1-based, within the epoch.
-  bool due(int64_t step) const {
-    if (step == steps_ || step == first_ + 1) return true;
-    return tty_ ? now() - start_ - drawn_ >= 0.1 : step * 10 / steps_ != shown_ * 10 / steps_;
-  }
-
-  void update(int64_t step, double loss, int64_t images) {
-    const double t = now() - start_;
-    const bool last = step == steps_;
-    drawn_ = t, shown_ = step;
-    const double rate = images / std::max(t, 1e-9), eta = (steps_ - step) * t / std::max<int64_t>(1, step - first_);
-    char line[256];
-    const int width = 24, filled = static_cast<int>(width * step / steps_);
-    std::string bar = std::string(filled, '=') + (filled < width ? ">" : "") + std::string(width - std::min(width, filled + 1), ' ');
-    std::snprintf(line, sizeof line, "epoch %lld/%lld [%s] %lld/%lld  loss %.4f  %.0f img/s  %s %s", (long long)epoch_,
-                  (long long)epochs_, bar.c_str(), (long long)step, (long long)steps_, loss, rate,
-                  last ? "took" : "ETA", clock_str(last ? t : eta).c_str());
-    if (tty_) std::printf("\r%s\033[K%s", line, last ? "\n" : "");
-    else std::printf("%s\n", line);
-    std::fflush(stdout);
-  }
-
-  static double now() { return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count(); }
-
- private:
-  int64_t epoch_, epochs_, steps_, first_;
-  bool tty_;
-  double start_, drawn_ = -1;
-  int64_t shown_ = 0;
-};
+using nabla_example::Progress;
 
 struct Eval {
   double loss, accuracy;

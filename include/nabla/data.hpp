@@ -1,8 +1,9 @@
 #pragma once
-// nabla::data: IDX/MNIST readers, datasets, batch transforms and the prefetching DataLoader.
+// nabla::data: IDX/MNIST and CIFAR-10 readers, datasets, batch transforms and the prefetching DataLoader.
 // See docs/data.md.
 
 #include "data/idx.hpp"
 #include "data/dataset.hpp"
+#include "data/cifar.hpp"
 #include "data/transforms.hpp"
 #include "data/dataloader.hpp"

@@ -85,6 +85,23 @@ for name, b in samples.items():
     put("idx", "plain_" + name, b"\x00" + b)
     put("idx", "deflate_" + name, b"\x01" + b)
     put("idx", "gz_" + name, b"\x00" + gzip.compress(b, mtime=0))
+# bit 1 of the first byte: read through a file rather than from memory
+put("idx", "file_u8", b"\x02" + samples["u8"])
+put("idx", "file_gz_f32", b"\x02" + gzip.compress(samples["f32"], mtime=0))
+
+# ---- CIFAR-10: 3073-byte records (label, then R, G, B planes of 32x32); first byte as for IDX ------
+
+
+def cifar(labels):
+    return b"".join(bytes([lab]) + bytes((i * 31 + k) % 256 for k in range(3072)) for i, lab in enumerate(labels))
+
+
+for name, b in {"one": cifar([3]), "three": cifar([0, 9, 5])}.items():
+    put("cifar", "plain_" + name, b"\x00" + b)
+    put("cifar", "deflate_" + name, b"\x01" + b)
+    put("cifar", "gz_" + name, b"\x00" + gzip.compress(b, mtime=0))
+put("cifar", "file_one", b"\x02" + cifar([3]))
+put("cifar", "file_deflate_three", b"\x03" + cifar([0, 9, 5]))
 
 # ---- checkpoints: the target's model (Linear(3,4), ReLU, Linear(4,2)), Adam and StepLR ------------
 params = [("0.weight", [4, 3]), ("0.bias", [4]), ("2.weight", [2, 4]), ("2.bias", [2])]

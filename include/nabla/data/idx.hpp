@@ -11,6 +11,7 @@
 #include <cstring>
 #include <filesystem>
 #include <memory>
+#include <span>
 #include <string>
 #include <type_traits>
 #include <vector>
@@ -31,12 +32,18 @@ namespace detail {
   throw IOError("nabla::data: " + path + ": " + what);
 }
 
-// A file read front to back, plain or gzip (recognised by its first two bytes, not its name).
-// A gzip file must be exactly one gzip member: a second member or junk after the first is an
-// error (zlib's gzread would skip junk silently). The FILE is owned from the moment it is
-// opened, so a constructor that throws closes it.
+// A file (or a buffer in memory) read front to back, plain or gzip (recognised by its first two
+// bytes, not its name). A gzip file must be exactly one gzip member: a second member or junk
+// after the first is an error (zlib's gzread would skip junk silently). The FILE is owned from
+// the moment it is opened, so a constructor that throws closes it.
 class ByteSource {
  public:
+  // `bytes` must outlive the source; `name` stands for the file in error messages.
+  ByteSource(std::span<const uint8_t> bytes, const std::string& name)
+      : path_(name), from_memory_(true), mem_(bytes.data()), mem_size_(bytes.size()), size_(bytes.size()) {
+    gzip_ = size_ >= 2 && mem_[0] == 0x1f && mem_[1] == 0x8b;
+    if (gzip_) start_gzip();
+  }
   explicit ByteSource(const std::string& path) : path_(path) {
     std::error_code ec;
     const auto status = std::filesystem::status(path, ec);
@@ -53,19 +60,7 @@ class ByteSource {
     unsigned char head[2] = {0, 0};
     gzip_ = std::fread(head, 1, 2, file_.get()) == 2 && head[0] == 0x1f && head[1] == 0x8b;
     std::rewind(file_.get());
-    if (!gzip_) return;
-#ifdef NABLA_HAS_ZLIB
-    zs_ = std::make_unique<z_stream>();
-    std::memset(zs_.get(), 0, sizeof(z_stream));
-    if (inflateInit2(zs_.get(), 16 + MAX_WBITS) != Z_OK) {  // 16: a gzip wrapper, not zlib's
-      zs_.reset();
-      data_fail(path, "cannot start the gzip decoder");
-    }
-    in_.resize(size_t{1} << 17);
-#else
-    data_fail(path, "is gzip-compressed but nabla was built without zlib (NABLA_HAS_ZLIB undefined); "
-                    "gunzip the file, or rebuild with zlib installed and NABLA_USE_ZLIB=ON");
-#endif
+    if (gzip_) start_gzip();
   }
   ~ByteSource() {
 #ifdef NABLA_HAS_ZLIB
@@ -80,22 +75,22 @@ class ByteSource {
 
   // Reads up to n bytes; fewer only at the end of the (decompressed) data.
   size_t read(void* dst, size_t n) {
-    if (!gzip_) {
-      size_t got = std::fread(dst, 1, n, file_.get());
-      if (got < n && std::ferror(file_.get())) data_fail(path_, std::string("read error: ") + std::strerror(errno));
-      return got;
-    }
+    if (!gzip_) return raw_read(dst, n);
 #ifdef NABLA_HAS_ZLIB
     size_t done = 0;
     unsigned char* out = static_cast<unsigned char*>(dst);
     while (done < n && !ended_) {
       if (zs_->avail_in == 0) {
-        const size_t got = std::fread(in_.data(), 1, in_.size(), file_.get());
-        if (got == 0) {
-          if (std::ferror(file_.get())) data_fail(path_, std::string("read error: ") + std::strerror(errno));
-          data_fail(path_, "gzip stream is truncated (the compressed data ends before its end-of-stream marker)");
+        size_t got = 0;
+        if (from_memory_) {  // zlib reads the buffer in place
+          got = std::min(mem_size_ - mem_pos_, size_t{1} << 30);
+          zs_->next_in = const_cast<unsigned char*>(mem_ + mem_pos_);  // zlib's API is not const; it only reads
+          mem_pos_ += got;
+        } else {
+          got = raw_read(in_.data(), in_.size());
+          zs_->next_in = in_.data();
         }
-        zs_->next_in = in_.data();
+        if (got == 0) data_fail(path_, "gzip stream is truncated (the compressed data ends before its end-of-stream marker)");
         zs_->avail_in = static_cast<uInt>(got);
       }
       const size_t chunk = std::min<size_t>(n - done, size_t{1} << 30);
@@ -117,12 +112,39 @@ class ByteSource {
   }
 
  private:
+  // The stored bytes as they are (compressed, for gzip): from memory, or from the file.
+  size_t raw_read(void* dst, size_t n) {
+    if (from_memory_) {
+      if (n == 0 || mem_pos_ == mem_size_) return 0;
+      const size_t got = std::min(n, mem_size_ - mem_pos_);
+      std::memcpy(dst, mem_ + mem_pos_, got);
+      mem_pos_ += got;
+      return got;
+    }
+    const size_t got = std::fread(dst, 1, n, file_.get());
+    if (got < n && std::ferror(file_.get())) data_fail(path_, std::string("read error: ") + std::strerror(errno));
+    return got;
+  }
+  void start_gzip() {
+#ifdef NABLA_HAS_ZLIB
+    zs_ = std::make_unique<z_stream>();
+    std::memset(zs_.get(), 0, sizeof(z_stream));
+    if (inflateInit2(zs_.get(), 16 + MAX_WBITS) != Z_OK) {  // 16: a gzip wrapper, not zlib's
+      zs_.reset();
+      data_fail(path_, "cannot start the gzip decoder");
+    }
+    if (!from_memory_) in_.resize(size_t{1} << 17);
+#else
+    data_fail(path_, "is gzip-compressed but nabla was built without zlib (NABLA_HAS_ZLIB undefined); "
+                     "gunzip the file, or rebuild with zlib installed and NABLA_USE_ZLIB=ON");
+#endif
+  }
 #ifdef NABLA_HAS_ZLIB
   // After the member's trailer (CRC and length, checked by zlib): the file must end there.
   void check_nothing_after_stream() {
     uint64_t extra = zs_->avail_in;
     unsigned char probe[4096];
-    for (size_t got; (got = std::fread(probe, 1, sizeof probe, file_.get())) > 0;) extra += got;
+    for (size_t got; (got = raw_read(probe, sizeof probe)) > 0;) extra += got;
     if (extra > 0)
       data_fail(path_, std::to_string(extra) + " bytes follow the end of the gzip stream (junk, or a second gzip member; "
                        "nabla reads a single-member .gz)");
@@ -133,6 +155,9 @@ class ByteSource {
   };
   std::string path_;
   std::unique_ptr<std::FILE, Closer> file_;
+  bool from_memory_ = false;
+  const unsigned char* mem_ = nullptr;
+  size_t mem_size_ = 0, mem_pos_ = 0;
   uint64_t size_ = 0;
   bool gzip_ = false;
 #ifdef NABLA_HAS_ZLIB
@@ -205,15 +230,8 @@ inline std::string dims_str(const std::vector<int64_t>& dims) {
   return s + "]";
 }
 
-}  // namespace detail
-
-// Reads an IDX file, plain or gzip-compressed (recognised by content, whatever its name), into a
-// contiguous CPU tensor. uint8 stays kUInt8; int8, int16 and int32 become kInt32; float32 and
-// float64 keep their type. Throws IOError naming the file: missing, not IDX, unknown type code,
-// a zero or overflowing size, data shorter or longer than the sizes say, corrupt gzip.
-inline Tensor read_idx(const std::string& path) {
-  using detail::data_fail;
-  detail::ByteSource src(path);
+// read_idx's body, for a file or a buffer (`path` names it in errors).
+inline Tensor read_idx_from(ByteSource& src, const std::string& path) {
   unsigned char head[4];
   size_t got = src.read(head, 4);
   if (got < 4) data_fail(path, "truncated: " + std::to_string(got) + " bytes, too short for the 4-byte IDX magic");
@@ -272,6 +290,23 @@ inline Tensor read_idx(const std::string& path) {
   if (src.read(&extra, 1) != 0) data_fail(path, "trailing bytes: " + what + " but the data goes on past them");
   if (type->code != 0x08) detail::decode_idx(*type, raw.data(), out);
   return out;
+}
+
+}  // namespace detail
+
+// Reads an IDX file, plain or gzip-compressed (recognised by content, whatever its name), into a
+// contiguous CPU tensor. uint8 stays kUInt8; int8, int16 and int32 become kInt32; float32 and
+// float64 keep their type. Throws IOError naming the file: missing, not IDX, unknown type code,
+// a zero or overflowing size, data shorter or longer than the sizes say, corrupt gzip.
+inline Tensor read_idx(const std::string& path) {
+  detail::ByteSource src(path);
+  return detail::read_idx_from(src, path);
+}
+// The same from the bytes of a file already in memory (plain or gzip); `name` stands for the
+// file in error messages.
+inline Tensor read_idx(std::span<const uint8_t> bytes, const std::string& name = "<memory>") {
+  detail::ByteSource src(bytes, name);
+  return detail::read_idx_from(src, name);
 }
 
 // ---- MNIST ------------------------------------------------------------------------------------

@@ -1,0 +1,121 @@
+// ResNet-18 training step, nabla vs LibTorch, in one process: the same network (torchvision's
+// layout, CIFAR stem by default; tests/support/torch_resnet.hpp is the LibTorch twin), the same
+// batch of random 32x32 images, the same optimizer (SGD, Nesterov momentum 0.9, weight decay
+// 5e-4, label-smoothed cross entropy). Rounds alternate between the two libraries so machine
+// noise hits both alike; the median round time of each is reported, with the ratio.
+//   nabla_resnet_libtorch [--batch N] [--rounds R] [--steps S] [--image-size P] [--imagenet-stem] [--threads T]
+// benchmarks/compare/resnet.sh runs it; figures in docs/resnet.md.
+#include <torch/torch.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
+#include <string>
+#include <vector>
+
+#if defined(_OPENMP)
+#include <omp.h>
+#endif
+
+#include <nabla/models/resnet.hpp>
+#include <nabla/nabla.hpp>
+
+#include "support/torch_resnet.hpp"
+
+namespace nb = nabla;
+
+namespace {
+double now() { return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count(); }
+double median(std::vector<double> v) {
+  std::sort(v.begin(), v.end());
+  return v[v.size() / 2];
+}
+}  // namespace
+
+int main(int argc, char** argv) {
+  int64_t batch = 64, rounds = 5, steps = 3, side = 32, threads = 0;
+  bool cifar = true;
+  for (int i = 1; i < argc; ++i) {
+    const std::string f = argv[i];
+    auto next = [&] {
+      if (i + 1 >= argc) {
+        std::fprintf(stderr, "%s needs a value\n", f.c_str());
+        std::exit(2);
+      }
+      return std::atoll(argv[++i]);
+    };
+    if (f == "--batch") batch = next();
+    else if (f == "--rounds") rounds = next();
+    else if (f == "--steps") steps = next();
+    else if (f == "--image-size") side = next();
+    else if (f == "--threads") threads = next();
+    else if (f == "--imagenet-stem") cifar = false;
+    else {
+      std::fprintf(stderr, "unknown option %s\n", f.c_str());
+      return 2;
+    }
+  }
+  if (threads > 0) {
+#if defined(_OPENMP)
+    omp_set_num_threads(static_cast<int>(threads));
+#endif
+    torch::set_num_threads(static_cast<int>(threads));
+  }
+  nb::set_flush_denormal(true);
+  at::globalContext().setFlushDenormal(true);  // torch.set_flush_denormal(True)
+
+  // the same data for both
+  nb::manual_seed(1);
+  nb::Tensor x = nb::randn({batch, 3, side, side});
+  nb::Tensor y = nb::randint(0, 10, {batch});
+  torch::Tensor tx = torch::from_blob(x.data_ptr<float>(), {batch, 3, side, side}, torch::kFloat).clone();
+  std::vector<int64_t> yv = y.to_vector<int64_t>();
+  torch::Tensor ty = torch::tensor(yv, torch::kLong);
+
+  auto net = nb::models::resnet18({.num_classes = 10, .cifar_stem = cifar});
+  nb::optim::SGD opt(net->parameters(), nb::optim::SGDOptions(0.05).momentum(0.9).nesterov(true).weight_decay(5e-4));
+  nb::CrossEntropyOptions ce;
+  ce.label_smoothing = 0.1;
+  auto nabla_step = [&] {
+    opt.zero_grad();
+    nb::Tensor loss = nb::cross_entropy(net->forward(x), y, ce);
+    loss.backward();
+    opt.step();
+    return loss.item<double>();
+  };
+
+  torch::manual_seed(1);
+  nabla_torch::ResNet twin = nabla_torch::resnet18(10, cifar);
+  torch::optim::SGD topt(twin->parameters(), torch::optim::SGDOptions(0.05).momentum(0.9).nesterov(true).weight_decay(5e-4));
+  auto torch_step = [&] {
+    topt.zero_grad();
+    torch::Tensor loss = torch::nn::functional::cross_entropy(
+        twin->forward(tx), ty, torch::nn::functional::CrossEntropyFuncOptions().label_smoothing(0.1));
+    loss.backward();
+    topt.step();
+    return loss.item<double>();
+  };
+
+  std::printf("ResNet-18 (%s stem) train step, batch %lld of %lldx%lld, %lld steps per round, %lld rounds, threads %d\n",
+              cifar ? "CIFAR" : "ImageNet", (long long)batch, (long long)side, (long long)side, (long long)steps,
+              (long long)rounds, torch::get_num_threads());
+  nabla_step();  // warm-up: first-touch allocations, kernel choices
+  torch_step();
+  std::vector<double> tn, tt;
+  double ln = 0, lt = 0;
+  for (int64_t r = 0; r < rounds; ++r) {
+    double t0 = now();
+    for (int64_t s = 0; s < steps; ++s) ln = nabla_step();
+    tn.push_back((now() - t0) / static_cast<double>(steps));
+    t0 = now();
+    for (int64_t s = 0; s < steps; ++s) lt = torch_step();
+    tt.push_back((now() - t0) / static_cast<double>(steps));
+    std::printf("round %lld: nabla %.3f s/step (loss %.4f), LibTorch %.3f s/step (loss %.4f)\n", (long long)r + 1, tn.back(),
+                ln, tt.back(), lt);
+  }
+  const double mn = median(tn), mt = median(tt);
+  std::printf("median: nabla %.3f s/step (%.1f img/s), LibTorch %.3f s/step (%.1f img/s); nabla/LibTorch time %.2f\n", mn,
+              static_cast<double>(batch) / mn, mt, static_cast<double>(batch) / mt, mn / mt);
+  return 0;
+}

@@ -1,0 +1,115 @@
+#pragma once
+// What the training examples (examples/mnist, examples/resnet) share: option parsing with one-line
+// usage errors, the progress bar (img/s and ETA; plain lines when stdout is not a terminal), and
+// the h:mm:ss clock. Not part of the library.
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <cstdlib>
+#include <initializer_list>
+#include <iostream>
+#include <string>
+
+namespace nabla_example {
+
+// argv walked front to back; each accessor consumes the flag's value or exits with status 2 and
+// a one-line message naming the flag, as a command-line tool does.
+class Options {
+ public:
+  Options(const char* program, int argc, char** argv) : program_(program), argc_(argc), argv_(argv) {}
+
+  bool next() { return ++i_ < argc_; }
+  std::string flag() const { return argv_[i_]; }
+
+  [[noreturn]] void error(const std::string& msg) const {
+    std::cerr << program_ << ": " << msg << "\n(run " << program_ << " --help for the options)\n";
+    std::exit(2);
+  }
+  std::string value() {
+    if (i_ + 1 >= argc_) error(std::string(argv_[i_]) + " needs a value");
+    return argv_[++i_];
+  }
+  int64_t integer(int64_t lo) {
+    const std::string f = argv_[i_], v = value();
+    char* end = nullptr;
+    const long long x = std::strtoll(v.c_str(), &end, 10);
+    if (v.empty() || *end || x < lo) error(f + " expects an integer >= " + std::to_string(lo) + ", got \"" + v + "\"");
+    return static_cast<int64_t>(x);
+  }
+  // A finite number > lo (or >= lo when inclusive).
+  double real(double lo = 0.0, bool inclusive = false) {
+    const std::string f = argv_[i_], v = value();
+    char* end = nullptr;
+    const double x = std::strtod(v.c_str(), &end);
+    if (v.empty() || *end || !std::isfinite(x) || (inclusive ? !(x >= lo) : !(x > lo))) {
+      char bound[32];
+      std::snprintf(bound, sizeof bound, "%g", lo);
+      error(f + " expects a number " + (inclusive ? ">= " : "> ") + bound + ", got \"" + v + "\"");
+    }
+    return x;
+  }
+  std::string choice(std::initializer_list<const char*> ok) {
+    const std::string f = argv_[i_], v = value();
+    for (const char* o : ok)
+      if (v == o) return v;
+    std::string all;
+    for (const char* o : ok) all += std::string(all.empty() ? "" : ", ") + o;
+    error(f + " must be one of " + all + ", got \"" + v + "\"");
+  }
+
+ private:
+  const char* program_;
+  int argc_;
+  char** argv_;
+  int i_ = 0;
+};
+
+inline std::string clock_str(double seconds) {
+  const long s = std::lround(std::max(0.0, seconds));
+  char buf[32];
+  if (s >= 3600) std::snprintf(buf, sizeof buf, "%ld:%02ld:%02ld", s / 3600, s / 60 % 60, s % 60);
+  else std::snprintf(buf, sizeof buf, "%ld:%02ld", s / 60, s % 60);
+  return buf;
+}
+
+// One line per epoch, redrawn in place on a terminal; on a pipe or file, a plain line every 10%.
+class Progress {
+ public:
+  Progress(int64_t epoch, int64_t epochs, int64_t steps, int64_t first, bool tty)
+      : epoch_(epoch), epochs_(epochs), steps_(steps), first_(first), tty_(tty), start_(now()) {}
+
+  // Whether update() would draw now (reading the loss back from a GPU is a synchronisation,
+  // so the caller only does it when it is shown). step: 1-based, within the epoch.
+  bool due(int64_t step) const {
+    if (step == steps_ || step == first_ + 1) return true;
+    return tty_ ? now() - start_ - drawn_ >= 0.1 : step * 10 / steps_ != shown_ * 10 / steps_;
+  }
+
+  void update(int64_t step, double loss, int64_t images) {
+    const double t = now() - start_;
+    const bool last = step == steps_;
+    drawn_ = t, shown_ = step;
+    const double rate = images / std::max(t, 1e-9), eta = (steps_ - step) * t / std::max<int64_t>(1, step - first_);
+    char line[256];
+    const int width = 24, filled = static_cast<int>(width * step / steps_);
+    std::string bar = std::string(filled, '=') + (filled < width ? ">" : "") + std::string(width - std::min(width, filled + 1), ' ');
+    std::snprintf(line, sizeof line, "epoch %lld/%lld [%s] %lld/%lld  loss %.4f  %.0f img/s  %s %s", (long long)epoch_,
+                  (long long)epochs_, bar.c_str(), (long long)step, (long long)steps_, loss, rate,
+                  last ? "took" : "ETA", clock_str(last ? t : eta).c_str());
+    if (tty_) std::printf("\r%s\033[K%s", line, last ? "\n" : "");
+    else std::printf("%s\n", line);
+    std::fflush(stdout);
+  }
+
+  static double now() { return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count(); }
+
+ private:
+  int64_t epoch_, epochs_, steps_, first_;
+  bool tty_;
+  double start_, drawn_ = -1;
+  int64_t shown_ = 0;
+};
+
+}  // namespace nabla_example
