@@ -11,6 +11,7 @@
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <span>
 #include <numbers>
 
 #include "support/temp_files.hpp"
@@ -176,6 +177,20 @@ TEST(Checkpoint, TrainingCheckpointResumesExactly) {
   EXPECT_NE(std::find(keys.begin(), keys.end(), "scheduler.last_epoch"), keys.end());
   nabla::save(net, tmp / "plain.safetensors");
   EXPECT_TRUE(throws_with<IOError>([&] { io::load_checkpoint(tmp / "plain.safetensors", net2); }, {"not a nabla checkpoint"}));
+
+  // from the file's bytes in memory: the same state, errors naming the given name
+  const std::string bytes = read_bytes(tmp / "ck.safetensors");
+  const std::span<const uint8_t> span(reinterpret_cast<const uint8_t*>(bytes.data()), bytes.size());
+  auto net3 = mlp();
+  optim::SGD opt3(net3.parameters(), optim::SGDOptions(0.1).momentum(0.9));
+  optim::StepLR sched3(opt3, 2, 0.5);
+  io::Metadata meta;
+  EXPECT_EQ(io::load_checkpoint(span, net3, &opt3, &sched3, &meta), 3);
+  EXPECT_EQ(meta.at("step"), "3");
+  EXPECT_DOUBLE_EQ(opt3.lr(), 0.05);  // StepLR(2, 0.5) after 3 steps: 0.1 * 0.5
+  for (const auto& [k, v] : net3.state_dict()) EXPECT_TRUE(all_equal(v, *io::load_safetensors(span).tensors.find("model." + k))) << k;
+  EXPECT_TRUE(throws_with<IOError>([&] { io::load_checkpoint(span.first(span.size() - 1), net3, nullptr, nullptr, nullptr, "ck.bin"); },
+                                   {"ck.bin"}));
 }
 
 TEST(Checkpoint, FailedSaveLeavesThePreviousFileIntact) {

@@ -308,7 +308,8 @@ TEST(ConvModules, MnistExampleNet) {
 // ---- ResNet's residual blocks -------------------------------------------------------------------
 // The module's forward (training mode: batch statistics) with its weights taken from the row's
 // inputs, so the gradient flows to every one of them; the reference composes ref_conv2d,
-// ref_batch_norm and ReLU in float64.
+// ref_batch_norm and ReLU in float64. Gradients are checked in float64 only (grad_float32 off:
+// see ParityCase).
 void bind_conv(nn::Conv2d& c, const Tensor& w) { c.weight = w; }
 void bind_bn(nn::BatchNorm2d& bn, const Tensor& w, const Tensor& b) {
   bn.weight = w;
@@ -344,7 +345,7 @@ const RegisterParity block_rows([](std::vector<ParityCase>& t) {
                  h = ref_conv_bn(h, r[4], r[5], r[6], 1, 1);
                  return ref_relu(ref_add(h, ref_conv_bn(r[0], r[7], r[8], r[9], 2, 0)));
                },
-               {kFloat32, kFloat64}, true, false, true, 10.0});
+               {kFloat32, kFloat64}, true, false, true, 10.0, "", /*grad_float32=*/false});
   // BasicBlock(3 -> 3, stride 1): the identity shortcut
   t.push_back({"resnet_basic_block", "identity",
                {in({2, 3, 4, 4}), in({3, 3, 3, 3}), in({3}), in({3}), in({3, 3, 3, 3}), in({3}), in({3})},
@@ -360,7 +361,7 @@ const RegisterParity block_rows([](std::vector<ParityCase>& t) {
                  Ref h = ref_relu(ref_conv_bn(r[0], r[1], r[2], r[3], 1, 1));
                  return ref_relu(ref_add(ref_conv_bn(h, r[4], r[5], r[6], 1, 1), r[0]));
                },
-               {kFloat32, kFloat64}, true, false, true, 10.0});
+               {kFloat32, kFloat64}, true, false, true, 10.0, "", /*grad_float32=*/false});
   // Bottleneck(4 -> planes 2 -> 8, stride 2, width 2): 1x1, 3x3 carrying the stride, 1x1, downsample
   t.push_back({"resnet_bottleneck", "stride2_downsample",
                {in({2, 4, 5, 5}), in({2, 4, 1, 1}), in({2}), in({2}), in({2, 2, 3, 3}), in({2}), in({2}), in({8, 2, 1, 1}),
@@ -384,7 +385,7 @@ const RegisterParity block_rows([](std::vector<ParityCase>& t) {
                  h = ref_conv_bn(h, r[7], r[8], r[9], 1, 0);
                  return ref_relu(ref_add(h, ref_conv_bn(r[0], r[10], r[11], r[12], 2, 0)));
                },
-               {kFloat32, kFloat64}, true, false, true, 10.0});
+               {kFloat32, kFloat64}, true, false, true, 10.0, "", /*grad_float32=*/false});
 });
 
 }  // namespace

@@ -4,6 +4,7 @@
 // names; save_checkpoint adds "optimizer.*", "scheduler.*" and the step, written atomically.
 
 #include <charconv>
+#include <span>
 #include <cstdint>
 #include <string>
 
@@ -50,9 +51,10 @@ inline void save_checkpoint(const std::string& path, const nn::Module& model, co
 // step. The model is loaded strictly; a missing optimizer or scheduler section is an error
 // when that object is given. metadata, when given, receives the file's metadata (what the
 // caller passed to save_checkpoint, plus "format" and "step").
-inline int64_t load_checkpoint(const std::string& path, nn::Module& model, optim::Optimizer* optimizer = nullptr,
-                               optim::LRScheduler* scheduler = nullptr, Metadata* metadata = nullptr) {
-  SafetensorsFile f = load_safetensors(path);
+namespace detail {
+// load_checkpoint's body, for a file already read (`path` names it in errors).
+inline int64_t load_checkpoint_from(SafetensorsFile f, const std::string& path, nn::Module& model, optim::Optimizer* optimizer,
+                                    optim::LRScheduler* scheduler, Metadata* metadata) {
   if (metadata) *metadata = f.metadata;
   auto it = f.metadata.find("format");
   if (it == f.metadata.end() || it->second != kCheckpointFormat)
@@ -94,6 +96,19 @@ inline int64_t load_checkpoint(const std::string& path, nn::Module& model, optim
     detail::io_fail(path, std::string("the ") + section + " entries (\"" + section + ".*\"): " + e.what());
   }
   return step;
+}
+}  // namespace detail
+
+inline int64_t load_checkpoint(const std::string& path, nn::Module& model, optim::Optimizer* optimizer = nullptr,
+                               optim::LRScheduler* scheduler = nullptr, Metadata* metadata = nullptr) {
+  return detail::load_checkpoint_from(load_safetensors(path), path, model, optimizer, scheduler, metadata);
+}
+// The same from the bytes of a checkpoint file already in memory; `name` stands for the file in
+// error messages.
+inline int64_t load_checkpoint(std::span<const uint8_t> bytes, nn::Module& model, optim::Optimizer* optimizer = nullptr,
+                               optim::LRScheduler* scheduler = nullptr, Metadata* metadata = nullptr,
+                               const std::string& name = "<memory>") {
+  return detail::load_checkpoint_from(load_safetensors(bytes, name), name, model, optimizer, scheduler, metadata);
 }
 
 }  // namespace io
