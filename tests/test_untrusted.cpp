@@ -254,6 +254,18 @@ TEST(Untrusted, CorruptCheckpointsAreIOErrorsNamingTheField) {
         f.tensors = kept;
       }),
       {"no entry \"base_lrs.0\""}));
+  // a negative base lr made the schedule set lr < 0, which Adam refused at the next step() (found
+  // by fuzz_checkpoint's long campaign: base_lrs.0 = -1.5e284); now refused at load, the
+  // schedule and the optimizer's lr left as they were
+  EXPECT_TRUE(checkpoint_refused(with_tensor("scheduler.base_lrs.0", scalar_tensor(-1.48702e284, kFloat64)),
+                                 {"scheduler", "base_lrs.0", "not a learning rate >= 0"}));
+  Trained fresh;
+  const double lr = fresh.opt.lr();
+  nn::StateDict bad = fresh.sched.state_dict();
+  bad.insert("base_lrs.0", scalar_tensor(-0.5, kFloat64));
+  EXPECT_THROW(fresh.sched.load_state_dict(bad), ValueError);
+  EXPECT_EQ(fresh.opt.lr(), lr);
+  EXPECT_EQ(fresh.sched.base_lrs()[0], 0.01);
 }
 
 // ---- 5. no undefined behaviour on NaN, infinities and huge values -----------------------------------

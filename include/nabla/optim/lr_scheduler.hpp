@@ -52,11 +52,27 @@ class LRScheduler {
       NABLA_CHECK(t != nullptr, ValueError, "optim::LRScheduler::load_state_dict: no entry \"", key, "\"");
       return *t;
     };
-    const int64_t last_epoch = detail::state_integer(entry("last_epoch"), "last_epoch", -1);
+    int64_t last_epoch = detail::state_integer(entry("last_epoch"), "last_epoch", -1);
     std::vector<double> base(base_lrs_.size());
-    for (size_t g = 0; g < base.size(); ++g) base[g] = detail::state_number(entry("base_lrs." + std::to_string(g)), "base_lrs." + std::to_string(g));
-    last_epoch_ = last_epoch;
-    base_lrs_ = std::move(base);
+    for (size_t g = 0; g < base.size(); ++g) {
+      base[g] = detail::state_number(entry("base_lrs." + std::to_string(g)), "base_lrs." + std::to_string(g));
+      NABLA_CHECK(base[g] >= 0, ValueError, "optim::LRScheduler::load_state_dict: \"base_lrs.", g, "\" is ", base[g],
+                  ", not a learning rate >= 0");
+    }
+    // the learning rates this state gives must be ones the optimizer takes (finite, >= 0): checked
+    // before anything changes, so a refused state leaves the schedule and the optimizer as they were
+    std::swap(last_epoch_, last_epoch);
+    std::swap(base_lrs_, base);
+    for (size_t g = 0; g < base_lrs_.size(); ++g) {
+      const double lr = lr_at(g, last_epoch_);
+      if (!(std::isfinite(lr) && lr >= 0)) {
+        std::swap(last_epoch_, last_epoch);
+        std::swap(base_lrs_, base);
+        throw ValueError(nabla::detail::cat("nabla::optim::LRScheduler::load_state_dict: last_epoch ", last_epoch,
+                                            " and base_lrs.", g, " = ", base[g], " give the learning rate ", lr,
+                                            ", not a finite number >= 0"));
+      }
+    }
     apply();
   }
 
