@@ -1,7 +1,7 @@
 #pragma once
 // What the training examples (examples/mnist, examples/resnet) share: option parsing with one-line
 // usage errors, the progress bar (img/s and ETA; plain lines when stdout is not a terminal), and
-// the h:mm:ss clock. Not part of the library.
+// the h:mm:ss clock, and the test-set evaluation. Not part of the library.
 
 #include <algorithm>
 #include <chrono>
@@ -11,6 +11,9 @@
 #include <initializer_list>
 #include <iostream>
 #include <string>
+
+#include <nabla/data.hpp>
+#include <nabla/nabla.hpp>
 
 namespace nabla_example {
 
@@ -111,5 +114,27 @@ class Progress {
   double start_, drawn_ = -1;
   int64_t shown_ = 0;
 };
+
+// Mean cross entropy and accuracy of a classifier over a loader, in eval mode (train mode after).
+struct Eval {
+  double loss, accuracy;
+};
+
+inline Eval evaluate(nabla::nn::Module& model, nabla::data::DataLoader& loader) {
+  nabla::NoGradGuard no_grad;
+  model.eval();
+  double loss = 0;
+  int64_t correct = 0, seen = 0;
+  for (nabla::data::Batch& b : loader) {
+    nabla::Tensor logits = model.forward(b.data);
+    nabla::CrossEntropyOptions sum;
+    sum.reduction = nabla::kSum;
+    loss += nabla::cross_entropy(logits, b.target, sum).item<double>();
+    correct += nabla::eq(logits.argmax(1), b.target).sum().item<int64_t>();
+    seen += b.target.size(0);
+  }
+  model.train();
+  return {loss / static_cast<double>(seen), static_cast<double>(correct) / static_cast<double>(seen)};
+}
 
 }  // namespace nabla_example

@@ -123,26 +123,8 @@ std::unique_ptr<nb::optim::Optimizer> make_optimizer(const Args& a, const std::v
 
 using nabla_example::Progress;
 
-struct Eval {
-  double loss, accuracy;
-};
-
-Eval evaluate(nn::Module& model, nb::data::DataLoader& loader) {
-  nb::NoGradGuard no_grad;
-  model.eval();
-  double loss = 0;
-  int64_t correct = 0, seen = 0;
-  for (nb::data::Batch& b : loader) {
-    nb::Tensor logits = model.forward(b.data);
-    nb::CrossEntropyOptions sum;
-    sum.reduction = nb::kSum;
-    loss += nb::cross_entropy(logits, b.target, sum).item<double>();
-    correct += nb::eq(logits.argmax(1), b.target).sum().item<int64_t>();
-    seen += b.target.size(0);
-  }
-  model.train();
-  return {loss / static_cast<double>(seen), static_cast<double>(correct) / static_cast<double>(seen)};
-}
+using nabla_example::Eval;
+using nabla_example::evaluate;
 
 int run(const Args& a) {
 #if defined(_OPENMP)

@@ -144,26 +144,8 @@ double peak_rss_mib() {
   return static_cast<double>(u.ru_maxrss) / 1024.0;  // KiB on Linux
 }
 
-struct Eval {
-  double loss, accuracy;
-};
-
-Eval evaluate(nn::Module& model, nd::DataLoader& loader) {
-  nb::NoGradGuard no_grad;
-  model.eval();
-  double loss = 0;
-  int64_t correct = 0, seen = 0;
-  for (nd::Batch& b : loader) {
-    nb::Tensor logits = model.forward(b.data);
-    nb::CrossEntropyOptions sum;
-    sum.reduction = nb::kSum;
-    loss += nb::cross_entropy(logits, b.target, sum).item<double>();
-    correct += nb::eq(logits.argmax(1), b.target).sum().item<int64_t>();
-    seen += b.target.size(0);
-  }
-  model.train();
-  return {loss / static_cast<double>(seen), static_cast<double>(correct) / static_cast<double>(seen)};
-}
+using nabla_example::Eval;
+using nabla_example::evaluate;
 
 std::shared_ptr<nd::TensorDataset> first(std::shared_ptr<nd::TensorDataset> set, int64_t n) {
   if (n <= 0 || n >= set->size()) return set;
