@@ -167,6 +167,15 @@ const RegisterParity rows([](std::vector<ParityCase>& t) {
   conv_row("pad2_dil2_groups2", {2, 4, 7, 6}, {4, 2, 3, 3}, 1, 2, 2, 2, true);
   conv_row("odd_batch_pad1", {3, 5, 6, 7}, {7, 5, 3, 3}, {1, 2}, 1, 1, 1);
   conv_row("kernel_eq_input", {2, 2, 3, 3}, {3, 2, 3, 3}, 1, 0, 1, 1);
+  // Small maps and several images: the fused CPU kernels run images in chunks of several side by
+  // side (one GEMM over the chunk's columns), with a shorter last chunk for 1 and 2 threads alike.
+  conv_row("chunked_images", {7, 3, 4, 4}, {5, 3, 3, 3}, 1, 1, 1, 1);
+  conv_row("chunked_groups_stride2", {9, 4, 6, 6}, {6, 2, 3, 3}, 2, 1, 1, 2);
+  conv_row("chunked_1x1", {6, 3, 3, 3}, {4, 3, 1, 1}, 1, 0, 1, 1);
+  // Maps past 256 pixels: one image at a time in bands of output rows (the last band shorter).
+  conv_row("banded_rows", {2, 2, 17, 17}, {3, 2, 3, 3}, 1, 1, 1, 1);
+  conv_row("banded_1x1", {1, 2, 17, 16}, {3, 2, 1, 1}, 1, 0, 1, 1);
+  conv_row("banded_stride2_groups2", {1, 2, 35, 33}, {2, 1, 3, 3}, 2, 1, 1, 2);
 
   t.push_back({"batch_norm", "train_3d_no_affine", {in({4, 3, 5})},
                [](const TensorList& x) {

@@ -6,6 +6,7 @@
 #include <cstdint>
 #include <cstdlib>
 #include <string>
+#include <vector>
 
 namespace {
 
@@ -32,6 +33,41 @@ void conv2d_fwd_bwd(benchmark::State& state) {
   state.counters["GFLOP/s"] = benchmark::Counter(3 * 2.0 * 64 * o * c * 9 * (hw - 2) * (hw - 2),
                                                  benchmark::Counter::kIsIterationInvariantRate);
 }
+
+// bench_conv.cpp's ResNet-18 cases (3x3, padding 1, batch 64, no bias; c, o, size, stride).
+double resnet_flops(const benchmark::State& state) {
+  const double c = double(state.range(0)), o = double(state.range(1)), out = double(state.range(2) / state.range(3));
+  return 2.0 * 64 * o * c * 9 * out * out;
+}
+
+void resnet_conv_fwd(benchmark::State& state) {
+  const int64_t c = state.range(0), o = state.range(1), hw = state.range(2), stride = state.range(3);
+  auto x = torch::randn({64, c, hw, hw}), w = torch::randn({o, c, 3, 3});
+  torch::NoGradGuard no_grad;
+  for (auto _ : state) benchmark::DoNotOptimize(torch::conv2d(x, w, {}, stride, 1));
+  state.counters["GFLOP/s"] = benchmark::Counter(resnet_flops(state), benchmark::Counter::kIsIterationInvariantRate);
+}
+
+void resnet_conv_fwd_bwd(benchmark::State& state) {
+  const int64_t c = state.range(0), o = state.range(1), hw = state.range(2), stride = state.range(3);
+  auto x = torch::randn({64, c, hw, hw}).requires_grad_(), w = torch::randn({o, c, 3, 3}).requires_grad_();
+  for (auto _ : state) {
+    torch::conv2d(x, w, {}, stride, 1).sum().backward();
+    x.mutable_grad() = torch::Tensor();
+    w.mutable_grad() = torch::Tensor();
+  }
+  state.counters["GFLOP/s"] =
+      benchmark::Counter(3 * resnet_flops(state), benchmark::Counter::kIsIterationInvariantRate);
+}
+
+void resnet_shapes(benchmark::internal::Benchmark* b) {
+  for (auto a : std::vector<std::vector<int64_t>>{
+           {64, 64, 32, 1}, {64, 128, 32, 2}, {128, 128, 16, 1}, {256, 256, 8, 1}, {256, 512, 8, 2}, {512, 512, 4, 1}})
+    b->Args(a);
+  b->ArgNames({"c", "o", "hw", "s"})->UseRealTime()->Unit(benchmark::kMillisecond);
+}
+BENCHMARK(resnet_conv_fwd)->Apply(resnet_shapes);
+BENCHMARK(resnet_conv_fwd_bwd)->Apply(resnet_shapes);
 
 BENCHMARK(conv2d_fwd)->Args({1, 32, 28})->Args({32, 64, 26})->UseRealTime()->Unit(benchmark::kMillisecond);
 BENCHMARK(conv2d_fwd_bwd)->Args({1, 32, 28})->Args({32, 64, 26})->UseRealTime()->Unit(benchmark::kMillisecond);

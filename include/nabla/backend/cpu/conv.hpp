@@ -3,9 +3,11 @@
 // - im2col_kernel / col2im_kernel: the column layout of ops/conv.hpp's composite path ([N, C,
 //   kh * kw, Ho * Wo] over an already padded input); the composite is the reference and what
 //   double backward differentiates.
-// - conv2d_*_kernel: conv2d's fused CPU kernels (ops/conv.hpp's conv2d_kernels()): one image at a time (images spread
-//   over the threads), im2col of that image into a per-thread buffer that stays in L2, then one
-//   single-threaded GEMM per group; padding is handled inside im2col, 1x1 convolutions skip it.
+// - conv2d_*_kernel: conv2d's fused CPU kernels (ops/conv.hpp's conv2d_kernels()): GEMMs of about
+//   256 output pixels (several small images side by side, or a band of rows of a large one;
+//   chunks spread over the threads), im2col of the slice into a per-thread buffer, then one
+//   single-threaded GEMM per group; padding is handled inside im2col, a single image's 1x1
+//   convolution skips it.
 // At the end: the slots of ops/conv.hpp's kernel tables they fill.
 
 #include <algorithm>
@@ -86,7 +88,7 @@ inline void valid_range(int64_t Wo, int64_t W, int64_t s, int64_t p, int64_t off
   lo = std::min(lo, hi);
 }
 
-// Per-thread scratch for one image's columns; grows, never shrinks, freed at thread exit.
+// Per-thread scratch for a chunk's columns; grows, never shrinks, freed at thread exit.
 template <class T>
 T* column_buffer(size_t n) {
   thread_local std::vector<T> buf;
@@ -94,43 +96,86 @@ T* column_buffer(size_t n) {
   return buf.data();
 }
 
-// Runs body(image, thread) over the N images: spread over the threads when there are enough
-// images (each GEMM then runs single-threaded), one after another otherwise (the GEMM threads).
+// Per-thread scratch for a chunk's [Og, columns] output or output gradient (a second buffer
+// beside column_buffer's).
+template <class T>
+T* rows_buffer(size_t n) {
+  thread_local std::vector<T> buf;
+  if (buf.size() < n) buf.resize(n);
+  return buf.data();
+}
+
+// Each GEMM covers about kChunkColumns output pixels. Small maps: the columns of B images side
+// by side make one [ckk, B * L] matrix, so a late layer's 4x4 map is not a 16-column product
+// that repacks the whole weight for each image (ResNet-18's 512-channel layers ran at a third
+// of the GEMM's rate that way); B is the fewest images whose columns reach kChunkColumns, but
+// no more than an even share of the images per thread, so that the chunks still spread over
+// the threads. Large maps: one image in bands of output rows, so that a band's columns stay in
+// L2 between im2col and the GEMM (a 32x32 map's [576, 1024] columns are 2.3 MiB). 256 columns:
+// 128-1024 measured alike within this machine's noise on the 4x4 and 8x8 layers
+// (benchmarks/bench_conv.cpp resnet_conv_*).
+inline constexpr int64_t kChunkColumns = 256;
+
+struct Chunks {
+  int64_t per = 1, count = 1;  // images per chunk, chunks
+  int64_t band = 1;            // output rows per GEMM (all of them when a chunk has several images)
+  int threads = 1;             // chunks run side by side, each GEMM single-threaded; or 1
+};
+
+inline Chunks image_chunks(int64_t N, int64_t Ho, int64_t Wo) {
+  const int nt = num_threads();
+  const int64_t L = std::max<int64_t>(Ho * Wo, 1);
+  Chunks c;
+  c.per = std::max<int64_t>(1, (kChunkColumns + L - 1) / L);
+  c.per = std::min(c.per, std::max<int64_t>(1, (N + nt - 1) / nt));
+  c.count = (N + c.per - 1) / c.per;
+  c.band = c.per > 1 ? Ho : std::clamp<int64_t>((kChunkColumns + Wo - 1) / std::max<int64_t>(Wo, 1), 1, std::max<int64_t>(Ho, 1));
+  c.threads = c.count >= nt ? nt : 1;  // too few chunks: one after another, the GEMM threads
+  return c;
+}
+
+// Runs body(first image, image count, thread) over the chunks; a chunk's images stay on one
+// thread (their bands write overlapping input rows in the input gradient).
 template <class F>
-void for_each_image(int64_t N, int nt, F&& body) {
+void for_each_chunk(int64_t N, const Chunks& c, F&& body) {
+  auto run = [&](int64_t k, int t) { body(k * c.per, std::min(c.per, N - k * c.per), t); };
 #if defined(_OPENMP)
-  if (nt > 1) {
-#pragma omp parallel num_threads(nt)
+  if (c.threads > 1) {
+#pragma omp parallel num_threads(c.threads)
     {
       const int t = omp_get_thread_num(), count = omp_get_num_threads();
-      for (int64_t n = t; n < N; n += count) body(n, t);
+      for (int64_t k = t; k < c.count; k += count) run(k, t);
     }
     return;
   }
 #endif
-  (void)nt;  // without OpenMP there is one thread
-  for (int64_t n = 0; n < N; ++n) body(n, 0);
+  for (int64_t k = 0; k < c.count; ++k) run(k, 0);
 }
 
-inline int image_threads(int64_t N) {
-  const int nt = num_threads();
-  return N >= nt ? nt : 1;
-}
+// One GEMM's share: images [n0, n0 + B), output rows [oh0, oh0 + rows) of each.
+struct Slice {
+  int64_t n0, B, oh0, rows;
+};
+
+template <class T>
+struct Operand {
+  T* p;
+  int64_t ld;  // row stride
+};
 
 }  // namespace conv_detail
 
-// x: one image's group [Cg, H, W] -> cols [Cg * kh * kw, Ho * Wo], zero where the window hangs
-// over the padding.
+// x: one image's group [Cg, H, W] -> cols [Cg * kh * kw, (oh1 - oh0) * Wo] (rows ld apart) for
+// output rows [oh0, oh1), zero where the window hangs over the padding.
 template <class T>
-void im2col_padded(const T* x, T* cols, const ConvShape& s) {
-  const int64_t L = s.L();
+void im2col_padded(const T* x, T* cols, const ConvShape& s, int64_t ld, int64_t oh0, int64_t oh1) {
   for (int64_t c = 0; c < s.Cg(); ++c)
     for (int64_t i = 0; i < s.kh; ++i)
       for (int64_t j = 0; j < s.kw; ++j) {
-        T* dst = cols + ((c * s.kh + i) * s.kw + j) * L;
+        T* dst = cols + ((c * s.kh + i) * s.kw + j) * ld;
         int64_t lo, hi;
         conv_detail::valid_range(s.Wo, s.W, s.sw, s.pw, j * s.dw, lo, hi);
-        for (int64_t oh = 0; oh < s.Ho; ++oh, dst += s.Wo) {
+        for (int64_t oh = oh0; oh < oh1; ++oh, dst += s.Wo) {
           const int64_t ih = oh * s.sh - s.ph + i * s.dh;
           if (ih < 0 || ih >= s.H) {
             std::fill(dst, dst + s.Wo, T(0));
@@ -151,15 +196,14 @@ void im2col_padded(const T* x, T* cols, const ConvShape& s) {
 
 // The adjoint of im2col_padded: x [Cg, H, W] += the in-bounds window elements of cols.
 template <class T>
-void col2im_padded(const T* cols, T* x, const ConvShape& s) {
-  const int64_t L = s.L();
+void col2im_padded(const T* cols, T* x, const ConvShape& s, int64_t ld, int64_t oh0, int64_t oh1) {
   for (int64_t c = 0; c < s.Cg(); ++c)
     for (int64_t i = 0; i < s.kh; ++i)
       for (int64_t j = 0; j < s.kw; ++j) {
-        const T* src = cols + ((c * s.kh + i) * s.kw + j) * L;
+        const T* src = cols + ((c * s.kh + i) * s.kw + j) * ld;
         int64_t lo, hi;
         conv_detail::valid_range(s.Wo, s.W, s.sw, s.pw, j * s.dw, lo, hi);
-        for (int64_t oh = 0; oh < s.Ho; ++oh, src += s.Wo) {
+        for (int64_t oh = oh0; oh < oh1; ++oh, src += s.Wo) {
           const int64_t ih = oh * s.sh - s.ph + i * s.dh;
           if (ih < 0 || ih >= s.H) continue;
           T* row = x + (c * s.H + ih) * s.W + j * s.dw - s.pw;
@@ -168,72 +212,129 @@ void col2im_padded(const T* cols, T* x, const ConvShape& s) {
       }
 }
 
+namespace conv_detail {
+
+// The columns of a slice for group g: [ckk, B * rows * Wo]. A single image's 1x1 convolution
+// needs none (the image is its own column matrix, rows L apart).
+template <class T>
+Operand<const T> chunk_columns(const T* x, const ConvShape& s, const Slice& c, int64_t g) {
+  const int64_t width = c.rows * s.Wo, ld = c.B * width;
+  if (c.B == 1 && s.pointwise()) return {x + (c.n0 * s.C + g * s.Cg()) * s.H * s.W + c.oh0 * s.Wo, s.L()};
+  T* cols = column_buffer<T>(static_cast<size_t>(s.ckk() * ld));
+  for (int64_t b = 0; b < c.B; ++b)
+    im2col_padded(x + ((c.n0 + b) * s.C + g * s.Cg()) * s.H * s.W, cols + b * width, s, ld, c.oh0, c.oh0 + c.rows);
+  return {cols, ld};
+}
+
+// gy [N, O, L] over a slice for group g, as [Og, B * rows * Wo]: the image's own rows (L apart)
+// when B is 1, else gathered (a chunk of several images covers all their rows).
+template <class T>
+Operand<const T> chunk_rows(const T* gy, const ConvShape& s, const Slice& c, int64_t g) {
+  const int64_t L = s.L(), Og = s.Og(), ld = c.B * L;
+  if (c.B == 1) return {gy + (c.n0 * s.O + g * Og) * L + c.oh0 * s.Wo, L};
+  T* rows = rows_buffer<T>(static_cast<size_t>(Og * ld));
+  for (int64_t o = 0; o < Og; ++o)
+    for (int64_t b = 0; b < c.B; ++b) std::copy_n(gy + ((c.n0 + b) * s.O + g * Og + o) * L, L, rows + o * ld + b * L);
+  return {rows, ld};
+}
+
+// Runs body(slice) over the bands of the images [n0, n0 + B).
+template <class F>
+void for_each_band(const Chunks& ch, int64_t n0, int64_t B, int64_t Ho, F&& body) {
+  for (int64_t oh0 = 0; oh0 < Ho; oh0 += ch.band) body(Slice{n0, B, oh0, std::min(ch.band, Ho - oh0)});
+}
+
+}  // namespace conv_detail
+
 // out [N, O, Ho, Wo] = conv(x [N, C, H, W], w [O, Cg, kh, kw]) + bias [O] (bias may be null).
 template <class T>
 void conv2d_forward_kernel(T* out, const T* x, const T* w, const T* bias, const ConvShape& s) {
-  const int64_t L = s.L(), ckk = s.ckk(), Og = s.Og(), Cg = s.Cg();
-  conv_detail::for_each_image(s.N, conv_detail::image_threads(s.N), [&](int64_t n, int) {
-    T* cols = s.pointwise() ? nullptr : conv_detail::column_buffer<T>(static_cast<size_t>(ckk * L));
-    for (int64_t g = 0; g < s.groups; ++g) {
-      const T* xg = x + (n * s.C + g * Cg) * s.H * s.W;
-      if (cols) im2col_padded(xg, cols, s);
-      T* y = out + (n * s.O + g * Og) * L;
-      gemm_native<T>(Og, L, ckk, w + g * Og * ckk, ckk, 1, cols ? cols : xg, L, 1, y, L, 1, false);
-    }
-    if (bias)
-      for (int64_t o = 0; o < s.O; ++o) {
-        T* y = out + (n * s.O + o) * L;
-        const T b = bias[o];
-        for (int64_t l = 0; l < L; ++l) y[l] += b;
+  const int64_t L = s.L(), ckk = s.ckk(), Og = s.Og();
+  const auto chunks = conv_detail::image_chunks(s.N, s.Ho, s.Wo);
+  conv_detail::for_each_chunk(s.N, chunks, [&](int64_t n0, int64_t B, int) {
+    conv_detail::for_each_band(chunks, n0, B, s.Ho, [&](const conv_detail::Slice& c) {
+      const int64_t width = c.rows * s.Wo, ncols = B * width;
+      for (int64_t g = 0; g < s.groups; ++g) {
+        const auto cols = conv_detail::chunk_columns(x, s, c, g);
+        // One image writes its rows in place; several go through a buffer, then to [B, O, L].
+        T* y = B == 1 ? out + (n0 * s.O + g * Og) * L + c.oh0 * s.Wo
+                      : conv_detail::rows_buffer<T>(static_cast<size_t>(Og * ncols));
+        const int64_t ldy = B == 1 ? L : ncols;
+        gemm_native<T>(Og, ncols, ckk, w + g * Og * ckk, ckk, 1, cols.p, cols.ld, 1, y, ldy, 1, false);
+        for (int64_t o = 0; o < Og; ++o) {
+          const T b = bias ? bias[g * Og + o] : T(0);
+          if (B == 1) {
+            if (bias)
+              for (int64_t l = 0; l < width; ++l) y[o * L + l] += b;
+            continue;
+          }
+          for (int64_t i = 0; i < B; ++i) {
+            T* dst = out + ((n0 + i) * s.O + g * Og + o) * L;
+            const T* src = y + o * ncols + i * L;
+            for (int64_t l = 0; l < L; ++l) dst[l] = src[l] + b;
+          }
+        }
       }
+    });
   });
 }
 
-// gx [N, C, H, W] = the input gradient for gy [N, O, Ho, Wo]: per image and group,
+// gx [N, C, H, W] = the input gradient for gy [N, O, Ho, Wo]: per slice and group,
 // cols = w_g^T @ gy_g, then col2im.
 template <class T>
 void conv2d_backward_input_kernel(T* gx, const T* gy, const T* w, const ConvShape& s) {
-  const int64_t L = s.L(), ckk = s.ckk(), Og = s.Og(), Cg = s.Cg();
-  conv_detail::for_each_image(s.N, conv_detail::image_threads(s.N), [&](int64_t n, int) {
-    T* cols = s.pointwise() ? nullptr : conv_detail::column_buffer<T>(static_cast<size_t>(ckk * L));
-    for (int64_t g = 0; g < s.groups; ++g) {
-      T* xg = gx + (n * s.C + g * Cg) * s.H * s.W;
-      const T* yg = gy + (n * s.O + g * Og) * L;
-      gemm_native<T>(ckk, L, Og, w + g * Og * ckk, 1, ckk, yg, L, 1, cols ? cols : xg, L, 1, false);
-      if (cols) {
-        std::fill(xg, xg + Cg * s.H * s.W, T(0));
-        col2im_padded(cols, xg, s);
+  const int64_t L = s.L(), ckk = s.ckk(), Og = s.Og(), Cg = s.Cg(), image = s.C * s.H * s.W;
+  const auto chunks = conv_detail::image_chunks(s.N, s.Ho, s.Wo);
+  conv_detail::for_each_chunk(s.N, chunks, [&](int64_t n0, int64_t B, int) {
+    const bool direct = B == 1 && s.pointwise();  // the GEMM writes the image's gradient itself
+    if (!direct) std::fill(gx + n0 * image, gx + (n0 + B) * image, T(0));
+    conv_detail::for_each_band(chunks, n0, B, s.Ho, [&](const conv_detail::Slice& c) {
+      const int64_t width = c.rows * s.Wo, ncols = B * width;
+      for (int64_t g = 0; g < s.groups; ++g) {
+        const auto rows = conv_detail::chunk_rows(gy, s, c, g);
+        T* xg = gx + (n0 * s.C + g * Cg) * s.H * s.W;
+        if (direct) {
+          gemm_native<T>(ckk, ncols, Og, w + g * Og * ckk, 1, ckk, rows.p, rows.ld, 1, xg + c.oh0 * s.Wo, L, 1, false);
+          continue;
+        }
+        T* cols = conv_detail::column_buffer<T>(static_cast<size_t>(ckk * ncols));
+        gemm_native<T>(ckk, ncols, Og, w + g * Og * ckk, 1, ckk, rows.p, rows.ld, 1, cols, ncols, 1, false);
+        for (int64_t b = 0; b < B; ++b) col2im_padded(cols + b * width, xg + b * image, s, ncols, c.oh0, c.oh0 + c.rows);
       }
-    }
+    });
   });
 }
 
 // gw [O, Cg, kh, kw] = sum over images of gy_g @ cols^T; gb [O] (may be null) = sum of gy over
-// N, Ho, Wo. Each thread accumulates its images into its own partial sums, added up at the end.
+// N, Ho, Wo. Each thread accumulates its chunks into its own partial sums, added up at the end;
+// a slice is one GEMM whose dot products run over all its columns.
 template <class T>
 void conv2d_backward_weight_kernel(T* gw, T* gb, const T* gy, const T* x, const ConvShape& s) {
-  const int64_t L = s.L(), ckk = s.ckk(), Og = s.Og(), Cg = s.Cg(), wsize = s.O * ckk;
-  const int nt = conv_detail::image_threads(s.N);
+  const int64_t L = s.L(), ckk = s.ckk(), Og = s.Og(), wsize = s.O * ckk;
+  const auto chunks = conv_detail::image_chunks(s.N, s.Ho, s.Wo);
+  const int nt = chunks.threads;
   std::vector<T> partial(static_cast<size_t>(std::max(nt - 1, 0) * (wsize + s.O)), T(0));
   std::fill(gw, gw + wsize, T(0));
   std::vector<T> bias_acc(static_cast<size_t>(s.O), T(0));
-  conv_detail::for_each_image(s.N, nt, [&](int64_t n, int t) {
+  conv_detail::for_each_chunk(s.N, chunks, [&](int64_t n0, int64_t B, int t) {
     T* acc_w = t == 0 ? gw : partial.data() + (t - 1) * (wsize + s.O);
     T* acc_b = t == 0 ? bias_acc.data() : partial.data() + (t - 1) * (wsize + s.O) + wsize;
-    T* cols = s.pointwise() ? nullptr : conv_detail::column_buffer<T>(static_cast<size_t>(ckk * L));
-    for (int64_t g = 0; g < s.groups; ++g) {
-      const T* xg = x + (n * s.C + g * Cg) * s.H * s.W;
-      if (cols) im2col_padded(xg, cols, s);
-      const T* yg = gy + (n * s.O + g * Og) * L;
-      gemm_native<T>(Og, ckk, L, yg, L, 1, cols ? cols : xg, 1, L, acc_w + g * Og * ckk, ckk, 1, true);
-    }
-    if (gb)
-      for (int64_t o = 0; o < s.O; ++o) {
-        const T* y = gy + (n * s.O + o) * L;
-        T sum = T(0);
-        for (int64_t l = 0; l < L; ++l) sum += y[l];
-        acc_b[o] += sum;
+    conv_detail::for_each_band(chunks, n0, B, s.Ho, [&](const conv_detail::Slice& c) {
+      const int64_t ncols = B * c.rows * s.Wo;
+      for (int64_t g = 0; g < s.groups; ++g) {
+        const auto cols = conv_detail::chunk_columns(x, s, c, g);
+        const auto rows = conv_detail::chunk_rows(gy, s, c, g);
+        gemm_native<T>(Og, ckk, ncols, rows.p, rows.ld, 1, cols.p, 1, cols.ld, acc_w + g * Og * ckk, ckk, 1, true);
       }
+    });
+    if (gb)
+      for (int64_t b = 0; b < B; ++b)
+        for (int64_t o = 0; o < s.O; ++o) {
+          const T* y = gy + ((n0 + b) * s.O + o) * L;
+          T sum = T(0);
+          for (int64_t l = 0; l < L; ++l) sum += y[l];
+          acc_b[o] += sum;
+        }
   });
   for (int t = 1; t < nt; ++t) {
     const T* p = partial.data() + (t - 1) * (wsize + s.O);
