@@ -176,6 +176,19 @@ const RegisterParity rows([](std::vector<ParityCase>& t) {
   conv_row("banded_rows", {2, 2, 17, 17}, {3, 2, 3, 3}, 1, 1, 1, 1);
   conv_row("banded_1x1", {1, 2, 17, 16}, {3, 2, 1, 1}, 1, 0, 1, 1);
   conv_row("banded_stride2_groups2", {1, 2, 35, 33}, {2, 1, 3, 3}, 2, 1, 1, 2);
+  // 3x3, stride 1, one group, 128+ channels: the CPU kernels' Winograd F(2x2, 3x3) path, odd
+  // output sizes (tiles hanging over the edge). Too many weights for finite differences: the
+  // fused column checks its backward against the composite's, and tests/test_winograd.cpp checks
+  // the kernels with gradients at 16 channels.
+  for (auto [label, xs, ws, p] : {std::tuple{"winograd_pad1", Shape{2, 128, 5, 6}, Shape{128, 128, 3, 3}, int64_t(1)},
+                                  std::tuple{"winograd_pad0_odd", Shape{3, 129, 5, 4}, Shape{130, 129, 3, 3}, int64_t(0)}})
+    t.push_back({"conv2d", label, {in(xs), in(ws), in({ws[0]})},
+                 [p](const TensorList& x) { return conv2d(x[0], x[1], x[2], 1, p); },
+                 [p](const std::vector<Ref>& r) {
+                   NoGradGuard ng;
+                   return Ref::of(conv2d_reference(r[0].tensor(), r[1].tensor(), r[2].tensor(), 1, p));
+                 },
+                 {kFloat32, kFloat64}, false, false, true, 10.0});
 
   t.push_back({"batch_norm", "train_3d_no_affine", {in({4, 3, 5})},
                [](const TensorList& x) {

@@ -20,6 +20,7 @@
 #include "../../ops/conv.hpp"  // the tables this file fills
 #include "gemm.hpp"
 #include "parallel.hpp"
+#include "winograd.hpp"
 
 namespace nabla {
 namespace cpu {
@@ -214,6 +215,13 @@ void col2im_padded(const T* cols, T* x, const ConvShape& s, int64_t ld, int64_t 
 
 namespace conv_detail {
 
+// 3x3, stride 1, one group, 16+ channels: Winograd F(2x2, 3x3) (winograd.hpp) instead of im2col.
+inline bool use_winograd(const ConvShape& s) {
+  return winograd::eligible(s.kh, s.kw, s.sh, s.sw, s.dh, s.dw, s.groups, s.ph, s.pw, s.C, s.O, s.Ho, s.Wo) &&
+         s.Ho == s.H + 2 * s.ph - 2 && s.Wo == s.W + 2 * s.pw - 2;
+}
+inline winograd::Shape winograd_shape(const ConvShape& s) { return {s.N, s.C, s.H, s.W, s.O, s.ph, s.pw}; }
+
 // The columns of a slice for group g: [ckk, B * rows * Wo]. A single image's 1x1 convolution
 // needs none (the image is its own column matrix, rows L apart).
 template <class T>
@@ -249,6 +257,7 @@ void for_each_band(const Chunks& ch, int64_t n0, int64_t B, int64_t Ho, F&& body
 // out [N, O, Ho, Wo] = conv(x [N, C, H, W], w [O, Cg, kh, kw]) + bias [O] (bias may be null).
 template <class T>
 void conv2d_forward_kernel(T* out, const T* x, const T* w, const T* bias, const ConvShape& s) {
+  if (conv_detail::use_winograd(s)) return winograd::forward(out, x, w, bias, conv_detail::winograd_shape(s));
   const int64_t L = s.L(), ckk = s.ckk(), Og = s.Og();
   const auto chunks = conv_detail::image_chunks(s.N, s.Ho, s.Wo);
   conv_detail::for_each_chunk(s.N, chunks, [&](int64_t n0, int64_t B, int) {
@@ -283,6 +292,7 @@ void conv2d_forward_kernel(T* out, const T* x, const T* w, const T* bias, const 
 // cols = w_g^T @ gy_g, then col2im.
 template <class T>
 void conv2d_backward_input_kernel(T* gx, const T* gy, const T* w, const ConvShape& s) {
+  if (conv_detail::use_winograd(s)) return winograd::backward_input(gx, gy, w, conv_detail::winograd_shape(s));
   const int64_t L = s.L(), ckk = s.ckk(), Og = s.Og(), Cg = s.Cg(), image = s.C * s.H * s.W;
   const auto chunks = conv_detail::image_chunks(s.N, s.Ho, s.Wo);
   conv_detail::for_each_chunk(s.N, chunks, [&](int64_t n0, int64_t B, int) {
@@ -310,6 +320,7 @@ void conv2d_backward_input_kernel(T* gx, const T* gy, const T* w, const ConvShap
 // a slice is one GEMM whose dot products run over all its columns.
 template <class T>
 void conv2d_backward_weight_kernel(T* gw, T* gb, const T* gy, const T* x, const ConvShape& s) {
+  if (conv_detail::use_winograd(s)) return winograd::backward_weight(gw, gb, gy, x, conv_detail::winograd_shape(s));
   const int64_t L = s.L(), ckk = s.ckk(), Og = s.Og(), wsize = s.O * ckk;
   const auto chunks = conv_detail::image_chunks(s.N, s.Ho, s.Wo);
   const int nt = chunks.threads;
