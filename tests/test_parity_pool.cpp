@@ -181,14 +181,16 @@ const RegisterParity rows([](std::vector<ParityCase>& t) {
   // fused column checks its backward against the composite's, and tests/test_winograd.cpp checks
   // the kernels with gradients at 16 channels.
   for (auto [label, xs, ws, p] : {std::tuple{"winograd_pad1", Shape{2, 128, 5, 6}, Shape{128, 128, 3, 3}, int64_t(1)},
-                                  std::tuple{"winograd_pad0_odd", Shape{3, 129, 5, 4}, Shape{130, 129, 3, 3}, int64_t(0)}})
+                                  std::tuple{"winograd_pad0_odd", Shape{3, 129, 5, 4}, Shape{130, 129, 3, 3}, int64_t(0)}}) {
+    const int64_t pad = p;  // a copy: clang before 16 cannot capture a structured binding
     t.push_back({"conv2d", label, {in(xs), in(ws), in({ws[0]})},
-                 [p](const TensorList& x) { return conv2d(x[0], x[1], x[2], 1, p); },
-                 [p](const std::vector<Ref>& r) {
+                 [pad](const TensorList& x) { return conv2d(x[0], x[1], x[2], 1, pad); },
+                 [pad](const std::vector<Ref>& r) {
                    NoGradGuard ng;
-                   return Ref::of(conv2d_reference(r[0].tensor(), r[1].tensor(), r[2].tensor(), 1, p));
+                   return Ref::of(conv2d_reference(r[0].tensor(), r[1].tensor(), r[2].tensor(), 1, pad));
                  },
                  {kFloat32, kFloat64}, false, false, true, 10.0});
+  }
 
   t.push_back({"batch_norm", "train_3d_no_affine", {in({4, 3, 5})},
                [](const TensorList& x) {
