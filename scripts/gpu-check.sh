@@ -9,6 +9,8 @@
 #   2. the test suite (CPU + CUDA column), --gtest_brief=1, counted from its XML report
 #   3. GPU benchmarks, nabla and PyTorch on the same shapes, same GPU, one run: ratios
 #   4. MNIST (cnn, batch 64, Adam) on the GPU, nabla's example beside the PyTorch twin
+#   4b. the ResNet train step (ResNet-50 224px batch 64, ResNet-18 CIFAR stem batch 128; float32)
+#      on synthetic data, nabla's example beside benchmarks/gpu/resnet_torch.py
 #   5. compute-sanitizer memcheck over the CUDA tests (not the deliberate out-of-memory test)
 #   6. compute-sanitizer racecheck over the reduction, softmax, batch-norm and optimizer tests
 # Writes under $OUT (default build-gpu-check/): summary.md and gpu-check-logs.tar.gz (every log,
@@ -240,6 +242,28 @@ if [ $has_gpu = 1 ] && [ -n "$mnist_bin" ]; then
   note "mnist epoch: $(epoch_times "$logs/mnist_nabla.log")(PyTorch $(epoch_times "$logs/mnist_torch.log")); epochs 1 and 2, cnn, batch 64, Adam; test accuracy $(acc "$logs/mnist_nabla.log") (PyTorch $(acc "$logs/mnist_torch.log"))"
 else
   note "mnist epoch: not run (no GPU) (PyTorch not run)"
+fi
+
+# ---- 4b. ResNet train step beside PyTorch (synthetic data, float32, TF32 off on both sides) -----
+resnet_bin=$(find_bin resnet)
+img_s() { grep -oE 'train step: [0-9.]+ img/s' "$1" | grep -oE '[0-9.]+' | head -1; }
+gpu_mib() { grep -oE 'peak GPU memory [0-9]+ MiB' "$1" | grep -oE '[0-9]+' | head -1; }
+if [ $has_gpu = 1 ] && [ -n "$resnet_bin" ] && [ "$rounds" = 0 ]; then
+  # name, nabla flags, PyTorch flags: the same net, batch and image count on both sides
+  for row in "resnet50_224_b64|--arch resnet50 --image-size 224 --batch-size 64 --limit 768|--arch resnet50 --image-size 224 --batch-size 64 --limit 768" \
+             "resnet18_cifar32_b128|--arch resnet18 --cifar-stem --image-size 32 --batch-size 128 --limit 2560|--arch resnet18 --cifar-stem --image-size 32 --batch-size 128 --limit 2560"; do
+    IFS='|' read -r name nflags tflags <<<"$row"
+    # shellcheck disable=SC2086
+    run_step "resnet_nabla.$name" 90 "$resnet_bin" --device cuda --synthetic $nflags --epochs 1 --no-progress \
+      --checkpoint /tmp/nabla_resnet.safetensors --csv /tmp/nabla_resnet.csv
+    # shellcheck disable=SC2086
+    run_step "resnet_torch.$name" 90 python3 "$root/benchmarks/gpu/resnet_torch.py" $tflags
+    n=$(img_s "$logs/resnet_nabla.$name.log"); t=$(img_s "$logs/resnet_torch.$name.log")
+    ratio=$(python3 -c "import sys; n, t = sys.argv[1:]; print(f'{float(n) / float(t):.2f}x')" "${n:-0}" "${t:-1}" 2>/dev/null)
+    note "resnet $name float32: nabla ${n:-failed} img/s (peak GPU $(gpu_mib "$logs/resnet_nabla.$name.log") MiB), PyTorch eager ${t:-failed} img/s (peak $(gpu_mib "$logs/resnet_torch.$name.log") MiB): ${ratio:-?} of PyTorch's rate"
+  done
+elif [ "$rounds" = 0 ]; then
+  note "resnet: not run ($([ $has_gpu = 0 ] && echo 'no GPU' || echo 'no resnet binary'))"
 fi
 
 # ---- 5-6. compute-sanitizer --------------------------------------------------------------------

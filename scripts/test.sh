@@ -90,6 +90,7 @@ if [ -x "$build/release/tests/nabla_tests" ]; then
   for key in device driver cuda commit tests memcheck racecheck "mnist epoch"; do
     grep -q "^$key: " "$build/gpu-check-dry/summary.md" || { echo "gpu-check summary lacks '$key:'" >&2; exit 1; }
   done
+  grep -qE "^resnet[ :]" "$build/gpu-check-dry/summary.md" || { echo "gpu-check summary lacks a resnet line" >&2; exit 1; }
   tar -tzf "$build/gpu-check-dry/gpu-check-logs.tar.gz" | grep -c logs/tests.0.xml >/dev/null  # -c: reads it all (-q would SIGPIPE tar)
 fi
 

@@ -293,9 +293,12 @@ int run(const Args& a) {
     const double seconds = Progress::now() - t0;
     const double train_loss = loss_sum.item<double>() / static_cast<double>(std::max<int64_t>(1, batches));
     if (a.synthetic) {
-      std::printf("train step: %.1f img/s over %lld images after one warm-up batch (%s, %lldx%lld, batch %lld); peak RSS %.0f MiB\n",
+      std::printf("train step: %.1f img/s over %lld images after one warm-up batch (%s, %lldx%lld, batch %lld); peak RSS %.0f MiB",
                   timed_images / std::max(timed_seconds, 1e-9), (long long)timed_images, a.arch.c_str(),
                   (long long)a.image_size, (long long)a.image_size, (long long)a.batch_size, peak_rss_mib());
+      if (device.is_cuda())
+        std::printf("; peak GPU memory %.0f MiB", static_cast<double>(nb::cuda::memory_stats(device.index).peak) / (1 << 20));
+      std::printf("\n");
       last = {train_loss, 0};
     } else {
       last = evaluate(*model, *test);
