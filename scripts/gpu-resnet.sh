@@ -19,7 +19,11 @@ case "${1:-}" in
     cp "$root/build-gpu/bin/resnet" "$bundle/bin/" && cp -r "$root/build-gpu/lib" "$bundle/"
     cp "$data/cifar10/data_batch_1.bin.gz" "$bundle/data/cifar10/"
     # the first 2,000 records (3073 bytes each) of the test batch, still a valid batch file
-    gzip -dc "$data/cifar10/test_batch.bin.gz" | head -c $((2000 * 3073)) | gzip -1 >"$bundle/data/cifar10/test_batch.bin.gz"
+    python3 - "$data/cifar10/test_batch.bin.gz" "$bundle/data/cifar10/test_batch.bin.gz" <<'EOF2'
+import gzip, sys
+with gzip.open(sys.argv[1]) as f: head = f.read(2000 * 3073)
+with gzip.open(sys.argv[2], "wb", compresslevel=1) as f: f.write(head)
+EOF2
     cp "$root/build-gpu/PREP.txt" "$bundle/"
     du -sh "$bundle"
     ;;
