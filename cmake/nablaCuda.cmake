@@ -33,7 +33,9 @@ function(nabla_add_cuda_target backend_source kernels_parent)
   endif()
   find_package(CUDAToolkit REQUIRED)
   set(archs ${CMAKE_CUDA_ARCHITECTURES})
-  add_library(nabla_cuda_backend STATIC ${backend_source})
+  # EXCLUDE_FROM_ALL: built only when something links nabla::cuda, so a project that pulls nabla
+  # in (add_subdirectory, FetchContent, find_package) and links only nabla::nabla runs no nvcc
+  add_library(nabla_cuda_backend STATIC EXCLUDE_FROM_ALL ${backend_source})
   set_target_properties(nabla_cuda_backend PROPERTIES
     CUDA_ARCHITECTURES "${archs}" POSITION_INDEPENDENT_CODE ON CUDA_SEPARABLE_COMPILATION OFF)
   target_include_directories(nabla_cuda_backend PRIVATE ${kernels_parent})

@@ -162,6 +162,18 @@ for mode in package subdirectory fetchcontent; do
   "$build/consumer-$mode/consumer"
 done
 if command -v nvcc >/dev/null || [ -x /usr/local/cuda/bin/nvcc ]; then
+  # CUDA found but only nabla::nabla linked: the CUDA backend must not be compiled (it is
+  # EXCLUDE_FROM_ALL; a FetchContent hello-world used to spend minutes in nvcc)
+  step "consumer through FetchContent with CUDA present, linking nabla::nabla: no nvcc"
+  cmake -S "$root/tests/consumer" -B "$build/consumer-fetch-cuda-present" -DCMAKE_BUILD_TYPE=Release \
+    -DNABLA_CONSUMER_MODE=fetchcontent -DNABLA_SOURCE_DIR="$root" -DCMAKE_CUDA_ARCHITECTURES="${NABLA_CUDA_ARCHS:-80}" >/dev/null
+  cmake --build "$build/consumer-fetch-cuda-present" -j "$jobs" >"$build/consumer-fetch-cuda-present.log" 2>&1 ||
+    { cat "$build/consumer-fetch-cuda-present.log" >&2; exit 1; }
+  if grep -q "nabla_cuda_backend" "$build/consumer-fetch-cuda-present.log"; then
+    echo "nabla: a consumer linking only nabla::nabla compiled the CUDA backend" >&2
+    exit 1
+  fi
+  "$build/consumer-fetch-cuda-present/consumer"
   step "consumer linking nabla::cuda (plain C++ user code; the backend compiled once with nvcc)"
   cmake -S "$root/tests/consumer" -B "$build/consumer-cuda" -DCMAKE_BUILD_TYPE=Release -DNABLA_CONSUMER_CUDA=ON \
     -DCMAKE_PREFIX_PATH="$build/install" -DCMAKE_CUDA_ARCHITECTURES="${NABLA_CUDA_ARCHS:-80}" >/dev/null

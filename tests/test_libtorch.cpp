@@ -5,7 +5,7 @@
 
 #define NABLA_LIBTORCH_CASES(X)                                                                  \
   X(PromotionMixedDtypes) X(PromotionScalarsAndZeroDim) X(Gelu) X(SoftmaxLogSoftmax) X(Logsumexp) \
-  X(VarStd) X(CrossEntropy) X(NllLoss) X(MatmulBroadcast) X(MlpGradients) X(MaxMinArgmaxTiesNaN)  \
+  X(VarStd) X(CrossEntropy) X(NllLoss) X(ElementwiseLosses) X(LossModules) X(NormAllAnyCloseRepeat) X(MatmulBroadcast) X(MlpGradients) X(MaxMinArgmaxTiesNaN)  \
   X(ClampNaN) X(PowNegativeBase) X(IntDivisionGivesFloat) X(IntSumGivesInt64) X(PrintFormat)
 
 #ifndef NABLA_HAVE_LIBTORCH
@@ -219,6 +219,144 @@ TEST(LibTorch, NllLoss) {
   nb::Tensor lp3 = nb::log_softmax(randn_nb({2, 3, 4}, nb::kFloat64), 1);
   nb::Tensor t3 = nb::tensor({0, 1, 2, 1, 2, 2, 0, 1}, nb::kInt64).reshape({2, 4});
   expect_same(nb::nll_loss(lp3, t3), F::nll_loss(T(lp3), T(t3)), 1e-12, 1e-12);
+}
+
+// l1, smooth_l1 (beta), huber (delta), binary cross-entropy (weight, saturated probabilities)
+// and its logits form (weight, pos_weight, huge logits): values and input gradients, in
+// LibTorch's argument order, under each reduction.
+TEST(LibTorch, ElementwiseLosses) {
+  nb::manual_seed(21);
+  nb::Tensor x = nb::randn({4, 3}, nb::kFloat64), y = nb::randn({4, 3}, nb::kFloat64);
+  nb::Tensor p = nb::rand({4, 3}, nb::kFloat64) * 0.9 + 0.05, q = nb::rand({4, 3}, nb::kFloat64);
+  nb::Tensor w = nb::rand({3}, nb::kFloat64) + 0.5, pw = nb::rand({3}, nb::kFloat64) * 3;
+  const std::vector<std::pair<nb::Reduction, at::Reduction::Reduction>> reds = {
+      {nb::kMean, at::Reduction::Mean}, {nb::kSum, at::Reduction::Sum}, {nb::kNone, at::Reduction::None}};
+  // value and d(sum of the loss * a fixed random cotangent) / d(first argument), on both sides
+  auto check = [](const char* what, auto nb_fn, auto torch_fn, const nb::Tensor& a, const nb::Tensor& b) {
+    SCOPED_TRACE(what);
+    nb::Tensor an = a.detach().requires_grad_();
+    torch::Tensor at = T(a).requires_grad_();
+    nb::Tensor ln = nb_fn(an, b);
+    torch::Tensor lt = torch_fn(at, T(b));
+    expect_same(ln, lt, 1e-12, 1e-12);
+    nb::Tensor cot = nb::randn(ln.sizes(), nb::kFloat64);
+    (ln * cot).sum().backward();
+    (lt * T(cot)).sum().backward();
+    expect_same(an.grad(), at.grad(), 1e-10, 1e-12);
+  };
+  for (auto [r, tr] : reds) {
+    check("l1_loss", [r = r](auto a, auto b) { return nb::l1_loss(a, b, r); },
+          [tr = tr](auto a, auto b) { return torch::l1_loss(a, b, tr); }, x, y);
+    for (double beta : {1.0, 0.3, 0.0})
+      check("smooth_l1_loss", [r = r, beta](auto a, auto b) { return nb::smooth_l1_loss(a, b, r, beta); },
+            [tr = tr, beta](auto a, auto b) { return torch::smooth_l1_loss(a, b, tr, beta); }, x, y);
+    for (double delta : {1.0, 0.3})
+      check("huber_loss", [r = r, delta](auto a, auto b) { return nb::huber_loss(a, b, r, delta); },
+            [tr = tr, delta](auto a, auto b) { return torch::huber_loss(a, b, tr, delta); }, x, y);
+    check("binary_cross_entropy", [r = r, w](auto a, auto b) { return nb::binary_cross_entropy(a, b, w, r); },
+          [tr = tr, w](auto a, auto b) { return torch::binary_cross_entropy(a, b, T(w), tr); }, p, q);
+    check("binary_cross_entropy_with_logits",
+          [r = r, w, pw](auto a, auto b) { return nb::binary_cross_entropy_with_logits(a, b, w, pw, r); },
+          [tr = tr, w, pw](auto a, auto b) { return torch::binary_cross_entropy_with_logits(a, b, T(w), T(pw), tr); },
+          x * 30.0, q);
+  }
+  // probabilities of exactly 0 and 1 (a saturated sigmoid): finite loss and gradient, as PyTorch's
+  nb::Tensor sat = nb::tensor({0.0, 1.0, 0.0, 1.0, 0.5}, nb::kFloat64), lab = nb::tensor({0.0, 1.0, 1.0, 0.0, 0.3}, nb::kFloat64);
+  check("binary_cross_entropy saturated", [](auto a, auto b) { return nb::binary_cross_entropy(a, b); },
+        [](auto a, auto b) { return torch::binary_cross_entropy(a, b); }, sat, lab);
+  EXPECT_THROW(nb::binary_cross_entropy(nb::tensor({1.5, 0.5}), nb::tensor({1.0, 0.0})), nb::ValueError);
+  // logits of exactly 0 (zero-initialised heads): sigmoid(0) - t, where the stable form's |x| and
+  // max(-x, 0) kinks would give one-sided derivatives (found by tests/dual)
+  nb::Tensor z = nb::zeros({4}, nb::kFloat64), zt = nb::tensor({0.0, 1.0, 0.25, 0.5}, nb::kFloat64);
+  check("binary_cross_entropy_with_logits at 0", [](auto a, auto b) { return nb::binary_cross_entropy_with_logits(a, b); },
+        [](auto a, auto b) { return torch::binary_cross_entropy_with_logits(a, b); }, z, zt);
+  check("binary_cross_entropy_with_logits at 0, pos_weight",
+        [pw](auto a, auto b) { return nb::binary_cross_entropy_with_logits(a, b, {}, pw.narrow(0, 0, 1)); },
+        [pw](auto a, auto b) { return torch::binary_cross_entropy_with_logits(a, b, {}, T(pw.narrow(0, 0, 1))); }, z, zt);
+}
+
+// The loss modules with their options, beside torch::nn's: same values, same buffers.
+TEST(LibTorch, LossModules) {
+  nb::manual_seed(22);
+  nb::Tensor x = nb::randn({6, 4}, nb::kFloat64), y = nb::randn({6, 4}, nb::kFloat64);
+  nb::Tensor p = nb::rand({6, 4}, nb::kFloat64) * 0.9 + 0.05, q = nb::rand({6, 4}, nb::kFloat64);
+  nb::Tensor cls = nb::tensor({0, 3, 1, 1, 2, 0}, nb::kInt64), w = nb::rand({4}, nb::kFloat64) + 0.5;
+  expect_same(nb::nn::MSELoss(nb::nn::MSELossOptions().reduction(nb::kSum))(x, y),
+              torch::nn::MSELoss(torch::nn::MSELossOptions().reduction(torch::kSum))(T(x), T(y)), 1e-12, 1e-12);
+  expect_same(nb::nn::L1Loss()(x, y), torch::nn::L1Loss()(T(x), T(y)), 1e-12, 1e-12);
+  expect_same(nb::nn::SmoothL1Loss(nb::nn::SmoothL1LossOptions().beta(0.5))(x, y),
+              torch::nn::SmoothL1Loss(torch::nn::SmoothL1LossOptions().beta(0.5))(T(x), T(y)), 1e-12, 1e-12);
+  expect_same(nb::nn::HuberLoss(nb::nn::HuberLossOptions().delta(0.5).reduction(nb::kNone))(x, y),
+              torch::nn::HuberLoss(torch::nn::HuberLossOptions().delta(0.5).reduction(torch::kNone))(T(x), T(y)), 1e-12,
+              1e-12);
+  expect_same(nb::nn::BCELoss(nb::nn::BCELossOptions().weight(w))(p, q),
+              torch::nn::BCELoss(torch::nn::BCELossOptions().weight(T(w)))(T(p), T(q)), 1e-12, 1e-12);
+  nb::nn::BCEWithLogitsLoss bl(nb::nn::BCEWithLogitsLossOptions().pos_weight(w));
+  torch::nn::BCEWithLogitsLoss tbl(torch::nn::BCEWithLogitsLossOptions().pos_weight(T(w)));
+  expect_same(bl(x, q), tbl(T(x), T(q)), 1e-12, 1e-12);
+  EXPECT_EQ(bl.named_buffers().keys(), (std::vector<std::string>{"pos_weight"}));
+  nb::nn::CrossEntropyLoss ce(nb::nn::CrossEntropyLossOptions().weight(w).label_smoothing(0.1).ignore_index(1));
+  torch::nn::CrossEntropyLoss tce(torch::nn::CrossEntropyLossOptions().weight(T(w)).label_smoothing(0.1).ignore_index(1));
+  expect_same(ce(x, cls), tce(T(x), T(cls)), 1e-12, 1e-12);
+  EXPECT_EQ(ce.named_buffers().keys(), (std::vector<std::string>{"weight"}));
+  nb::Tensor lp = nb::log_softmax(x, 1);
+  expect_same(nb::nn::NLLLoss(nb::nn::NLLLossOptions().reduction(nb::kSum))(lp, cls),
+              torch::nn::NLLLoss(torch::nn::NLLLossOptions().reduction(torch::kSum))(T(lp), T(cls)), 1e-12, 1e-12);
+  EXPECT_EQ(nb::nn::CrossEntropyLoss().named_buffers().size(), 0u);  // no weight: no buffer, as PyTorch's None
+}
+
+// The small tensor methods LibTorch code calls (issue 13): norm (p, dims, keepdim), all / any,
+// isclose / allclose / equal with NaN and infinities, repeat, single-int factory sizes.
+TEST(LibTorch, NormAllAnyCloseRepeat) {
+  nb::manual_seed(23);
+  nb::Tensor x = nb::randn({3, 4, 2}, nb::kFloat64);
+  const double inf_ = std::numeric_limits<double>::infinity();
+  for (double p : {2.0, 1.0, 3.0, 0.5, inf_, -inf_, 0.0}) {
+    SCOPED_TRACE(p);
+    expect_same(x.norm(p), T(x).norm(p), 1e-12, 1e-12);
+    expect_same(x.norm(p, {1}, true), T(x).norm(p, std::vector<int64_t>{1}, true), 1e-12, 1e-12);
+    expect_same(x.norm(p, {0, 2}), T(x).norm(p, std::vector<int64_t>{0, 2}), 1e-12, 1e-12);
+  }
+  // gradients, also at an all-zero row (0, not NaN, on both sides)
+  nb::Tensor xz = nb::cat({x.reshape({6, 4}), nb::zeros({1, 4}, nb::kFloat64)}, 0).requires_grad_();
+  torch::Tensor tz = T(xz).requires_grad_();
+  for (double p : {2.0, 3.0}) {
+    nb::Tensor g = nb::randn({7}, nb::kFloat64);
+    (xz.norm(p, {1}) * g).sum().backward();
+    (tz.norm(p, std::vector<int64_t>{1}) * T(g)).sum().backward();
+    expect_same(xz.grad(), tz.grad(), 1e-10, 1e-12);
+    xz.grad().zero_();
+    tz.grad().zero_();
+  }
+  nb::Tensor b = nb::tensor({1.0, 0.0, 2.0, 0.0, 0.0, 0.0}, nb::kFloat64).reshape({2, 3});
+  expect_same(b.all(), T(b).all());
+  expect_same(b.any(), T(b).any());
+  expect_same(b.any(1), T(b).any(1));
+  expect_same(b.all(0, true), T(b).all(0, true));
+  const double inf = std::numeric_limits<double>::infinity(), nan = std::numeric_limits<double>::quiet_NaN();
+  nb::Tensor u = nb::tensor({1.0, 1.0 + 1e-6, inf, inf, -inf, nan, nan, 1e10}, nb::kFloat64);
+  nb::Tensor v = nb::tensor({1.0, 1.0, inf, -inf, -inf, nan, 1.0, 1e10 + 1e4}, nb::kFloat64);
+  for (bool en : {false, true}) {
+    expect_same(nb::isclose(u, v, 1e-5, 1e-8, en), torch::isclose(T(u), T(v), 1e-5, 1e-8, en));
+    EXPECT_EQ(nb::allclose(u, v, 1e-5, 1e-8, en), torch::allclose(T(u), T(v), 1e-5, 1e-8, en));
+  }
+  expect_same(u.isclose(v, 0.0, 0.0), T(u).isclose(T(v), 0.0, 0.0));
+  EXPECT_EQ(nb::allclose(x, x + 1e-9), torch::allclose(T(x), T(x) + 1e-9));
+  EXPECT_EQ(nb::equal(x, x.clone()), torch::equal(T(x), T(x).clone()));
+  EXPECT_EQ(nb::equal(u, u), torch::equal(T(u), T(u)));  // NaN != NaN: false on both
+  EXPECT_EQ(x.equal(x.reshape({3, 8})), torch::equal(T(x), T(x).reshape({3, 8})));
+  expect_same(x.repeat({2, 1, 3}), T(x).repeat({2, 1, 3}));
+  expect_same(x.repeat({2, 1, 1, 3}), T(x).repeat({2, 1, 1, 3}));
+  expect_same(nb::zeros(5), torch::zeros(5));
+  expect_same(nb::ones(3, nb::kFloat64), torch::ones(3, torch::kDouble));
+  EXPECT_EQ(nb::randn(4, nb::requires_grad()).requires_grad(), torch::randn(4, torch::requires_grad()).requires_grad());
+  nb::Tensor e = nb::empty(1000).uniform_(0.8, 1.0);
+  EXPECT_GE(e.min().item<double>(), 0.8);
+  EXPECT_LT(e.max().item<double>(), 1.0);
+  EXPECT_NEAR(e.mean().item<double>(), 0.9, 0.01);  // 1000 draws: sd of the mean 0.0018
+  nb::Tensor nrm = nb::empty(4000, nb::kFloat64).normal_(5.0, 2.0);
+  EXPECT_NEAR(nrm.mean().item<double>(), 5.0, 0.15);  // sd of the mean 0.032
+  EXPECT_NEAR(nrm.std().item<double>(), 2.0, 0.15);
 }
 
 // ---- matmul and gradients ----------------------------------------------------------------------

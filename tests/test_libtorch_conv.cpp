@@ -1,10 +1,10 @@
-// Cross-checks of conv2d, max_pool2d, avg_pool2d and batch_norm (forward, input/weight/bias
+// Cross-checks of conv2d, conv_transpose2d (functional and nn::ConvTranspose2d), max_pool2d, avg_pool2d and batch_norm (forward, input/weight/bias
 // gradients, running statistics) against LibTorch on the same float64 inputs, and the whole
 // models::resnet18 against a torch::nn twin (tests/support/torch_resnet.hpp) with copied weights.
 // Built with NABLA_HAVE_LIBTORCH when LibTorch is found; otherwise every case skips.
 #include <gtest/gtest.h>
 
-#define NABLA_LIBTORCH_CONV_CASES(X) X(Conv2dVariants) X(MaxPool2dTies) X(AvgPool2d) X(BatchNormTrainEval) X(ResNet18MatchesATwin)
+#define NABLA_LIBTORCH_CONV_CASES(X) X(Conv2dVariants) X(ConvTranspose2dVariants) X(ConvTranspose2dModule) X(MaxPool2dTies) X(AvgPool2d) X(BatchNormTrainEval) X(ResNet18MatchesATwin)
 
 #ifndef NABLA_HAVE_LIBTORCH
 
@@ -74,6 +74,83 @@ TEST(LibTorchConv, Conv2dVariants) {
   nb::Tensor x = nb::randn({1, 2, 6, 5}, nb::kFloat64), w = nb::randn({3, 2, 4, 2}, nb::kFloat64);
   expect_close(nb::conv2d(x, w, nb::Tensor(), 1, "same"),
                torch::conv2d(to_torch(x), to_torch(w), {}, 1, "same"), "conv2d same");
+}
+
+struct ConvTransposeCase {
+  std::vector<int64_t> x, w;
+  int64_t stride, pad, out_pad, groups, dil;
+  bool bias;
+};
+
+// LibTorch's conv_transpose2d(input, weight, bias, stride, padding, output_padding, groups,
+// dilation): the same call, through conv2d's kernels and through the composite (fused kernels
+// off), forward and all three gradients.
+TEST(LibTorchConv, ConvTranspose2dVariants) {
+  nb::manual_seed(12);
+  std::vector<ConvTransposeCase> cases = {{{2, 3, 4, 5}, {3, 4, 3, 3}, 1, 0, 0, 1, 1, true},
+                                          {{2, 4, 5, 4}, {4, 3, 4, 4}, 2, 1, 0, 1, 1, false},   // DCGAN's layer
+                                          {{1, 4, 3, 4}, {4, 2, 3, 3}, 2, 1, 1, 2, 1, true},    // output_padding, groups
+                                          {{2, 2, 4, 3}, {2, 3, 3, 2}, 1, 1, 1, 1, 2, true},    // output_padding < dilation
+                                          {{3, 5, 1, 1}, {5, 6, 4, 4}, 1, 0, 0, 1, 1, false}};  // noise -> 4x4
+  for (bool fused : {true, false}) {
+    nb::FusedKernelsGuard guard(fused);
+    for (const auto& c : cases) {
+      SCOPED_TRACE(testing::Message() << "x " << c.x[1] << "x" << c.x[2] << "x" << c.x[3] << " stride " << c.stride
+                                      << " pad " << c.pad << " output_padding " << c.out_pad << " groups " << c.groups
+                                      << " dilation " << c.dil << (fused ? " fused" : " composite"));
+      nb::Tensor x = nb::randn(nb::Shape(c.x.begin(), c.x.end()), nb::kFloat64).requires_grad_();
+      nb::Tensor w = nb::randn(nb::Shape(c.w.begin(), c.w.end()), nb::kFloat64).requires_grad_();
+      nb::Tensor b = c.bias ? nb::randn({c.w[1] * c.groups}, nb::kFloat64).requires_grad_() : nb::Tensor();
+      torch::Tensor tx = to_torch(x).requires_grad_(), tw = to_torch(w).requires_grad_();
+      torch::Tensor tb = c.bias ? to_torch(b).requires_grad_() : torch::Tensor();
+      const uint64_t hits = nb::conv2d_kernels().hits(nb::kCPU);
+      nb::Tensor y = nb::conv_transpose2d(x, w, b, c.stride, c.pad, c.out_pad, c.groups, c.dil);
+      torch::Tensor ty = torch::conv_transpose2d(tx, tw, tb, c.stride, c.pad, c.out_pad, c.groups, c.dil);
+      expect_close(y, ty, "conv_transpose2d forward");
+      nb::Tensor g = nb::randn(y.sizes(), nb::kFloat64);
+      y.backward(g);
+      ty.backward(to_torch(g));
+      expect_close(x.grad(), tx.grad(), "conv_transpose2d grad input");
+      expect_close(w.grad(), tw.grad(), "conv_transpose2d grad weight");
+      if (c.bias) expect_close(b.grad(), tb.grad(), "conv_transpose2d grad bias");
+      // output_padding past the stride (only below the dilation) is the composite's alone
+      const bool kernel_case = fused && c.out_pad < c.stride;
+      EXPECT_EQ(nb::conv2d_kernels().hits(nb::kCPU) > hits, kernel_case);
+    }
+  }
+}
+
+// nn::ConvTranspose2d against torch::nn::ConvTranspose2d: parameter names and shapes, the
+// init's bounds, and the forward (also with output_size) on copied weights.
+TEST(LibTorchConv, ConvTranspose2dModule) {
+  nb::nn::ConvTranspose2d m(nb::nn::ConvTranspose2dOptions(6, 4, 3).stride(2).padding(1).output_padding(1).groups(2),
+                            nb::TensorOptions(nb::kFloat64));
+  torch::nn::ConvTranspose2d tm(torch::nn::ConvTranspose2dOptions(6, 4, 3).stride(2).padding(1).output_padding(1).groups(2));
+  tm->to(torch::kDouble);
+  auto ours = m.named_parameters();
+  auto theirs = tm->named_parameters();
+  ASSERT_EQ(ours.size(), theirs.size());
+  for (const auto& item : theirs) {
+    const nb::Tensor& p = ours.at(item.key());
+    std::vector<int64_t> shape(p.sizes().begin(), p.sizes().end());
+    EXPECT_EQ(shape, item.value().sizes().vec()) << item.key();
+    // both draw U(-1/sqrt(fan_in), 1/sqrt(fan_in)) with fan_in = weight.size(1) * 3 * 3 = 18
+    const double bound = 1.0 / std::sqrt(18.0);
+    EXPECT_LE(p.abs().max().item<double>(), bound + 1e-12) << item.key();
+    EXPECT_LE(item.value().abs().max().item<double>(), bound + 1e-12) << item.key();
+    EXPECT_GT(p.abs().max().item<double>(), 0.5 * bound) << item.key();  // not all zero or tiny
+  }
+  {
+    torch::NoGradGuard ng;
+    tm->weight.copy_(to_torch(m.weight));
+    tm->bias.copy_(to_torch(m.bias));
+  }
+  nb::Tensor x = nb::randn({2, 6, 5, 4}, nb::kFloat64);
+  expect_close(m.forward(x), tm->forward(to_torch(x)), "nn::ConvTranspose2d forward");
+  // output_size {10, 8}: output_padding 0 instead of the options' 1
+  expect_close(m.forward(x, {10, 8}), tm->forward(to_torch(x), std::vector<int64_t>{10, 8}),
+               "nn::ConvTranspose2d forward with output_size");
+  EXPECT_EQ(m.extra_repr(), "6, 4, kernel_size=(3, 3), stride=(2, 2), padding=(1, 1), output_padding=(1, 1), groups=2");
 }
 
 TEST(LibTorchConv, MaxPool2dTies) {

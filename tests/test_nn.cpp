@@ -73,6 +73,51 @@ TEST(Module, SharedChildAndParameterListedOnce) {
   EXPECT_TRUE(net.at<nn::Linear>(2).get() == shared.get());
 }
 
+// The layers LibTorch ports use (issue 13): options builders, Dropout2d, LeakyReLU.
+TEST(Layers, OptionsDropout2dLeakyReLU) {
+  nn::Linear l(nn::LinearOptions(5, 3).bias(false));
+  EXPECT_EQ(l.weight.sizes(), (Shape{3, 5}));
+  EXPECT_FALSE(l.bias.defined());
+  EXPECT_EQ(nn::Dropout(nn::DropoutOptions().p(0.25)).p, 0.25);
+  EXPECT_EQ(nn::Dropout(nn::DropoutOptions(0.3)).p, 0.3);
+
+  // Dropout2d: each (n, c) channel is all zero or all scaled by 1 / (1 - p)
+  manual_seed(5);
+  nn::Dropout2d d(nn::DropoutOptions(0.5));
+  Tensor x = ones({8, 16, 3, 4});
+  std::vector<double> v = d.forward(x).to_vector<double>();
+  int zero = 0, kept = 0;
+  for (size_t ch = 0; ch < 8 * 16; ++ch) {
+    const double first = v[ch * 12];
+    for (size_t i = 1; i < 12; ++i) ASSERT_EQ(v[ch * 12 + i], first) << "channel " << ch;
+    if (first == 0.0) ++zero;
+    else if (std::fabs(first - 2.0) < 1e-6) ++kept;
+  }
+  EXPECT_EQ(zero + kept, 128);
+  EXPECT_GT(zero, 30);  // Binomial(128, 0.5): 64 +- 5.7; far outside means the mask is wrong
+  EXPECT_GT(kept, 30);
+  Tensor xg = randn({2, 3, 4, 4}).requires_grad_();
+  Tensor y = d.forward(xg);
+  y.sum().backward();
+  EXPECT_TRUE(all_close(xg.grad(), (y.detach() != 0).to(kFloat32) * 2.0, 1e-6, 1e-6));  // the mask, 0 or 2
+  d.eval();
+  EXPECT_TRUE(all_equal(d.forward(x), x));
+  EXPECT_EQ(nn::Dropout2d(0.2).forward(randn({3, 4, 5})).sizes(), (Shape{3, 4, 5}));  // [C, H, W]
+  EXPECT_THROW(nn::Dropout2d(0.5).forward(randn({3, 4})), ShapeError);
+
+  nn::Functional fr(nabla::relu), fl(nabla::leaky_relu, 0.2);
+  EXPECT_TRUE(all_close(fr.forward(tensor({-1.0, 2.0})), tensor({0.0, 2.0}), 0, 0));
+  EXPECT_TRUE(all_close(fl.forward(tensor({-1.0, 2.0})), tensor({-0.2, 2.0}), 1e-6, 1e-6));
+  nn::Sequential seq(nn::Linear(nn::LinearOptions(3, 2)), nn::Functional(nabla::sigmoid));
+  EXPECT_EQ(seq.forward(randn({4, 3})).sizes(), (Shape{4, 2}));
+  EXPECT_EQ(randn({2, 3}).view(-1).sizes(), (Shape{6}));
+  EXPECT_EQ(randn({2, 3}).reshape(6).sizes(), (Shape{6}));
+
+  nn::LeakyReLU lr(nn::LeakyReLUOptions().negative_slope(0.2));
+  EXPECT_TRUE(all_close(lr.forward(tensor({-1.0, 2.0})), tensor({-0.2, 2.0}), 1e-6, 1e-6));
+  EXPECT_EQ(lr.extra_repr(), "negative_slope=0.2");
+}
+
 TEST(Module, RegistrationErrors) {
   nn::Module m;
   m.register_parameter("w", zeros({2}));

@@ -1,4 +1,4 @@
-// Parity rows for conv2d, pad, max/avg/adaptive pooling and batch_norm against float64 loop
+// Parity rows for conv2d, conv_transpose2d, pad, max/avg/adaptive pooling and batch_norm against float64 loop
 // references, plus the Conv2d / BatchNorm2d modules, the MNIST example net's shape and names, and
 // ResNet's two residual blocks (models::BasicBlock, models::Bottleneck) against a float64
 // composition of the same references.
@@ -38,6 +38,34 @@ Ref ref_conv2d(const Ref& x, const Ref& w, const Ref* b, ConvArgs a) {
         }
     return acc;
   });
+}
+
+// The transposed convolution as a scatter: every x[n, c, i, j] adds x * w[c, o', p, q] at
+// y[n, g * Og + o', i*s + p*d - pad, j*s + q*d - pad]; rows past the last window (output_padding)
+// get the bias alone.
+Ref ref_conv_transpose2d(const Ref& x, const Ref& w, const Ref* b, int64_t s, int64_t pad, int64_t out_pad,
+                         int64_t groups, int64_t d) {
+  const int64_t N = x.shape[0], C = x.shape[1], H = x.shape[2], W = x.shape[3];
+  const int64_t Og = w.shape[1], kh = w.shape[2], kw = w.shape[3], O = Og * groups, Cg = C / groups;
+  const int64_t Ho = (H - 1) * s - 2 * pad + d * (kh - 1) + out_pad + 1, Wo = (W - 1) * s - 2 * pad + d * (kw - 1) + out_pad + 1;
+  Ref y({N, O, Ho, Wo});
+  for (int64_t n = 0; n < N; ++n)
+    for (int64_t o = 0; o < O; ++o)
+      for (int64_t i = 0; i < Ho; ++i)
+        for (int64_t j = 0; j < Wo; ++j) y.v[static_cast<size_t>(y.linear_of({n, o, i, j}))] = b ? b->v[static_cast<size_t>(o)] : 0.0;
+  for (int64_t n = 0; n < N; ++n)
+    for (int64_t c = 0; c < C; ++c)
+      for (int64_t i = 0; i < H; ++i)
+        for (int64_t j = 0; j < W; ++j)
+          for (int64_t oo = 0; oo < Og; ++oo)
+            for (int64_t p = 0; p < kh; ++p)
+              for (int64_t q = 0; q < kw; ++q) {
+                const int64_t h = i * s + p * d - pad, ww = j * s + q * d - pad;
+                if (h < 0 || h >= Ho || ww < 0 || ww >= Wo) continue;
+                y.v[static_cast<size_t>(y.linear_of({n, (c / Cg) * Og + oo, h, ww}))] +=
+                    ref_at(x, {n, c, i, j}) * ref_at(w, {c, oo, p, q});
+              }
+  return y;
 }
 
 // kind 0: max (padding = -inf), 1: mean including zero padding.
@@ -127,6 +155,31 @@ const RegisterParity rows([](std::vector<ParityCase>& t) {
                  [=](const std::vector<Ref>& r) { return ref_conv2d(r[0], r[1], bias ? &r[2] : nullptr, a); },
                  {kFloat32, kFloat64}, true, grad2, true, 10.0});
   };
+  // conv_transpose2d shares conv2d's kernel table: its forward is conv2d's input gradient
+  auto convt_row = [&t](const char* label, Shape xs, Shape ws, bool bias, int64_t s, int64_t pad, int64_t out_pad,
+                        int64_t groups, int64_t d, bool grad2 = false, const char* fused = "conv2d") {
+    std::vector<InputSpec> ins{in(xs), in(ws)};
+    if (bias) ins.push_back(in({ws[1] * groups}));
+    ParityCase c{"conv_transpose2d", label, ins,
+                 [=](const TensorList& x) {
+                   return conv_transpose2d(x[0], x[1], bias ? x[2] : Tensor(), s, pad, out_pad, groups, d);
+                 },
+                 [=](const std::vector<Ref>& r) {
+                   return ref_conv_transpose2d(r[0], r[1], bias ? &r[2] : nullptr, s, pad, out_pad, groups, d);
+                 },
+                 {kFloat32, kFloat64}, true, grad2, true, 10.0};
+    c.fused = fused;
+    t.push_back(c);
+  };
+  convt_row("basic_bias", {2, 3, 3, 4}, {3, 2, 3, 3}, true, 1, 0, 0, 1, 1, true);
+  convt_row("stride2_pad1_k4", {2, 3, 3, 3}, {3, 2, 4, 4}, false, 2, 1, 0, 1, 1, true);  // DCGAN's upsampling
+  convt_row("output_padding", {1, 2, 3, 2}, {2, 3, 3, 3}, true, 2, 1, 1, 1, 1);
+  convt_row("groups2", {2, 4, 3, 3}, {4, 1, 3, 2}, true, 2, 0, 1, 2, 1);
+  convt_row("dilation2", {1, 2, 3, 4}, {2, 2, 2, 3}, true, 1, 1, 0, 1, 2);
+  // output_padding at or past the stride (allowed below the dilation): conv2d's kernels cannot
+  // map that output back onto x, so the composite runs
+  convt_row("output_padding_past_stride", {1, 2, 3, 3}, {2, 2, 3, 3}, true, 1, 1, 1, 1, 2, false, "none");
+  convt_row("noise_to_4x4", {3, 5, 1, 1}, {5, 4, 4, 4}, false, 1, 0, 0, 1, 1);
   conv_row("basic_bias", {2, 3, 5, 5}, {4, 3, 3, 3}, true, {}, 0, true);
   conv_row("no_bias_odd", {1, 2, 5, 7}, {3, 2, 2, 3}, false, {}, 0);
   conv_row("stride2_pad1", {2, 2, 6, 5}, {3, 2, 3, 3}, true, {2, 2, 1, 1, 1, 1}, 1, true);
@@ -288,6 +341,52 @@ TEST(ConvModules, Conv2dInitAndShape) {
   EXPECT_THROW(nn::Conv2d(3, 4, 3, 1, 0, 1, 2), ValueError);
   EXPECT_THROW(conv2d(randn({1, 3, 5, 5}), randn({2, 2, 3, 3})), ShapeError);
   EXPECT_THROW(conv2d(randn({1, 2, 5, 5}), randn({2, 2, 3, 3}), Tensor(), 2, "same"), ValueError);
+}
+
+// LibTorch's options builders make the same modules as the positional constructors.
+TEST(ConvModules, OptionsBuildersMatchPositional) {
+  nn::Conv2d c(nn::Conv2dOptions(4, 6, 3).stride(2).padding(1).groups(2).bias(false));
+  EXPECT_EQ(c.weight.sizes(), (Shape{6, 2, 3, 3}));
+  EXPECT_FALSE(c.bias.defined());
+  EXPECT_EQ(c.stride.h, 2);
+  EXPECT_EQ(c.extra_repr(), "4, 6, kernel_size=(3, 3), stride=(2, 2), padding=(1, 1), groups=2, bias=False");
+  nn::Conv2dOptions o(3, 8, {3, 5});
+  o.dilation(2).padding("same");
+  EXPECT_EQ(o.kernel_size().w, 5);
+  EXPECT_EQ(o.padding().mode, "same");
+  EXPECT_EQ(o.dilation().h, 2);
+  EXPECT_TRUE(o.bias());
+
+  nn::ConvTranspose2d t(nn::ConvTranspose2dOptions(4, 6, 4).stride(2).padding(1).bias(false));
+  EXPECT_EQ(t.weight.sizes(), (Shape{4, 6, 4, 4}));
+  EXPECT_FALSE(t.bias.defined());
+  EXPECT_EQ(t.forward(randn({2, 4, 5, 3})).sizes(), (Shape{2, 6, 10, 6}));
+  nn::ConvTranspose2d t2(4, 6, 3, 2, 1, 1, 2);  // PyTorch's order: stride, padding, output_padding, groups
+  EXPECT_EQ(t2.weight.sizes(), (Shape{4, 3, 3, 3}));
+  EXPECT_EQ(t2.forward(randn({1, 4, 3, 3})).sizes(), (Shape{1, 6, 6, 6}));
+  EXPECT_EQ(t2.forward(randn({1, 4, 3, 3}), {5, 6}).sizes(), (Shape{1, 6, 5, 6}));
+  EXPECT_THROW(t2.forward(randn({1, 4, 3, 3}), {4, 6}), ValueError);  // below the smallest output
+  EXPECT_EQ(t2.state_dict().keys(), (std::vector<std::string>{"weight", "bias"}));
+}
+
+TEST(ConvModules, ConvTranspose2dErrorsNameTheProblem) {
+  auto message = [](auto&& f) {
+    try {
+      f();
+    } catch (const Error& e) {
+      return std::string(e.what());
+    }
+    return std::string("no error");
+  };
+  // a conv2d-shaped weight [out, in, k, k] for a transposed convolution
+  std::string m = message([] { conv_transpose2d(randn({1, 3, 4, 4}), randn({2, 3, 3, 3})); });
+  EXPECT_NE(m.find("conv_transpose2d"), std::string::npos) << m;
+  EXPECT_NE(m.find("[in, out / groups, kh, kw]"), std::string::npos) << m;
+  EXPECT_THROW(conv_transpose2d(randn({1, 3, 4, 4}), randn({3, 2, 3, 3}), Tensor(), 2, 0, 2), ValueError);  // output_padding >= stride
+  EXPECT_THROW(conv_transpose2d(randn({1, 3, 4, 4}), randn({3, 2, 3, 3}), randn({3})), ShapeError);         // bias [2] expected
+  EXPECT_THROW(conv_transpose2d(randn({1, 3, 1, 1}), randn({3, 2, 1, 1}), Tensor(), 1, 1), ShapeError);      // empty output
+  EXPECT_THROW(conv_transpose2d(randn({3, 4, 4}), randn({3, 2, 3, 3})), ShapeError);
+  EXPECT_THROW(conv_transpose2d(randn({1, 4, 4, 4}), randn({4, 2, 3, 3}), Tensor(), 1, 0, 0, 3), ValueError);  // groups
 }
 
 TEST(ConvModules, MnistExampleNet) {

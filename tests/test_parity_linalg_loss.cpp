@@ -1,8 +1,12 @@
 // Parity rows for matmul / mm (every rank combination, broadcast batches, empty K, M, N) and
 // the losses (mse_loss, nll_loss, cross_entropy with weights, ignore_index, label smoothing
-// and probability targets) under each reduction.
+// and probability targets; l1, smooth_l1, huber, binary cross-entropy with and without logits)
+// under each reduction.
 
+#include <algorithm>
 #include <cmath>
+#include <functional>
+#include <string>
 
 #include "parity_rows.hpp"
 
@@ -177,6 +181,99 @@ const RegisterParity losses([](std::vector<ParityCase>& t) {
     t.push_back(row("cross_entropy", rn + "_prob_spatial", {in({2, 3, 2}), in({2, 3, 2}, Domain::Positive)}, pce(0, false),
                     pce_ref(0, false)));
   }
+});
+
+
+// The elementwise losses of issue 13 (l1, smooth_l1, huber, binary cross-entropy with and
+// without logits). Kinks (|d| = 0, beta, delta) stay away from finite differences: the input is
+// OffGrid (>= 0.05 from every multiple of 0.25) and the target is squeezed to +-0.02 in the row
+// function, so |input - target| is >= 0.03 from 0, 0.5 and 1. Probabilities for
+// binary_cross_entropy are 0.5 + 0.45 u with u in (-0.9, 0.9): within (0.09, 0.91).
+const RegisterParity elementwise_losses([](std::vector<ParityCase>& t) {
+  auto near = [](const Tensor& x) { return x * 0.01; };
+  auto near_ref = [](const Ref& r) { return ref_map(r, [](double v) { return v * 0.01; }); };
+  auto prob = [](const Tensor& x) { return x * 0.45 + 0.5; };
+  auto prob_ref = [](const Ref& r) { return ref_map(r, [](double v) { return v * 0.45 + 0.5; }); };
+  for (Reduction red : {kMean, kSum, kNone}) {
+    const std::string rn = red_name(red);
+    auto per_elem = [red](const Ref& a, const Ref& b, std::function<double(double, double)> f, const Ref* w = nullptr) {
+      Ref per = ref_zip(a, b, f);
+      if (w) per = ref_zip(per, *w, [](double v, double wv) { return v * wv; });
+      return reduce_loss(per, red, static_cast<double>(per.numel()));
+    };
+    const std::vector<InputSpec> xt{in({3, 4}, Domain::OffGrid), in({3, 4})};
+    t.push_back(row("l1_loss", rn, xt, [=](const TensorList& x) { return l1_loss(x[0], near(x[1]), red); },
+                    [=](const std::vector<Ref>& r) {
+                      return per_elem(r[0], near_ref(r[1]), [](double a, double b) { return std::fabs(a - b); });
+                    }));
+    for (double beta : {1.0, 0.5, 0.0}) {
+      t.push_back(row("smooth_l1_loss", rn + "_beta" + std::to_string(beta).substr(0, 3), xt,
+                      [=](const TensorList& x) { return smooth_l1_loss(x[0], near(x[1]), red, beta); },
+                      [=](const std::vector<Ref>& r) {
+                        return per_elem(r[0], near_ref(r[1]), [beta](double a, double b) {
+                          const double d = std::fabs(a - b);
+                          return d < beta ? 0.5 * d * d / beta : d - 0.5 * beta;
+                        });
+                      }));
+    }
+    for (double delta : {1.0, 0.5}) {
+      t.push_back(row("huber_loss", rn + "_delta" + std::to_string(delta).substr(0, 3), xt,
+                      [=](const TensorList& x) { return huber_loss(x[0], near(x[1]), red, delta); },
+                      [=](const std::vector<Ref>& r) {
+                        return per_elem(r[0], near_ref(r[1]), [delta](double a, double b) {
+                          const double d = std::fabs(a - b);
+                          return d < delta ? 0.5 * d * d : delta * (d - 0.5 * delta);
+                        });
+                      }));
+    }
+    auto bce = [](double p, double y) { return -(y * std::log(p) + (1 - y) * std::log(1 - p)); };
+    t.push_back(row("binary_cross_entropy", rn, {in({3, 4}, Domain::Unit), in({3, 4}, Domain::Unit)},
+                    [=](const TensorList& x) { return binary_cross_entropy(prob(x[0]), prob(x[1]), Tensor(), red); },
+                    [=](const std::vector<Ref>& r) { return per_elem(prob_ref(r[0]), prob_ref(r[1]), bce); }));
+    t.push_back(row("binary_cross_entropy", rn + "_weight",
+                    {in({3, 4}, Domain::Unit), in({3, 4}, Domain::Unit), in({4}, Domain::Positive)},
+                    [=](const TensorList& x) { return binary_cross_entropy(prob(x[0]), prob(x[1]), x[2], red); },
+                    [=](const std::vector<Ref>& r) {
+                      Ref w = ref_zip(ref_map(r[0], [](double) { return 0.0; }), r[2], [](double, double b) { return b; });
+                      return per_elem(prob_ref(r[0]), prob_ref(r[1]), bce, &w);
+                    }));
+    auto bce_logits = [](double pw) {
+      return [pw](double x, double y) {
+        const double p = 1.0 / (1.0 + std::exp(-x));
+        return -(pw * y * std::log(p) + (1 - y) * std::log(1 - p));
+      };
+    };
+    t.push_back(row("binary_cross_entropy_with_logits", rn, {in({3, 4}), in({3, 4}, Domain::Unit)},
+                    [=](const TensorList& x) {
+                      return binary_cross_entropy_with_logits(x[0], prob(x[1]), Tensor(), Tensor(), red);
+                    },
+                    [=](const std::vector<Ref>& r) { return per_elem(r[0], prob_ref(r[1]), bce_logits(1.0)); }));
+    // pos_weight [4] (one per class, broadcast over rows) and a weight: per-element pos_weight
+    // is folded into the reference by giving every column its own factor
+    t.push_back(row("binary_cross_entropy_with_logits", rn + "_pos_weight_weight",
+                    {in({2, 4}), in({2, 4}, Domain::Unit), in({4}, Domain::Positive), in({2, 1}, Domain::Positive)},
+                    [=](const TensorList& x) {
+                      return binary_cross_entropy_with_logits(x[0], prob(x[1]), x[3], x[2], red);
+                    },
+                    [=](const std::vector<Ref>& r) {
+                      Ref y = prob_ref(r[1]);
+                      Ref per = ref_generate(r[0].shape, [&](const Shape& idx) {
+                        const double xv = ref_at(r[0], idx), yv = ref_at(y, idx);
+                        return bce_logits(r[2].v[static_cast<size_t>(idx[1])])(xv, yv) * r[3].v[static_cast<size_t>(idx[0])];
+                      });
+                      return reduce_loss(per, red, static_cast<double>(per.numel()));
+                    }));
+  }
+  // saturated logits: the with-logits form stays finite where log(sigmoid) would not
+  t.push_back(row("binary_cross_entropy_with_logits", "large_logits", {in({5})},
+                  [](const TensorList& x) { return binary_cross_entropy_with_logits(x[0] * 40.0, zeros_like(x[0]) + 0.25); },
+                  [](const std::vector<Ref>& r) {
+                    Ref per = ref_map(r[0], [](double v) {
+                      const double z = 40.0 * v;  // (1 - y) z + log(1 + exp(-z)), written stably
+                      return 0.75 * z + std::max(-z, 0.0) + std::log1p(std::exp(-std::fabs(z)));
+                    });
+                    return reduce_loss(per, kMean, static_cast<double>(per.numel()));
+                  }));
 });
 
 }  // namespace

@@ -1,7 +1,8 @@
 // Parity rows for reductions (sum mean prod amax amin max min argmax argmin var std
-// logsumexp) over one, several, all and negative dims with and without keepdim, and softmax /
+// logsumexp norm) over one, several, all and negative dims with and without keepdim, and softmax /
 // log_softmax along several dims.
 
+#include <algorithm>
 #include <cmath>
 #include <tuple>
 
@@ -64,6 +65,46 @@ const RegisterParity sums([](std::vector<ParityCase>& t) {
                   reduce1({}, false, fold_mean), with_grad2(kWithHalf)));
   t.push_back(row("prod", "all_method", {in({2, 5}, D::Positive)}, [](const TensorList& x) { return x[0].prod(); },
                   reduce1({}, false, fold_prod), RowOpts{kWithHalf}));
+});
+
+// Tensor::norm(p, dims, keepdim): inputs bounded away from 0 (|x| >= 0.5), where |x| has its
+// kink; all-zero rows get their own check (the gradient there is 0, not NaN).
+const RegisterParity norms([](std::vector<ParityCase>& t) {
+  using D = Domain;
+  auto pnorm = [](double p) {
+    return Fold([p](const std::vector<double>& v) {
+      double s = 0;
+      for (double x : v) s += std::pow(std::fabs(x), p);
+      return std::pow(s, 1.0 / p);
+    });
+  };
+  for (double p : {2.0, 1.0, 3.0, 0.5}) {
+    const std::string ps = p == 0.5 ? std::string("p0.5") : nabla::str("p", static_cast<int>(p));
+    auto fn = [p](Dims d, bool k) {
+      return RowFn([p, d, k](const TensorList& x) { return x[0].norm(p, d, k); });
+    };
+    t.push_back(row("norm", ps + "_all", {in({3, 4}, D::NonZero)}, [p](const TensorList& x) { return x[0].norm(p); },
+                    reduce1({}, false, pnorm(p)), RowOpts{kFloats, true, p == 2.0, 1.0}));
+    t.push_back(row("norm", ps + "_dim1_keep", {in({3, 4, 2}, D::NonZero)}, fn({1}, true), reduce1({1}, true, pnorm(p))));
+    t.push_back(row("norm", ps + "_dims02", {in({3, 4, 2}, D::NonZero)}, fn({0, 2}, false), reduce1({0, 2}, false, pnorm(p))));
+    t.push_back(row("norm", ps + "_neg_dim", {in({2, 5}, D::NonZero)}, fn({-1}, false), reduce1({-1}, false, pnorm(p))));
+  }
+  t.push_back(row("norm", "inf_dim0", {in({4, 3}, D::Distinct)},
+                  [](const TensorList& x) { return x[0].norm(INFINITY, {0}); },
+                  reduce1({0}, false, [](const std::vector<double>& v) {
+                    double m = 0;
+                    for (double x : v) m = std::max(m, std::fabs(x));
+                    return m;
+                  }),
+                  forward_only()));
+  t.push_back(row("norm", "p0_counts_nonzeros", {in({3, 4})},
+                  [](const TensorList& x) { return (x[0] * (x[0] > 0)).norm(0, {1}); },
+                  reduce1({1}, false, [](const std::vector<double>& v) {
+                    double n = 0;
+                    for (double x : v) n += x > 0;
+                    return n;
+                  }),
+                  forward_only()));
 });
 
 // Distinct inputs: finite differences of max / min must not cross a near-tie.

@@ -156,6 +156,28 @@ const RegisterParity views([](std::vector<ParityCase>& t) {
 });
 
 const RegisterParity joins([](std::vector<ParityCase>& t) {
+  // Tensor::repeat: the reference tiles by index (out[i] = x[i mod n] per dim)
+  auto tile_ref = [](Shape reps) {
+    return RefFn([reps](const std::vector<Ref>& r) {
+      const Ref& x = r[0];
+      const size_t lead = reps.size() - x.shape.size();
+      Shape out(reps.size());
+      for (size_t i = 0; i < reps.size(); ++i) out[i] = reps[i] * (i < lead ? 1 : x.shape[i - lead]);
+      return ref_generate(out, [&](const Shape& idx) {
+        Shape src(x.shape.size());
+        for (size_t i = 0; i < src.size(); ++i) src[i] = idx[i + lead] % x.shape[i];
+        return ref_at(x, src);
+      });
+    });
+  };
+  t.push_back(row("repeat", "2d", {in({2, 3})}, [](const TensorList& x) { return x[0].repeat({2, 3}); }, tile_ref({2, 3}),
+                  with_grad2()));
+  t.push_back(row("repeat", "new_leading_dims", {in({3})}, [](const TensorList& x) { return x[0].repeat({2, 1, 2}); },
+                  tile_ref({2, 1, 2})));
+  t.push_back(row("repeat", "ones", {in({2, 1, 3})}, [](const TensorList& x) { return x[0].repeat({1, 4, 1}); },
+                  tile_ref({1, 4, 1})));
+  t.push_back(row("repeat", "zero_count", {in({2, 3})}, [](const TensorList& x) { return x[0].repeat({0, 2}); },
+                  tile_ref({0, 2})));
   t.push_back(row("cat", "dim0_three", {in({2, 3}), in({1, 3}), in({3, 3})},
                   [](const TensorList& x) { return cat({x[0], x[1], x[2]}, 0); },
                   [](const std::vector<Ref>& r) { return ref_cat(r, 0); }, with_grad2(kWithHalf)));

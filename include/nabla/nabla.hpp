@@ -23,6 +23,7 @@
 #include "nn/module.hpp"
 #include "nn/layers.hpp"
 #include "nn/conv_layers.hpp"
+#include "nn/loss.hpp"
 #include "optim/optimizer.hpp"
 #include "optim/sgd.hpp"
 #include "optim/adam.hpp"

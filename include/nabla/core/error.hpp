@@ -30,6 +30,13 @@ std::string cat(const Args&... args) {
 }
 }  // namespace detail
 
+// LibTorch's torch::str / c10::str: the arguments streamed one after another into a string
+// (anything with an operator<<: numbers, strings, tensors, shapes, devices).
+template <class... Args>
+std::string str(const Args&... args) {
+  return detail::cat(args...);
+}
+
 }  // namespace nabla
 
 // NABLA_CHECK(cond, ErrorType, message parts...): throw ErrorType("nabla::" + parts) unless cond.
@@ -37,4 +44,13 @@ std::string cat(const Args&... args) {
   do {                                                                          \
     if (!(cond)) [[unlikely]]                                                   \
       throw ErrorType(::nabla::detail::cat("nabla::", __VA_ARGS__));            \
+  } while (0)
+
+// NABLA_ASSERT(cond, message parts...): LibTorch's TORCH_CHECK / AT_ASSERT for user code: throws
+// nabla::Error("assertion `cond` failed: " + parts, with file and line) unless cond.
+#define NABLA_ASSERT(cond, ...)                                                                  \
+  do {                                                                                           \
+    if (!(cond)) [[unlikely]]                                                                    \
+      throw ::nabla::Error(::nabla::detail::cat("nabla: assertion `", #cond, "` failed at ", __FILE__, \
+                                                ":", __LINE__ __VA_OPT__(, ": ", ) __VA_ARGS__)); \
   } while (0)

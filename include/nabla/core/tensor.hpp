@@ -106,6 +106,13 @@ class Tensor {
   // ---- views (share storage) ----------------------------------------------------------------
   Tensor view(const Shape& shape) const;
   Tensor reshape(const Shape& shape) const;
+  // LibTorch's single-int shape: x.view(-1), x.reshape(n) (braced lists take the Shape overloads)
+  template <class I>
+    requires(::std::integral<I> && !::std::same_as<I, bool>)
+  Tensor view(I n) const { return view(Shape{static_cast<int64_t>(n)}); }
+  template <class I>
+    requires(::std::integral<I> && !::std::same_as<I, bool>)
+  Tensor reshape(I n) const { return reshape(Shape{static_cast<int64_t>(n)}); }
   Tensor permute(const Dims& dims) const;
   Tensor transpose(int64_t dim0, int64_t dim1) const;
   Tensor t() const;
@@ -116,6 +123,7 @@ class Tensor {
   Tensor operator[](int64_t index) const { return select(0, index); }
   Tensor expand(const Shape& shape) const;
   Tensor expand_as(const Tensor& other) const { return expand(other.sizes()); }
+  Tensor repeat(const Shape& repeats) const;
   Tensor squeeze() const;
   Tensor squeeze(int64_t dim) const;
   Tensor unsqueeze(int64_t dim) const;
@@ -136,6 +144,8 @@ class Tensor {
   Tensor cuda(int index = 0) const { return to(Device::cuda(index)); }
   const Tensor& copy_(const Tensor& src) const;
   const Tensor& fill_(Scalar value) const;
+  const Tensor& uniform_(double from = 0.0, double to = 1.0) const;
+  const Tensor& normal_(double mean = 0.0, double std = 1.0) const;
   const Tensor& zero_() const;
 
   // ---- elementwise ----------------------------------------------------------------------------
@@ -174,6 +184,13 @@ class Tensor {
   Tensor le(const Tensor& other) const;
   Tensor gt(const Tensor& other) const;
   Tensor ge(const Tensor& other) const;
+  // against a number, as LibTorch's x.gt(0)
+  Tensor eq(Scalar other) const;
+  Tensor ne(Scalar other) const;
+  Tensor lt(Scalar other) const;
+  Tensor le(Scalar other) const;
+  Tensor gt(Scalar other) const;
+  Tensor ge(Scalar other) const;
   Tensor logical_not() const;
   Tensor logical_and(const Tensor& other) const;
   Tensor logical_or(const Tensor& other) const;
@@ -213,6 +230,15 @@ class Tensor {
   std::tuple<Tensor, Tensor> min(int64_t dim, bool keepdim = false) const;
   Tensor amax(const Dims& dims, bool keepdim = false) const;
   Tensor amin(const Dims& dims, bool keepdim = false) const;
+  Tensor norm(double p = 2.0) const;
+  Tensor norm(double p, const Dims& dims, bool keepdim = false) const;
+  Tensor all() const;
+  Tensor all(int64_t dim, bool keepdim = false) const;
+  Tensor any() const;
+  Tensor any(int64_t dim, bool keepdim = false) const;
+  Tensor isclose(const Tensor& other, double rtol = 1e-5, double atol = 1e-8, bool equal_nan = false) const;
+  bool allclose(const Tensor& other, double rtol = 1e-5, double atol = 1e-8, bool equal_nan = false) const;
+  bool equal(const Tensor& other) const;
   Tensor argmax(std::optional<int64_t> dim = std::nullopt, bool keepdim = false) const;
   Tensor argmin(std::optional<int64_t> dim = std::nullopt, bool keepdim = false) const;
   // LibTorch's overload set. An integer argument is a dim, as in LibTorch (x.var(1) reduces

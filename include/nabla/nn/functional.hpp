@@ -134,6 +134,22 @@ inline Tensor dropout(const Tensor& x, double p = 0.5, bool training = true) {
   return x * mask;
 }
 
+// torch.nn.functional.dropout2d: zeroes whole channels, x [N, C, H, W] (or [C, H, W]), each with
+// probability p, and scales the kept ones by 1 / (1 - p) in training; the identity otherwise.
+inline Tensor dropout2d(const Tensor& x, double p = 0.5, bool training = true) {
+  detail::check_defined(x, "dropout2d");
+  NABLA_CHECK(p >= 0.0 && p <= 1.0, ValueError, "dropout2d: probability must be in [0, 1], got ", p);
+  NABLA_CHECK(x.dim() == 3 || x.dim() == 4, ShapeError, "dropout2d: expected a 3-D or 4-D input, got ",
+              detail::describe(x));
+  NABLA_CHECK(x.is_floating_point(), DTypeError, "dropout2d: expected a floating-point input, got ", detail::describe(x));
+  if (!training || p == 0.0) return x;
+  if (p == 1.0) return x * 0;
+  Shape channels = x.dim() == 4 ? Shape{x.size(0), x.size(1), 1, 1} : Shape{x.size(0), 1, 1};
+  Tensor mask = nabla::detail::random_tensor(channels, x.options().requires_grad(false),
+                                             RandomParams{RandomKind::Dropout, 0, 0, p, 1.0 / (1.0 - p)}, "dropout2d");
+  return x * mask;
+}
+
 // Rows of weight [num_embeddings, dim] picked by integer indices of any shape:
 // result indices.shape + [dim]. The gradient reaches weight through index_select's backward
 // (an index_add of the output gradient), summing over repeated indices.

@@ -1,15 +1,19 @@
 #pragma once
-// Layers: Linear Embedding LayerNorm Dropout ReLU GELU Tanh Sigmoid Flatten Identity, each a
-// Module over the functions of functional.hpp, initialised as PyTorch initialises them.
+// Layers: Linear Embedding LayerNorm Dropout Dropout2d ReLU LeakyReLU GELU Tanh Sigmoid Flatten
+// Identity, each a Module over the functions of functional.hpp, initialised as PyTorch
+// initialises them, with LibTorch's options where it has them (LinearOptions, DropoutOptions,
+// LeakyReLUOptions).
 // New layers (Conv2d, BatchNorm2d, pools) follow the same pattern: register parameters and
 // buffers in the constructor, reset_parameters() with PyTorch's init, forward via functional.
 
 #include <cmath>
+#include <functional>
 #include <string>
 
 #include "functional.hpp"
 #include "init.hpp"
 #include "module.hpp"
+#include "options.hpp"
 
 namespace nabla {
 namespace nn {
@@ -18,9 +22,25 @@ namespace detail {
 inline const char* py_bool(bool b) { return b ? "True" : "False"; }
 }  // namespace detail
 
+// LibTorch's torch::nn::LinearOptions(in, out).bias(false).
+struct LinearOptions {
+  LinearOptions(int64_t in_features, int64_t out_features) : in_features_(in_features), out_features_(out_features) {}
+  NABLA_ARG(int64_t, in_features);
+  NABLA_ARG(int64_t, out_features);
+  NABLA_ARG(bool, bias) = true;
+};
+struct DropoutOptions {
+  DropoutOptions(double p = 0.5) : p_(p) {}  // NOLINT: LibTorch converts a double too
+  NABLA_ARG(double, p);
+};
+struct LeakyReLUOptions {
+  NABLA_ARG(double, negative_slope) = 0.01;
+};
+
 // y = x @ weight^T + bias; weight [out_features, in_features].
 class Linear : public Module {
  public:
+  NABLA_MODULE_ARROW(Linear)
   Tensor weight, bias;
   int64_t in_features, out_features;
 
@@ -30,6 +50,8 @@ class Linear : public Module {
     if (with_bias) bias = register_parameter("bias", empty({out}, options.requires_grad(false)));
     reset_parameters();
   }
+  explicit Linear(const LinearOptions& o, TensorOptions options = {})
+      : Linear(o.in_features(), o.out_features(), o.bias(), options) {}
   // PyTorch: kaiming_uniform_(a = sqrt(5)) for weight, i.e. U(-1/sqrt(in), 1/sqrt(in)), and the
   // same bound for bias.
   void reset_parameters() {
@@ -50,6 +72,7 @@ class Linear : public Module {
 // A lookup table: forward(indices) -> indices.shape + [embedding_dim]. weight ~ N(0, 1).
 class Embedding : public Module {
  public:
+  NABLA_MODULE_ARROW(Embedding)
   Tensor weight;
   int64_t num_embeddings, embedding_dim;
 
@@ -66,6 +89,7 @@ class Embedding : public Module {
 // Normalises over the trailing normalized_shape dims; weight = 1, bias = 0 initially.
 class LayerNorm : public Module {
  public:
+  NABLA_MODULE_ARROW(LayerNorm)
   Tensor weight, bias;
   Shape normalized_shape;
   double eps;
@@ -96,23 +120,66 @@ class LayerNorm : public Module {
 // Active in training mode only (module.train() / eval()).
 class Dropout : public Module {
  public:
+  NABLA_MODULE_ARROW(Dropout)
   double p;
   explicit Dropout(double p_ = 0.5) : p(p_) {
     NABLA_CHECK(p >= 0.0 && p <= 1.0, ValueError, "nn::Dropout: probability must be in [0, 1], got ", p);
   }
+  explicit Dropout(const DropoutOptions& o) : Dropout(o.p()) {}
   Tensor forward(const Tensor& x) override { return functional::dropout(x, p, is_training()); }
   std::string type_name() const override { return "Dropout"; }
   std::string extra_repr() const override { return nabla::detail::cat("p=", p, ", inplace=False"); }
 };
 
+// Zeroes whole channels in training (functional::dropout2d).
+class Dropout2d : public Module {
+ public:
+  NABLA_MODULE_ARROW(Dropout2d)
+  double p;
+  explicit Dropout2d(double p_ = 0.5) : p(p_) {
+    NABLA_CHECK(p >= 0.0 && p <= 1.0, ValueError, "nn::Dropout2d: probability must be in [0, 1], got ", p);
+  }
+  explicit Dropout2d(const DropoutOptions& o) : Dropout2d(o.p()) {}
+  Tensor forward(const Tensor& x) override { return functional::dropout2d(x, p, is_training()); }
+  std::string type_name() const override { return "Dropout2d"; }
+  std::string extra_repr() const override { return nabla::detail::cat("p=", p, ", inplace=False"); }
+};
+
+class LeakyReLU : public Module {
+ public:
+  NABLA_MODULE_ARROW(LeakyReLU)
+  double negative_slope;
+  explicit LeakyReLU(double slope = 0.01) : negative_slope(slope) {}
+  explicit LeakyReLU(const LeakyReLUOptions& o) : negative_slope(o.negative_slope()) {}
+  Tensor forward(const Tensor& x) override { return leaky_relu(x, negative_slope); }
+  std::string type_name() const override { return "LeakyReLU"; }
+  std::string extra_repr() const override { return nabla::detail::cat("negative_slope=", negative_slope); }
+};
+
+// LibTorch's nn::Functional: a function of the input as a module, with bound trailing
+// arguments: nn::Functional(relu), nn::Functional(leaky_relu, 0.2).
+class Functional : public Module {
+ public:
+  NABLA_MODULE_ARROW(Functional)
+  template <class F, class... Args>
+  explicit Functional(F f, Args... args) : fn_([f, args...](const Tensor& x) { return f(x, args...); }) {}
+  Tensor forward(const Tensor& x) override { return fn_(x); }
+  std::string type_name() const override { return "Functional"; }
+
+ private:
+  std::function<Tensor(const Tensor&)> fn_;
+};
+
 class ReLU : public Module {
  public:
+  NABLA_MODULE_ARROW(ReLU)
   Tensor forward(const Tensor& x) override { return relu(x); }
   std::string type_name() const override { return "ReLU"; }
 };
 
 class GELU : public Module {
  public:
+  NABLA_MODULE_ARROW(GELU)
   std::string approximate;
   explicit GELU(std::string approx = "none") : approximate(std::move(approx)) {}
   Tensor forward(const Tensor& x) override { return gelu(x, approximate); }
@@ -122,18 +189,21 @@ class GELU : public Module {
 
 class Tanh : public Module {
  public:
+  NABLA_MODULE_ARROW(Tanh)
   Tensor forward(const Tensor& x) override { return tanh(x); }
   std::string type_name() const override { return "Tanh"; }
 };
 
 class Sigmoid : public Module {
  public:
+  NABLA_MODULE_ARROW(Sigmoid)
   Tensor forward(const Tensor& x) override { return sigmoid(x); }
   std::string type_name() const override { return "Sigmoid"; }
 };
 
 class Identity : public Module {
  public:
+  NABLA_MODULE_ARROW(Identity)
   Tensor forward(const Tensor& x) override { return x; }
   std::string type_name() const override { return "Identity"; }
 };
@@ -141,6 +211,7 @@ class Identity : public Module {
 // Flattens dims start_dim..end_dim (default: all but the batch dim, as nn.Flatten).
 class Flatten : public Module {
  public:
+  NABLA_MODULE_ARROW(Flatten)
   int64_t start_dim, end_dim;
   explicit Flatten(int64_t start = 1, int64_t end = -1) : start_dim(start), end_dim(end) {}
   Tensor forward(const Tensor& x) override { return functional::flatten(x, start_dim, end_dim); }

@@ -97,6 +97,12 @@ struct LoadStateDictResult {
 };
 
 class Module;
+
+// LibTorch's built-in layers are holders used through `->` (fc->weight, seq->forward(x)); nabla's
+// are values, and each gives `->` to itself so that ported code keeps its arrows.
+#define NABLA_MODULE_ARROW(Name)                 \
+  Name* operator->() { return this; }             \
+  const Name* operator->() const { return this; }
 template <class M>
 concept ModuleType = std::derived_from<M, Module>;
 
@@ -352,6 +358,7 @@ concept ModuleArg = ModuleType<std::remove_cvref_t<T>> || detail::is_module_ptr<
 // Children named "0", "1", ... in the order added; indexable. Base of ModuleList and Sequential.
 class ModuleList : public Module {
  public:
+  NABLA_MODULE_ARROW(ModuleList)
   ModuleList() = default;
   template <ModuleArg... Ms>
     requires(sizeof...(Ms) > 0)
@@ -386,6 +393,7 @@ class ModuleList : public Module {
 // Runs its children one after another: Sequential(Linear(784, 128), ReLU(), Linear(128, 10)).
 class Sequential : public ModuleList {
  public:
+  NABLA_MODULE_ARROW(Sequential)
   using ModuleList::ModuleList;
   std::string type_name() const override { return "Sequential"; }
   Tensor forward(const Tensor& input) override {

@@ -336,4 +336,154 @@ inline Tensor conv2d_reference(const Tensor& input, const Tensor& weight, const 
   return detail::conv2d_composite(xp, weight, bias, stride, dilation, groups);
 }
 
+// ---- conv_transpose2d ----------------------------------------------------------------------------
+// The adjoint of conv2d: a transposed convolution is conv2d's input gradient, its input gradient
+// is conv2d, its weight gradient is conv2d's weight gradient with the roles of input and output
+// gradient swapped. So it shares conv2d's kernel table (cuDNN backward-data on CUDA, the CPU's
+// col2im + GEMM kernels) and, without a kernel, is a composite of the same differentiable ops.
+
+namespace detail {
+
+// x [N, Cin, H, W], w [Cin, Cout / G, kh, kw] -> [N, Cout, Ho, Wo]: each input pixel scatters its
+// w-weighted kernel window into a canvas that covers every window exactly, then the canvas is
+// widened by output_padding (rows no window reaches: zeros) and cropped by the padding.
+inline Tensor conv_transpose2d_composite(const Tensor& x, const Tensor& w, const Tensor& bias, const Conv2dParams& p,
+                                         int64_t Ho, int64_t Wo) {
+  const int64_t N = x.size(0), Cin = x.size(1), H = x.size(2), W = x.size(3), G = p.groups;
+  const int64_t Cg = w.size(1), kh = w.size(2), kw = w.size(3), Cout = Cg * G;
+  const Pair2d stride(p.stride_h, p.stride_w), dilation(p.dilation_h, p.dilation_w);
+  Tensor cols = matmul(w.reshape({G, Cin / G, Cg * kh * kw}).transpose(-1, -2), x.reshape({N, G, Cin / G, H * W}))
+                    .reshape({N, Cout, kh * kw, H * W});
+  const int64_t Hc = (H - 1) * p.stride_h + p.dilation_h * (kh - 1) + 1, Wc = (W - 1) * p.stride_w + p.dilation_w * (kw - 1) + 1;
+  Tensor canvas = fold_windows(cols, Hc, Wc, kh, kw, stride, dilation);
+  const int64_t extra_h = Ho + 2 * p.pad_h - Hc, extra_w = Wo + 2 * p.pad_w - Wc;  // output_padding
+  if (extra_h || extra_w) canvas = pad(canvas, {0, extra_w, 0, extra_h});
+  Tensor y = canvas.narrow(2, p.pad_h, Ho).narrow(3, p.pad_w, Wo);
+  return bias.defined() ? y + bias.reshape({Cout, 1, 1}) : y;
+}
+
+// The gradients in differentiable ops (create_graph, or a kernel that declines): the input's is
+// conv2d of g, the weight's pairs x with g's windows.
+inline TensorList conv_transpose2d_backward_composite(const Tensor& x, const Tensor& w, const Tensor& g,
+                                                      const Conv2dParams& p, autograd::NeedsGrad needs) {
+  const Pair2d stride(p.stride_h, p.stride_w), dilation(p.dilation_h, p.dilation_w);
+  TensorList out(3);
+  if (needs[0]) out[0] = conv2d(g, w, Tensor(), stride, Padding2d(p.pad_h, p.pad_w), dilation, p.groups);
+  if (needs[1]) {
+    const int64_t N = x.size(0), Cin = x.size(1), G = p.groups, Cg = w.size(1), kh = w.size(2), kw = w.size(3);
+    const int64_t L = x.size(2) * x.size(3);
+    Tensor gp = p.pad_h || p.pad_w ? pad(g, {p.pad_w, p.pad_w, p.pad_h, p.pad_h}) : g;
+    Tensor cols = sliding_windows(gp, kh, kw, stride, dilation, "conv_transpose2d").reshape({N, G, Cg * kh * kw, L});
+    out[1] = matmul(x.reshape({N, G, Cin / G, L}), cols.transpose(-1, -2)).sum({0}).reshape(w.sizes());
+  }
+  if (needs[2]) out[2] = g.sum({0, 2, 3});
+  return out;
+}
+
+// The fused path through conv2d's kernels; undefined when there is none or it declines. Only for
+// output sizes conv2d maps back onto x exactly (output_padding below the stride), which is the
+// shape contract of conv2d's kernels.
+inline Tensor conv_transpose2d_fused(const Tensor& x, const Tensor& w, const Tensor& bias, const Conv2dParams& p,
+                                     int64_t Ho, int64_t Wo) {
+  const DType dt = x.dtype();
+  if (w.dtype() != dt || (bias.defined() && bias.dtype() != dt) || w.device() != x.device() ||
+      (bias.defined() && bias.device() != x.device()) || x.numel() == 0 || w.numel() == 0)
+    return Tensor();
+  if (conv_out_size(Ho, 2 * p.pad_h, w.size(2), p.stride_h, p.dilation_h) != x.size(2) ||
+      conv_out_size(Wo, 2 * p.pad_w, w.size(3), p.stride_w, p.dilation_w) != x.size(3))
+    return Tensor();
+  const Conv2dKernels* k = conv2d_kernels().find(x.device(), dt);
+  if (!k || !k->forward || !k->backward_input || !k->backward_weight) return Tensor();
+  Tensor xc = x.detach().contiguous(), wc = w.detach().contiguous();
+  const int64_t Cout = w.size(1) * p.groups;
+  Tensor out = empty({x.size(0), Cout, Ho, Wo}, x.options().requires_grad(false));
+  if (!k->backward_input(out, xc, wc, p)) return Tensor();
+  if (bias.defined()) out.add_(bias.detach().reshape({Cout, 1, 1}));
+  conv2d_kernels().count(x.device());
+  if (autograd::needs_grad(x, w, bias))
+    autograd::record("ConvTranspose2dBackward", out, {x, w, bias},
+                     [xs = autograd::save(x), ws = autograd::save(w), p, k](const Tensor& g, autograd::NeedsGrad needs) {
+                       Tensor xv = xs.unpack(), wv = ws.unpack();
+                       if (GradMode::is_enabled() || !fused_kernels_enabled())
+                         return conv_transpose2d_backward_composite(xv, wv, g, p, needs);
+                       Tensor gc = g.contiguous();
+                       TensorList out(3);
+                       if (needs[0]) {
+                         out[0] = empty(xv.sizes(), xv.options().requires_grad(false));
+                         if (!k->forward(out[0], gc, wv.detach().contiguous(), Tensor(), p))
+                           return conv_transpose2d_backward_composite(xv, wv, g, p, needs);
+                       }
+                       if (needs[1]) {
+                         out[1] = empty(wv.sizes(), wv.options().requires_grad(false));
+                         if (!k->backward_weight(out[1], Tensor(), xv.detach().contiguous(), gc, p))
+                           return conv_transpose2d_backward_composite(xv, wv, g, p, needs);
+                       }
+                       if (needs[2]) out[2] = g.sum({0, 2, 3});
+                       conv2d_kernels().count(g.device());
+                       return out;
+                     });
+  return out;
+}
+
+inline Conv2dParams conv_transpose2d_check(const Tensor& x, const Tensor& weight, const Tensor& bias, Pair2d stride,
+                                          Pair2d padding, Pair2d output_padding, int64_t groups, Pair2d dilation,
+                                          int64_t& Ho, int64_t& Wo) {
+  NABLA_CHECK(x.dim() == 4, ShapeError, "conv_transpose2d: expected a 4-D input [N, C, H, W], got ", describe(x));
+  NABLA_CHECK(weight.dim() == 4, ShapeError, "conv_transpose2d: weight must be [in, out / groups, kh, kw], got ",
+              describe(weight));
+  NABLA_CHECK(groups > 0 && x.size(1) % groups == 0, ValueError, "conv_transpose2d: groups=", groups,
+              " must divide the input channels of ", describe(x));
+  NABLA_CHECK(weight.size(0) == x.size(1), ShapeError, "conv_transpose2d: input ", describe(x), " has ", x.size(1),
+              " channels but weight ", describe(weight), " is for ", weight.size(0),
+              " (a transposed convolution's weight is [in, out / groups, kh, kw])");
+  NABLA_CHECK(!bias.defined() || (bias.dim() == 1 && bias.size(0) == weight.size(1) * groups), ShapeError,
+              "conv_transpose2d: bias ", describe(bias), " must be [", weight.size(1) * groups, "]");
+  NABLA_CHECK(stride.h > 0 && stride.w > 0 && dilation.h > 0 && dilation.w > 0, ValueError,
+              "conv_transpose2d: stride and dilation must be positive, got stride ", stride.h, "x", stride.w,
+              ", dilation ", dilation.h, "x", dilation.w);
+  NABLA_CHECK(padding.h >= 0 && padding.w >= 0 && output_padding.h >= 0 && output_padding.w >= 0, ValueError,
+              "conv_transpose2d: negative padding ", padding.h, "x", padding.w, " or output_padding ", output_padding.h,
+              "x", output_padding.w);
+  NABLA_CHECK((output_padding.h < stride.h || output_padding.h < dilation.h) &&
+                  (output_padding.w < stride.w || output_padding.w < dilation.w),
+              ValueError, "conv_transpose2d: output_padding ", output_padding.h, "x", output_padding.w,
+              " must be smaller than either the stride ", stride.h, "x", stride.w, " or the dilation ", dilation.h, "x",
+              dilation.w);
+  Ho = (x.size(2) - 1) * stride.h - 2 * padding.h + dilation.h * (weight.size(2) - 1) + output_padding.h + 1;
+  Wo = (x.size(3) - 1) * stride.w - 2 * padding.w + dilation.w * (weight.size(3) - 1) + output_padding.w + 1;
+  NABLA_CHECK(Ho > 0 && Wo > 0, ShapeError, "conv_transpose2d: input ", describe(x), " with weight ", describe(weight),
+              ", stride ", stride.h, "x", stride.w, " and padding ", padding.h, "x", padding.w, " gives an empty output ",
+              Ho, "x", Wo);
+  return {stride.h, stride.w, padding.h, padding.w, dilation.h, dilation.w, groups};
+}
+
+}  // namespace detail
+
+// 2-D transposed convolution, torch.nn.functional.conv_transpose2d with LibTorch's argument
+// order (groups before dilation): x [N, Cin, H, W], weight [Cin, Cout / groups, kh, kw], bias
+// [Cout] or undefined -> [N, Cout, Ho, Wo] with
+// Ho = (H - 1) * stride - 2 * padding + dilation * (kh - 1) + output_padding + 1.
+inline Tensor conv_transpose2d(const Tensor& input, const Tensor& weight, const Tensor& bias = Tensor(), Pair2d stride = 1,
+                               Pair2d padding = 0, Pair2d output_padding = 0, int64_t groups = 1, Pair2d dilation = 1) {
+  detail::check_defined(input, "conv_transpose2d");
+  detail::check_defined(weight, "conv_transpose2d");
+  int64_t Ho = 0, Wo = 0;
+  const Conv2dParams p =
+      detail::conv_transpose2d_check(input, weight, bias, stride, padding, output_padding, groups, dilation, Ho, Wo);
+  Tensor y = detail::conv_transpose2d_fused(input, weight, bias, p, Ho, Wo);
+  return y.defined() ? y : detail::conv_transpose2d_composite(input, weight, bias, p, Ho, Wo);
+}
+
+// The composite, bypassing backend kernels: the reference the fused path is tested against.
+inline Tensor conv_transpose2d_reference(const Tensor& input, const Tensor& weight, const Tensor& bias = Tensor(),
+                                         Pair2d stride = 1, Pair2d padding = 0, Pair2d output_padding = 0,
+                                         int64_t groups = 1, Pair2d dilation = 1) {
+  detail::check_defined(input, "conv_transpose2d");
+  detail::check_defined(weight, "conv_transpose2d");
+  int64_t Ho = 0, Wo = 0;
+  const Conv2dParams p =
+      detail::conv_transpose2d_check(input, weight, bias, stride, padding, output_padding, groups, dilation, Ho, Wo);
+  return detail::conv_transpose2d_composite(input, weight, bias, p, Ho, Wo);
+}
+
 }  // namespace nabla

@@ -1,9 +1,11 @@
 #pragma once
 // Factories: empty zeros ones full arange linspace eye rand randn randint, tensors from C++
-// data (tensor, from_vector) and over user memory (from_blob), and their *_like forms.
+// data (tensor, from_vector) and over user memory (from_blob), and their *_like forms; LibTorch's
+// single-int sizes (zeros(n)) and option functions (requires_grad(), dtype(), device()).
 
-#include <tuple>
 #include <cmath>
+#include <concepts>
+#include <tuple>
 #include <functional>
 #include <vector>
 
@@ -25,6 +27,27 @@ inline Tensor zeros_like(const Tensor& t, TensorOptions o) { return zeros(t.size
 inline Tensor ones_like(const Tensor& t) { return ones(t.sizes(), t.options()); }
 inline Tensor ones_like(const Tensor& t, TensorOptions o) { return ones(t.sizes(), o); }
 inline Tensor full_like(const Tensor& t, Scalar v) { return full(t.sizes(), v, t.options()); }
+
+// LibTorch's option functions: randn({3}, requires_grad()), zeros({2}, dtype(kFloat64).device(d)).
+inline TensorOptions requires_grad(bool r = true) { return TensorOptions().requires_grad(r); }
+inline TensorOptions dtype(DType d) { return TensorOptions(d); }
+inline TensorOptions device(Device d) { return TensorOptions(d); }
+
+namespace detail {
+template <class I>
+concept SizeInt = std::integral<I> && !std::same_as<I, bool>;
+}  // namespace detail
+
+// A single integer size, as LibTorch's IntArrayRef takes one: zeros(n) is a vector of n zeros.
+// (Braced lists still go to the Shape overloads: zeros({}) is a scalar, zeros({n}) a vector.)
+template <detail::SizeInt I>
+Tensor zeros(I n, TensorOptions options = {}) { return zeros(Shape{static_cast<int64_t>(n)}, options); }
+template <detail::SizeInt I>
+Tensor ones(I n, TensorOptions options = {}) { return ones(Shape{static_cast<int64_t>(n)}, options); }
+template <detail::SizeInt I>
+Tensor empty(I n, TensorOptions options = {}) { return empty(Shape{static_cast<int64_t>(n)}, options); }
+template <detail::SizeInt I>
+Tensor full(I n, Scalar value, TensorOptions options = {}) { return full(Shape{static_cast<int64_t>(n)}, value, options); }
 
 // Values start, start + step, ... below end (PyTorch's arange).
 inline Tensor arange(Scalar start, Scalar end, Scalar step, TensorOptions options) {
@@ -91,6 +114,26 @@ inline Tensor randn(const Shape& shape, TensorOptions options = {}) {
   NABLA_CHECK(is_floating_point(options.dtype_), DTypeError, "randn: expected a floating-point dtype, got ", options.dtype_);
   return detail::random_tensor(shape, options, RandomParams{RandomKind::Normal, 0, 0, 0.0, 1.0}, "randn");
 }
+template <detail::SizeInt I>
+Tensor rand(I n, TensorOptions options = {}) { return rand(Shape{static_cast<int64_t>(n)}, options); }
+template <detail::SizeInt I>
+Tensor randn(I n, TensorOptions options = {}) { return randn(Shape{static_cast<int64_t>(n)}, options); }
+
+// In place, as LibTorch's t.uniform_(a, b) / t.normal_(mean, std): new draws from the default
+// generator written into t's storage (no graph).
+inline const Tensor& Tensor::uniform_(double from, double to) const {
+  NABLA_CHECK(is_floating_point(), DTypeError, "uniform_: expected a floating-point tensor, got ", detail::describe(*this));
+  NABLA_CHECK(from <= to, ValueError, "uniform_: expects from <= to, got from=", from, " to=", to);
+  NoGradGuard ng;
+  return copy_(detail::random_tensor(sizes(), options(), RandomParams{RandomKind::Uniform, 0, 0, from, to}, "uniform_"));
+}
+inline const Tensor& Tensor::normal_(double mean, double std) const {
+  NABLA_CHECK(is_floating_point(), DTypeError, "normal_: expected a floating-point tensor, got ", detail::describe(*this));
+  NABLA_CHECK(std >= 0, ValueError, "normal_: expects std >= 0, got ", std);
+  NoGradGuard ng;
+  return copy_(detail::random_tensor(sizes(), options(), RandomParams{RandomKind::Normal, 0, 0, mean, std}, "normal_"));
+}
+
 // Integers uniform on [low, high); int64 unless options say otherwise.
 inline Tensor randint(int64_t low, int64_t high, const Shape& shape, TensorOptions options = TensorOptions(kInt64)) {
   NABLA_CHECK(high > low, ValueError, "randint: expected low < high, got low=", low, " high=", high);

@@ -77,5 +77,25 @@ inline std::vector<Tensor> split(const Tensor& t, int64_t split_size, int64_t di
 inline std::vector<Tensor> chunk(const Tensor& t, int64_t chunks, int64_t dim = 0) { return t.chunk(chunks, dim); }
 inline std::vector<Tensor> unbind(const Tensor& t, int64_t dim = 0) { return t.unbind(dim); }
 
-}  // namespace nabla
+// torch.Tensor.repeat: tiles x repeats[i] times along each dim; repeats may be longer than x's
+// rank (x gains leading dims of 1). An expand of x with a repeat axis before each dim, then one
+// copy, so the gradient sums the tiles (expand's backward).
+inline Tensor repeat(const Tensor& x, const Shape& repeats) {
+  detail::check_defined(x, "repeat");
+  NABLA_CHECK(static_cast<int64_t>(repeats.size()) >= x.dim(), ShapeError, "repeat: ", repeats.size(),
+              " repeat counts for a tensor of ", x.dim(), " dims ", detail::describe(x),
+              " (there must be at least one per dim)");
+  for (int64_t r : repeats) NABLA_CHECK(r >= 0, ValueError, "repeat: negative repeat count ", r);
+  const size_t lead = repeats.size() - static_cast<size_t>(x.dim());
+  Shape base, tiled, out;
+  for (size_t i = 0; i < repeats.size(); ++i) {
+    const int64_t n = i < lead ? 1 : x.size(static_cast<int64_t>(i - lead));
+    base.push_back(1), base.push_back(n);
+    tiled.push_back(repeats[i]), tiled.push_back(n);
+    out.push_back(repeats[i] * n);
+  }
+  return x.reshape(base).expand(tiled).contiguous().reshape(out);
+}
+inline Tensor Tensor::repeat(const Shape& repeats) const { return nabla::repeat(*this, repeats); }
 
+}  // namespace nabla

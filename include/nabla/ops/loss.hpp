@@ -1,8 +1,10 @@
 #pragma once
-// Losses: mse_loss, nll_loss and cross_entropy (class indices or class probabilities,
-// optional class weights, ignore_index, label smoothing), built from differentiable ops.
+// Losses: mse_loss, l1_loss, smooth_l1_loss, huber_loss, binary_cross_entropy(_with_logits),
+// nll_loss and cross_entropy (class indices or class probabilities, optional class weights,
+// ignore_index, label smoothing), built from differentiable ops, with LibTorch's argument order.
 
 #include "index.hpp"
+#include "operators.hpp"
 #include "softmax.hpp"
 
 namespace nabla {
@@ -37,6 +39,114 @@ inline Tensor mse_loss(const Tensor& input, const Tensor& target, Reduction redu
               " and target ", detail::describe(target), " must have the same shape");
   Tensor d = input - target;
   return detail::apply_reduction(d * d, reduction);
+}
+
+namespace detail {
+inline void check_same_shape(const Tensor& input, const Tensor& target, const char* op) {
+  check_defined(input, op);
+  check_defined(target, op);
+  NABLA_CHECK(input.sizes() == target.sizes(), ShapeError, op, ": input ", describe(input), " and target ",
+              describe(target), " must have the same shape");
+}
+inline void check_weight(const Tensor& weight, const Tensor& input, const char* op, const char* what) {
+  if (!weight.defined()) return;
+  NABLA_CHECK(weight.dim() <= input.dim() && broadcast_shapes(weight.sizes(), input.sizes(), op) == input.sizes(),
+              ShapeError, op, ": ", what, " ", describe(weight), " does not broadcast to the input ", describe(input));
+}
+}  // namespace detail
+
+// torch.nn.functional.l1_loss: |input - target|.
+inline Tensor l1_loss(const Tensor& input, const Tensor& target, Reduction reduction = kMean) {
+  detail::check_same_shape(input, target, "l1_loss");
+  return detail::apply_reduction((input - target).abs(), reduction);
+}
+
+// torch.nn.functional.smooth_l1_loss (LibTorch's order: reduction, then beta): 0.5 d^2 / beta
+// where |d| < beta, else |d| - 0.5 beta; beta = 0 is l1_loss.
+inline Tensor smooth_l1_loss(const Tensor& input, const Tensor& target, Reduction reduction = kMean, double beta = 1.0) {
+  detail::check_same_shape(input, target, "smooth_l1_loss");
+  NABLA_CHECK(beta >= 0, ValueError, "smooth_l1_loss: beta must be non-negative, got ", beta);
+  Tensor d = (input - target).abs();
+  if (beta == 0) return detail::apply_reduction(d, reduction);
+  return detail::apply_reduction(where(d < beta, d * d * (0.5 / beta), d - 0.5 * beta), reduction);
+}
+
+// torch.nn.functional.huber_loss: 0.5 d^2 where |d| < delta, else delta (|d| - 0.5 delta).
+inline Tensor huber_loss(const Tensor& input, const Tensor& target, Reduction reduction = kMean, double delta = 1.0) {
+  detail::check_same_shape(input, target, "huber_loss");
+  NABLA_CHECK(delta > 0, ValueError, "huber_loss: delta must be positive, got ", delta);
+  Tensor d = (input - target).abs();
+  return detail::apply_reduction(where(d < delta, d * d * 0.5, (d - 0.5 * delta) * delta), reduction);
+}
+
+// torch.nn.functional.binary_cross_entropy: -w (t log p + (1 - t) log(1 - p)), each log clamped
+// at -100 as PyTorch does (so p = 0 or 1 gives a finite loss and gradient). On the CPU, probabilities outside
+// [0, 1] are refused (PyTorch's check); on a GPU they are not looked at (that would wait for the
+// device) and give NaN.
+inline Tensor binary_cross_entropy(const Tensor& input, const Tensor& target, const Tensor& weight = Tensor(),
+                                   Reduction reduction = kMean) {
+  detail::check_same_shape(input, target, "binary_cross_entropy");
+  detail::check_weight(weight, input, "binary_cross_entropy", "weight");
+  NABLA_CHECK(input.is_floating_point(), DTypeError, "binary_cross_entropy: input must be floating point, got ",
+              detail::describe(input));
+  if (input.is_cpu() && input.numel() > 0) {
+    NoGradGuard ng;
+    const bool inside = input.min().item<double>() >= 0 && input.max().item<double>() <= 1;  // NaN: false
+    NABLA_CHECK(inside, ValueError, "binary_cross_entropy: every element of the input ", detail::describe(input),
+                " must be a probability in [0, 1] (for logits use binary_cross_entropy_with_logits)");
+  }
+  Tensor loss;
+  {
+    NoGradGuard ng;
+    loss = -(target * input.log().clamp_min(-100.0) + (1 - target) * (1 - input).log().clamp_min(-100.0));
+  }
+  // PyTorch's gradient, finite where a probability saturates at 0 or 1 (a sigmoid in float32
+  // does past |x| ~ 17), where the clamped logs' own chain rule would give 0 * inf = NaN.
+  if (autograd::needs_grad(input, target))
+    autograd::record("BinaryCrossEntropyBackward", loss, {input, target},
+                     [ps = autograd::save(input), ts = autograd::save(target)](const Tensor& g, autograd::NeedsGrad needs) {
+                       Tensor p = ps.unpack(), t = ts.unpack();
+                       TensorList out(2);
+                       // PyTorch's floor is the float 1e-12f (9.99999996e-13 as a double)
+                       if (needs[0]) out[0] = g * (p - t) / ((1 - p) * p).clamp_min(static_cast<double>(1e-12f));
+                       if (needs[1]) out[1] = g * ((1 - p).log().clamp_min(-100.0) - p.log().clamp_min(-100.0));
+                       return out;
+                     });
+  if (weight.defined()) loss = loss * weight;
+  return detail::apply_reduction(loss, reduction);
+}
+
+// torch.nn.functional.binary_cross_entropy_with_logits, the log-sum-exp form that never
+// overflows: (1 - t) x + (1 + (pos_weight - 1) t) (log(1 + exp(-|x|)) + max(-x, 0)), times weight.
+// pos_weight broadcasts over the last dimension (one per class), as PyTorch's.
+inline Tensor binary_cross_entropy_with_logits(const Tensor& input, const Tensor& target, const Tensor& weight = Tensor(),
+                                               const Tensor& pos_weight = Tensor(), Reduction reduction = kMean) {
+  detail::check_same_shape(input, target, "binary_cross_entropy_with_logits");
+  detail::check_weight(weight, input, "binary_cross_entropy_with_logits", "weight");
+  detail::check_weight(pos_weight, input, "binary_cross_entropy_with_logits", "pos_weight");
+  auto softplus_neg = [](const Tensor& x) { return (-x.abs()).exp().log1p() + (-x).relu(); };  // log(1 + e^-x)
+  Tensor loss;
+  {
+    NoGradGuard ng;
+    Tensor sp = softplus_neg(input);
+    loss = pos_weight.defined() ? (1 - target) * input + (1 + (pos_weight - 1) * target) * sp : (1 - target) * input + sp;
+  }
+  // PyTorch's gradients, written out: the stable form's |x| and max(-x, 0) have kinks at x = 0
+  // whose one-sided derivatives would give 0 there instead of sigmoid(0) - 1 = -0.5.
+  if (autograd::needs_grad(input, target, pos_weight))
+    autograd::record("BinaryCrossEntropyWithLogitsBackward", loss, {input, target, pos_weight},
+                     [xs = autograd::save(input), ts = autograd::save(target),
+                      pws = autograd::save(pos_weight), softplus_neg](const Tensor& g, autograd::NeedsGrad needs) {
+                       Tensor x = xs.unpack(), t = ts.unpack(), pw = pws.unpack();
+                       TensorList out(3);
+                       Tensor coef = pw.defined() ? 1 + (pw - 1) * t : Tensor();
+                       if (needs[0]) out[0] = coef.defined() ? g * ((x.sigmoid() - 1) * coef + 1 - t) : g * (x.sigmoid() - t);
+                       if (needs[1]) out[1] = pw.defined() ? g * ((pw - 1) * softplus_neg(x) - x) : g * -x;
+                       if (needs[2]) out[2] = sum_to(g * t * softplus_neg(x), pw.sizes());
+                       return out;
+                     });
+  if (weight.defined()) loss = loss * weight;
+  return detail::apply_reduction(loss, reduction);
 }
 
 struct NllLossOptions {

@@ -101,6 +101,12 @@ inline Tensor Tensor::ne(const Tensor& o) const { return nabla::ne(*this, o); }
 inline Tensor Tensor::lt(const Tensor& o) const { return nabla::lt(*this, o); }
 inline Tensor Tensor::le(const Tensor& o) const { return nabla::le(*this, o); }
 inline Tensor Tensor::gt(const Tensor& o) const { return nabla::gt(*this, o); }
+inline Tensor Tensor::eq(Scalar o) const { return nabla::eq(*this, detail::wrap(o)); }
+inline Tensor Tensor::ne(Scalar o) const { return nabla::ne(*this, detail::wrap(o)); }
+inline Tensor Tensor::lt(Scalar o) const { return nabla::lt(*this, detail::wrap(o)); }
+inline Tensor Tensor::le(Scalar o) const { return nabla::le(*this, detail::wrap(o)); }
+inline Tensor Tensor::gt(Scalar o) const { return nabla::gt(*this, detail::wrap(o)); }
+inline Tensor Tensor::ge(Scalar o) const { return nabla::ge(*this, detail::wrap(o)); }
 inline Tensor Tensor::ge(const Tensor& o) const { return nabla::ge(*this, o); }
 inline Tensor Tensor::logical_not() const { return nabla::logical_not(*this); }
 inline Tensor Tensor::logical_and(const Tensor& o) const { return nabla::logical_and(*this, o); }

@@ -297,5 +297,103 @@ inline Tensor Tensor::std(const Dims& dims, std::optional<int64_t> correction, b
 }
 inline Tensor Tensor::logsumexp(const Dims& dims, bool keepdim) const { return nabla::logsumexp(*this, dims, keepdim); }
 
-}  // namespace nabla
+// ---- norm, all / any, isclose / allclose / equal (LibTorch's names and defaults) ------------------
 
+// torch.norm / Tensor::norm: the p-norm over dims (all when empty), p = 2 by default; p = inf /
+// -inf the largest / smallest |x|, p = 0 the count of non-zeros. The gradient is PyTorch's,
+// 0 where the norm is 0 (sqrt's chain rule would give 0 * inf there).
+inline Tensor norm(const Tensor& x, double p = 2.0, const Dims& dims = {}, bool keepdim = false) {
+  detail::check_defined(x, "norm");
+  NABLA_CHECK(x.is_floating_point(), DTypeError, "norm: expected a floating-point tensor, got ", detail::describe(x));
+  if (std::isinf(p)) return p > 0 ? amax(abs(x), dims, keepdim) : amin(abs(x), dims, keepdim);
+  if (p == 0) {
+    NoGradGuard ng;
+    return sum(ne(x, detail::scalar_to_tensor(0, x.dtype())).to(x.dtype()), dims, keepdim);
+  }
+  if (p == 1) return sum(abs(x), dims, keepdim);
+  Tensor out;
+  {
+    NoGradGuard ng;
+    out = p == 2 ? sqrt(sum(x * x, dims, keepdim)) : pow(sum(pow(abs(x), p), dims, keepdim), 1.0 / p);
+  }
+  if (autograd::needs_grad(x))
+    autograd::record("NormBackward", out, {x},
+                     [xs = autograd::save(x), n = out.detach(), p, dims, keepdim](const Tensor& g, autograd::NeedsGrad) {
+                       Tensor xv = xs.unpack();
+                       // g and the norm back to x's rank (keepdim's shape), then broadcast
+                       Tensor gk = g, nk = n;
+                       if (!keepdim) {
+                         Shape kept = xv.sizes();
+                         if (dims.empty()) {
+                           for (auto& d : kept) d = 1;
+                         } else {
+                           for (int64_t d : dims) kept[static_cast<size_t>(d < 0 ? d + xv.dim() : d)] = 1;
+                         }
+                         gk = g.reshape(kept), nk = n.reshape(kept);
+                       }
+                       // building a second-order graph: the norm again, as a function of x
+                       if (GradMode::is_enabled())
+                         nk = p == 2 ? sqrt(sum(xv * xv, dims, true)) : pow(sum(pow(abs(xv), p), dims, true), 1.0 / p);
+                       Tensor zero = eq(nk, detail::scalar_to_tensor(0, nk.dtype()));
+                       Tensor safe = where(zero, detail::scalar_to_tensor(1, nk.dtype()), nk);
+                       Tensor scale = p == 2 ? xv / safe : xv * pow(abs(xv), p - 2) / pow(safe, p - 1);
+                       return TensorList{where(zero, detail::scalar_to_tensor(0, xv.dtype()), gk * scale)};
+                     });
+  return out;
+}
+inline Tensor Tensor::norm(double p) const { return nabla::norm(*this, p); }
+inline Tensor Tensor::norm(double p, const Dims& dims, bool keepdim) const { return nabla::norm(*this, p, dims, keepdim); }
+
+// torch.all / torch.any: bool, over dims (all when empty); no gradient.
+inline Tensor all(const Tensor& x, const Dims& dims = {}, bool keepdim = false) {
+  detail::check_defined(x, "all");
+  NoGradGuard ng;
+  return eq(sum(eq(x, detail::scalar_to_tensor(0, x.dtype())), dims, keepdim), detail::scalar_to_tensor(0, kInt64));
+}
+inline Tensor any(const Tensor& x, const Dims& dims = {}, bool keepdim = false) {
+  detail::check_defined(x, "any");
+  NoGradGuard ng;
+  return gt(sum(ne(x, detail::scalar_to_tensor(0, x.dtype())), dims, keepdim), detail::scalar_to_tensor(0, kInt64));
+}
+inline Tensor Tensor::all() const { return nabla::all(*this); }
+inline Tensor Tensor::all(int64_t dim, bool keepdim) const { return nabla::all(*this, Dims(dim), keepdim); }
+inline Tensor Tensor::any() const { return nabla::any(*this); }
+inline Tensor Tensor::any(int64_t dim, bool keepdim) const { return nabla::any(*this, Dims(dim), keepdim); }
+
+// torch.isclose: |a - b| <= atol + rtol |b| (finite differences only), or a == b (infinities of
+// one sign), or both NaN when equal_nan. Broadcasts; bool, no gradient.
+inline Tensor isclose(const Tensor& a, const Tensor& b, double rtol = 1e-5, double atol = 1e-8, bool equal_nan = false) {
+  detail::check_defined(a, "isclose");
+  detail::check_defined(b, "isclose");
+  NABLA_CHECK(a.dtype() == b.dtype(), DTypeError, "isclose: a ", detail::describe(a), " and b ", detail::describe(b),
+              " must have the same dtype (as PyTorch's)");
+  NABLA_CHECK(rtol >= 0 && atol >= 0, ValueError, "isclose: rtol and atol must be non-negative, got ", rtol, " and ", atol);
+  NoGradGuard ng;
+  Tensor close = eq(a, b);
+  if (!a.is_floating_point()) return close;
+  if (equal_nan) close = logical_or(close, logical_and(ne(a, a), ne(b, b)));
+  Tensor actual = abs(a - b), allowed = abs(b) * rtol + atol;
+  Tensor finite = le(actual, detail::scalar_to_tensor(std::numeric_limits<double>::max(), kFloat64).to(actual.dtype()));
+  return logical_or(close, logical_and(finite, le(actual, allowed)));
+}
+// torch.allclose: isclose everywhere (a bool on the host).
+inline bool allclose(const Tensor& a, const Tensor& b, double rtol = 1e-5, double atol = 1e-8, bool equal_nan = false) {
+  return all(isclose(a, b, rtol, atol, equal_nan)).item<bool>();
+}
+// torch.equal: same shape and every element equal (NaN is not equal to itself).
+inline bool equal(const Tensor& a, const Tensor& b) {
+  detail::check_defined(a, "equal");
+  detail::check_defined(b, "equal");
+  if (a.sizes() != b.sizes()) return false;
+  NoGradGuard ng;
+  return all(eq(a, b)).item<bool>();
+}
+inline Tensor Tensor::isclose(const Tensor& other, double rtol, double atol, bool equal_nan) const {
+  return nabla::isclose(*this, other, rtol, atol, equal_nan);
+}
+inline bool Tensor::allclose(const Tensor& other, double rtol, double atol, bool equal_nan) const {
+  return nabla::allclose(*this, other, rtol, atol, equal_nan);
+}
+inline bool Tensor::equal(const Tensor& other) const { return nabla::equal(*this, other); }
+
+}  // namespace nabla

@@ -57,6 +57,11 @@ struct AdamOptionsT {
     beta2_ = b.second;
     return *this;
   }
+  // LibTorch's spelling, std::make_tuple(b1, b2), or any pair-like
+  template <class Pair, class = decltype(std::get<1>(std::declval<const Pair&>()))>
+  auto& betas(const Pair& b) {
+    return betas(std::pair<double, double>(std::get<0>(b), std::get<1>(b)));
+  }
   std::pair<double, double> betas() const { return {beta1_, beta2_}; }
   template <class F>
   void visit(F&& f) {

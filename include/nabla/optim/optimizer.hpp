@@ -15,18 +15,11 @@
 #include <vector>
 
 #include "../nn/module.hpp"
+#include "../nn/options.hpp"
 
 // Declares an option with LibTorch's accessors: opts.lr() reads, opts.lr(0.1) sets and chains.
-#define NABLA_OPTION(T, NAME, DEFAULT)              \
- public:                                            \
-  auto& NAME(T value) {                             \
-    NAME##_ = value;                                \
-    return *this;                                   \
-  }                                                 \
-  T NAME() const { return NAME##_; }                \
-                                                    \
- private:                                           \
-  T NAME##_ = DEFAULT
+// An optimizer option: LibTorch's chainable setter and getter (NABLA_ARG) with its default.
+#define NABLA_OPTION(T, NAME, DEFAULT) NABLA_ARG(T, NAME) = DEFAULT
 
 namespace nabla {
 namespace optim {

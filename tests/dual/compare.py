@@ -1,0 +1,51 @@
+"""Runs a dual-compiled program's two builds (nabla, LibTorch) and compares what they print:
+the same labels in the same order, each with the same count of numbers, equal within
+rel 1e-9 / abs 1e-12 (both compute in float64; summation order may differ).
+
+    python3 tests/dual/compare.py NABLA_BINARY [TORCH_BINARY]
+
+Without the LibTorch binary it runs the nabla one alone and exits 77 (skipped)."""
+import math
+import subprocess
+import sys
+
+
+def run(binary):
+    out = subprocess.run([binary], capture_output=True, text=True, timeout=600)
+    if out.returncode != 0:
+        sys.exit(f"{binary} exited {out.returncode}:\n{out.stdout}\n{out.stderr}")
+    rows = []
+    for line in out.stdout.splitlines():
+        parts = line.split()
+        label, n, values = parts[0], int(parts[1]), [float(v) for v in parts[2:]]
+        if len(values) != n:
+            sys.exit(f"{binary}: {label} says {n} values, printed {len(values)}")
+        rows.append((label, values))
+    return rows
+
+
+def main():
+    ours = run(sys.argv[1])
+    if len(sys.argv) < 3 or not sys.argv[2]:
+        print(f"{len(ours)} rows from the nabla build; no LibTorch build to compare with (skipped)")
+        sys.exit(77)
+    theirs = run(sys.argv[2])
+    bad = 0
+    if [r[0] for r in ours] != [r[0] for r in theirs]:
+        sys.exit(f"different labels:\n nabla {[r[0] for r in ours]}\n torch {[r[0] for r in theirs]}")
+    for (label, a), (_, b) in zip(ours, theirs):
+        if len(a) != len(b):
+            print(f"{label}: nabla printed {len(a)} values, LibTorch {len(b)}")
+            bad += 1
+            continue
+        worst = max((abs(x - y) / (1e-12 + 1e-9 * max(abs(x), abs(y))) for x, y in zip(a, b)), default=0.0)
+        nan_mismatch = any(math.isnan(x) != math.isnan(y) for x, y in zip(a, b))
+        if worst > 1.0 or nan_mismatch:
+            print(f"{label}: differs (worst {worst:.3g}x the tolerance)\n nabla {a[:8]}\n torch {b[:8]}")
+            bad += 1
+    print(f"{len(ours)} rows compared, {bad} differ")
+    sys.exit(1 if bad else 0)
+
+
+if __name__ == "__main__":
+    main()
