@@ -83,6 +83,7 @@ struct CrossEntropyLossOptions {
 class MSELoss : public detail::LossModule {
  public:
   NABLA_MODULE_ARROW(MSELoss)
+  using detail::LossModule::forward;  // forward(input) stays visible (and not hidden)
   MSELossOptions options;
   explicit MSELoss(MSELossOptions o = {}) : options(std::move(o)) {}
   Tensor forward(const Tensor& input, const Tensor& target) override {
@@ -96,6 +97,7 @@ class MSELoss : public detail::LossModule {
 class L1Loss : public detail::LossModule {
  public:
   NABLA_MODULE_ARROW(L1Loss)
+  using detail::LossModule::forward;  // forward(input) stays visible (and not hidden)
   L1LossOptions options;
   explicit L1Loss(L1LossOptions o = {}) : options(std::move(o)) {}
   Tensor forward(const Tensor& input, const Tensor& target) override { return l1_loss(input, target, options.reduction()); }
@@ -106,6 +108,7 @@ class L1Loss : public detail::LossModule {
 class SmoothL1Loss : public detail::LossModule {
  public:
   NABLA_MODULE_ARROW(SmoothL1Loss)
+  using detail::LossModule::forward;  // forward(input) stays visible (and not hidden)
   SmoothL1LossOptions options;
   explicit SmoothL1Loss(SmoothL1LossOptions o = {}) : options(std::move(o)) {}
   Tensor forward(const Tensor& input, const Tensor& target) override {
@@ -117,6 +120,7 @@ class SmoothL1Loss : public detail::LossModule {
 class HuberLoss : public detail::LossModule {
  public:
   NABLA_MODULE_ARROW(HuberLoss)
+  using detail::LossModule::forward;  // forward(input) stays visible (and not hidden)
   HuberLossOptions options;
   explicit HuberLoss(HuberLossOptions o = {}) : options(std::move(o)) {}
   Tensor forward(const Tensor& input, const Tensor& target) override {
@@ -129,6 +133,7 @@ class HuberLoss : public detail::LossModule {
 class BCELoss : public detail::LossModule {
  public:
   NABLA_MODULE_ARROW(BCELoss)
+  using detail::LossModule::forward;  // forward(input) stays visible (and not hidden)
   BCELossOptions options;
   explicit BCELoss(BCELossOptions o = {}) : options(std::move(o)) {
     if (options.weight().defined()) options.weight() = register_buffer("weight", options.weight());
@@ -143,6 +148,7 @@ class BCELoss : public detail::LossModule {
 class BCEWithLogitsLoss : public detail::LossModule {
  public:
   NABLA_MODULE_ARROW(BCEWithLogitsLoss)
+  using detail::LossModule::forward;  // forward(input) stays visible (and not hidden)
   BCEWithLogitsLossOptions options;
   explicit BCEWithLogitsLoss(BCEWithLogitsLossOptions o = {}) : options(std::move(o)) {
     if (options.weight().defined()) options.weight() = register_buffer("weight", options.weight());
@@ -157,6 +163,7 @@ class BCEWithLogitsLoss : public detail::LossModule {
 class NLLLoss : public detail::LossModule {
  public:
   NABLA_MODULE_ARROW(NLLLoss)
+  using detail::LossModule::forward;  // forward(input) stays visible (and not hidden)
   NLLLossOptions options;
   explicit NLLLoss(NLLLossOptions o = {}) : options(std::move(o)) {
     if (options.weight().defined()) options.weight() = register_buffer("weight", options.weight());
@@ -170,6 +177,7 @@ class NLLLoss : public detail::LossModule {
 class CrossEntropyLoss : public detail::LossModule {
  public:
   NABLA_MODULE_ARROW(CrossEntropyLoss)
+  using detail::LossModule::forward;  // forward(input) stays visible (and not hidden)
   CrossEntropyLossOptions options;
   explicit CrossEntropyLoss(CrossEntropyLossOptions o = {}) : options(std::move(o)) {
     if (options.weight().defined()) options.weight() = register_buffer("weight", options.weight());
