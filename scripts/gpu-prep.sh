@@ -73,7 +73,8 @@ for f in "${bins[@]}"; do
 done
 
 for l in libgomp.so.1 libz.so.1; do
-  p=$(ldconfig -p | awk -v l="$l" '$1 == l && /x86-64/ { print $NF; exit }')
+  # no `exit` in awk: ldconfig would die of SIGPIPE and, under pipefail, stop the script
+  p=$(ldconfig -p | awk -v l="$l" '$1 == l && /x86-64/ && !found { print $NF; found = 1 }')
   [ -n "$p" ] && cp -L "$p" "$out/lib/"
 done
 cp "$data"/mnist/*-ubyte.gz "$data/mnist/MD5SUMS" "$out/data/mnist/"
