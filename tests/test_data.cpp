@@ -2,6 +2,7 @@
 // the file, MNIST loading (synthetic, and the real files when NABLA_DATA is set), DataLoader
 // batching, shuffling, determinism, prefetch, errors, early exit and resume, and the transforms.
 
+#include <algorithm>
 #include <atomic>
 #include <bit>
 #include <chrono>
@@ -254,6 +255,40 @@ TEST(Mnist, LoadsPlainAndGzippedSplits) {
   auto raw = nd::mnist_dataset(tmp.dir.string(), true, /*normalize=*/false);
   EXPECT_NEAR(raw->data()[2][0][1][2].item<float>(), px / 255.0, 1e-6);
   EXPECT_TRUE(all_equal(raw->target(), train.labels));
+}
+
+// LibTorch's torch::data spelling (data/torch_data.hpp): MNIST in [0, 1] as LibTorch's, the
+// Normalize<> + Stack<> chain equal to nabla's own normalised dataset, samplers, batch sizes.
+TEST(Mnist, TorchDataFrontEnd) {
+  TempDir tmp("mnisttorch");
+  write_fake_mnist(tmp.dir.string(), "train", 10, false);
+  write_fake_mnist(tmp.dir.string(), "t10k", 3, false);
+  namespace ds = nd::datasets;
+  ds::MNIST raw(tmp.dir.string());
+  EXPECT_EQ(raw.size().value(), 10u);
+  EXPECT_NEAR(raw.dataset()->data()[2][0][1][2].item<float>(), ((2 * 7 + 30) % 256) / 255.0, 1e-6);  // not normalised
+  auto train = ds::MNIST(tmp.dir.string())
+                   .map(nd::transforms::Normalize<>(nd::kMnistMean, nd::kMnistStd))
+                   .map(nd::transforms::Stack<>());
+  auto native = nd::mnist_dataset(tmp.dir.string(), true);
+  EXPECT_TRUE(all_close(train.dataset()->data(), native->data(), 1e-6, 1e-6));
+  EXPECT_EQ(ds::MNIST(tmp.dir.string(), ds::MNIST::Mode::kTest).size().value(), 3u);
+
+  auto seq = nd::make_data_loader<nd::samplers::SequentialSampler>(std::move(train), 4);
+  EXPECT_EQ(seq->size(), 3);  // 4 + 4 + 2
+  std::vector<int64_t> labels;
+  for (nd::Example<>& b : *seq) {
+    EXPECT_EQ(b.data.size(1), 1);
+    for (int64_t v : b.target.to_vector<int64_t>()) labels.push_back(v);
+  }
+  EXPECT_EQ(labels, native->target().to_vector<int64_t>());  // in order
+  auto rnd = nd::make_data_loader(ds::MNIST(tmp.dir.string()), nd::DataLoaderOptions().batch_size(5).workers(2));
+  EXPECT_TRUE(rnd->options().shuffle());  // RandomSampler, LibTorch's default
+  EXPECT_EQ(rnd->options().prefetch_threads(), 2);
+  std::vector<int64_t> order = rnd->epoch_indices(0);
+  EXPECT_NE(order, (std::vector<int64_t>{0, 1, 2, 3, 4, 5, 6, 7, 8, 9}));
+  std::sort(order.begin(), order.end());
+  EXPECT_EQ(order, (std::vector<int64_t>{0, 1, 2, 3, 4, 5, 6, 7, 8, 9}));
 }
 
 TEST(Mnist, InconsistentFilesGiveClearErrors) {

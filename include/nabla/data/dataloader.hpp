@@ -44,6 +44,14 @@ namespace nabla {
 namespace data {
 
 struct DataLoaderOptions {
+  DataLoaderOptions() = default;
+  DataLoaderOptions(int64_t batch_size) : batch_size_(batch_size) {}  // NOLINT: LibTorch's implicit form
+  // LibTorch's workers(n): nabla makes batches in one prefetch thread; n becomes the OpenMP
+  // threads that thread's ops use (the batch gather, the transforms).
+  DataLoaderOptions& workers(int n) {
+    prefetch_threads_ = n;
+    return *this;
+  }
   NABLA_DATA_OPTION(int64_t, batch_size, 64);
   NABLA_DATA_OPTION(bool, shuffle, false);
   NABLA_DATA_OPTION(bool, drop_last, false);  // drop a last batch smaller than batch_size

@@ -81,6 +81,9 @@ inline void check_images(const Tensor& x, const char* op) {
 }  // namespace detail
 
 // (x - mean[c]) / std[c] for each channel c of dim 1; one value applies to every channel.
+// A template only for LibTorch's spelling `Normalize<>(mean, std)` (Target is unused);
+// `Normalize(mean, std)` deduces it.
+template <class Target = Tensor>
 class Normalize {
  public:
   Normalize(std::vector<double> mean, std::vector<double> stddev) : mean_(std::move(mean)), std_(std::move(stddev)) {
