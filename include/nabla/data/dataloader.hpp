@@ -25,20 +25,12 @@
 #include "../core/device.hpp"
 #include "../core/tensor.hpp"
 #include "../ops/all.hpp"
+#include "../nn/options.hpp"
 #include "dataset.hpp"
 #include "transforms.hpp"
 
-// Chainable options as in optim (NABLA_OPTION): `DataLoaderOptions().batch_size(128).shuffle(true)`.
-#define NABLA_DATA_OPTION(T, NAME, DEFAULT) \
- public:                                    \
-  auto& NAME(T value) {                     \
-    NAME##_ = std::move(value);             \
-    return *this;                           \
-  }                                         \
-  const T& NAME() const { return NAME##_; } \
-                                            \
- private:                                   \
-  T NAME##_ = DEFAULT
+// Chainable options as in nn and optim (NABLA_ARG): `DataLoaderOptions().batch_size(128).shuffle(true)`.
+#define NABLA_DATA_OPTION(T, NAME, DEFAULT) NABLA_ARG(T, NAME) = DEFAULT
 
 namespace nabla {
 namespace data {

@@ -17,8 +17,8 @@
 #include "../nn/module.hpp"
 #include "../nn/options.hpp"
 
-// Declares an option with LibTorch's accessors: opts.lr() reads, opts.lr(0.1) sets and chains.
-// An optimizer option: LibTorch's chainable setter and getter (NABLA_ARG) with its default.
+// An option with LibTorch's accessors (NABLA_ARG) and its default: opts.lr() reads, opts.lr(0.1)
+// sets and chains.
 #define NABLA_OPTION(T, NAME, DEFAULT) NABLA_ARG(T, NAME) = DEFAULT
 
 namespace nabla {
