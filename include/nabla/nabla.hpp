@@ -17,6 +17,7 @@
 #include "ops/norm.hpp"
 #include "ops/pool.hpp"
 #include "autograd/engine.hpp"
+#include "autograd/function.hpp"
 #include "autograd/gradcheck.hpp"
 #include "nn/functional.hpp"
 #include "nn/init.hpp"
@@ -24,6 +25,7 @@
 #include "nn/layers.hpp"
 #include "nn/conv_layers.hpp"
 #include "nn/loss.hpp"
+#include "nn/func_options.hpp"
 #include "optim/optimizer.hpp"
 #include "optim/sgd.hpp"
 #include "optim/adam.hpp"
@@ -31,6 +33,19 @@
 #include "io/json.hpp"
 #include "io/safetensors.hpp"
 #include "io/checkpoint.hpp"
+#include "data.hpp"
+
+// LibTorch's macro spellings, for code ported with `namespace torch = nabla;` (defined only
+// where LibTorch's own headers have not defined them).
+#ifndef TORCH_MODULE
+#define TORCH_MODULE(Name) NABLA_MODULE(Name)
+#endif
+#ifndef AT_ASSERT
+#define AT_ASSERT(...) NABLA_ASSERT(__VA_ARGS__)
+#endif
+#ifndef TORCH_CHECK
+#define TORCH_CHECK(...) NABLA_ASSERT(__VA_ARGS__)
+#endif
 
 // The CPU kernels: compiled here in header-only use. With NABLA_CPU_BACKEND_COMPILED (what the
 // CMake target sets) they are compiled once, in backend/cpu/cpu_backend.cpp, and a user file

@@ -6,12 +6,7 @@
 //
 // Written for this test in the style of pytorch/examples' C++ programs (a regression, a DCGAN
 // step, loss modules, small tensor methods); not copied from them.
-#ifdef DUAL_NABLA
-#include <nabla/nabla.hpp>
-namespace torch = nabla;
-#else
-#include <torch/torch.h>
-#endif
+#include "dual_common.hpp"
 
 #include <cstdio>
 #include <string>
@@ -20,24 +15,8 @@ namespace torch = nabla;
 
 namespace {
 
-void show(const std::string& label, const torch::Tensor& t) {
-  torch::Tensor c = t.detach().to(torch::kFloat64).contiguous().reshape({-1});
-  std::printf("%s %lld", label.c_str(), static_cast<long long>(c.numel()));
-  for (int64_t i = 0; i < c.numel(); ++i) std::printf(" %.17g", c[i].item<double>());
-  std::printf("\n");
-}
-void show(const std::string& label, double v) { std::printf("%s 1 %.17g\n", label.c_str(), v); }
-
-// Every parameter from a formula: the same numbers in both libraries, no generator involved.
-template <class M>
-void set_parameters(M& module, double scale) {
-  torch::NoGradGuard no_grad;
-  int k = 0;
-  for (auto& p : module->parameters()) {
-    torch::Tensor v = torch::sin(torch::arange(p.numel(), torch::kFloat64) * 0.37 + 0.5 * k++) * scale;
-    p.copy_(v.reshape(p.sizes()));
-  }
-}
+using dual::set_parameters;
+using dual::show;
 
 // A polynomial fitted by a Linear layer with SGD (momentum) and MSELoss.
 void regression() {

@@ -48,6 +48,8 @@ struct Node : std::enable_shared_from_this<Node> {
     }  // n dies here without edges, so its destructor does not recurse
   }
   virtual const char* name() const = 0;
+  // Renames the node (a static string): an op that reuses another's recording under its own name.
+  virtual void set_name(const char* /*name*/) {}
   // Gradients for each input given the gradient of the output (undefined = no gradient).
   virtual TensorList apply(const Tensor& grad_output) = 0;
   // Drops saved tensors after a backward pass without retain_graph.
@@ -139,6 +141,7 @@ struct LambdaNode final : Node {
   std::optional<F> fn;
   LambdaNode(const char* name, F f) : name_(name), fn(std::move(f)) {}
   const char* name() const override { return name_; }
+  void set_name(const char* name) override { name_ = name; }
   TensorList apply(const Tensor& grad) override {
     if (!fn) {
       throw AutogradError(detail::cat(

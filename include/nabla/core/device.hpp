@@ -50,5 +50,6 @@ struct Device {
 };
 
 inline std::ostream& operator<<(std::ostream& os, Device d) { return os << d.str(); }
+inline std::ostream& operator<<(std::ostream& os, DeviceType t) { return os << (t == kCUDA ? "cuda" : "cpu"); }
 
 }  // namespace nabla

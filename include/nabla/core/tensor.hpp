@@ -423,4 +423,10 @@ Tensor operator-(Scalar a, const Tensor& b);
 Tensor operator*(Scalar a, const Tensor& b);
 Tensor operator/(Scalar a, const Tensor& b);
 Tensor operator-(const Tensor& a);
+// TensorOptions(dtype=float32, device=cpu, requires_grad=false), as LibTorch prints them.
+inline std::ostream& operator<<(std::ostream& os, const TensorOptions& o) {
+  return os << "TensorOptions(dtype=" << o.dtype_ << ", device=" << o.device_
+            << ", requires_grad=" << (o.requires_grad_ ? "true" : "false") << ")";
+}
+
 }  // namespace nabla

@@ -16,6 +16,8 @@
 // make_data_loader shuffles (RandomSampler) unless SequentialSampler is named.
 
 #include <cstddef>
+#include <cstdlib>
+#include <filesystem>
 #include <memory>
 #include <optional>
 #include <string>
@@ -64,12 +66,27 @@ class TensorFrontEnd {
 };
 
 // LibTorch's datasets::MNIST(root, mode): float32 images [N, 1, 28, 28] in [0, 1], int64 labels,
-// from root's four files (plain or .gz; see data::load_mnist).
+// from root's four files (plain or .gz; see data::load_mnist). When root does not hold them and
+// the environment names a data folder (NABLA_DATA, see docs/data.md), $NABLA_DATA/mnist is
+// read instead, so a ported program's "./data" finds the shared copy; the error names both.
 class MNIST : public TensorFrontEnd {
  public:
   enum class Mode { kTrain, kTest };
   explicit MNIST(const std::string& root, Mode mode = Mode::kTrain)
-      : TensorFrontEnd(mnist_dataset(root, mode == Mode::kTrain, /*normalize=*/false)) {}
+      : TensorFrontEnd(mnist_dataset(resolve(root, mode), mode == Mode::kTrain, /*normalize=*/false)) {}
+
+ private:
+  static std::string resolve(const std::string& root, Mode mode) {
+    const std::string images = mode == Mode::kTrain ? "train-images-idx3-ubyte" : "t10k-images-idx3-ubyte";
+    if (!nabla::data::detail::find_with_gz(root, images).empty()) return root;
+    const char* env = std::getenv("NABLA_DATA");
+    if (env == nullptr || *env == '\0') return root;
+    const std::string shared = (std::filesystem::path(env) / "mnist").string();
+    if (nabla::data::detail::find_with_gz(shared, images).empty())
+      throw IOError("nabla::data::datasets::MNIST: neither " + root + " nor " + shared + " (from NABLA_DATA) holds " +
+                    images + " (or " + images + ".gz)");
+    return shared;
+  }
 };
 
 }  // namespace datasets

@@ -29,6 +29,83 @@ inline nn::LoadStateDictResult load(nn::Module& module, const std::string& path,
   }
 }
 
+// LibTorch's torch::save / torch::load for the other things it saves, each one safetensors file
+// (written atomically), tagged in its metadata with what it holds so that loading a file into
+// the wrong kind of object is an error (a file without the tag, e.g. from Python, is read by
+// its entries):
+//   save(tensor, path)     one entry, "tensor"
+//   save(tensors, path)    a std::vector<Tensor>: entries "0", "1", ... in order
+//   save(optimizer, path)  its state_dict ("state.<i>.<name>", "param_groups.<g>.<option>")
+// and a NABLA_MODULE holder as its module. Python reads them with safetensors.torch.load_file.
+inline constexpr const char* kSavedKindKey = "nabla.saved";
+namespace detail {
+inline SafetensorsFile load_kind(const std::string& path, const char* kind) {
+  SafetensorsFile f = load_safetensors(path);
+  auto it = f.metadata.find(kSavedKindKey);
+  if (it != f.metadata.end() && it->second != kind)
+    io_fail(path, std::string("expected a file of ") + kind + " (as nabla::save writes one), but its metadata \"" +
+                      kSavedKindKey + "\" says \"" + it->second.substr(0, 40) + "\"");
+  return f;
+}
+}  // namespace detail
+
+inline void save(const Tensor& tensor, const std::string& path) {
+  NABLA_CHECK(tensor.defined(), ValueError, "nabla::save: the tensor to save to ", path, " is undefined");
+  nn::OrderedDict<Tensor> d;
+  d.insert("tensor", tensor.detach());
+  save_safetensors(path, d, Metadata{{kSavedKindKey, "tensor"}});
+}
+inline void save(const std::vector<Tensor>& tensors, const std::string& path) {
+  nn::OrderedDict<Tensor> d;
+  for (size_t i = 0; i < tensors.size(); ++i) {
+    NABLA_CHECK(tensors[i].defined(), ValueError, "nabla::save: tensor ", i, " of the list to save to ", path,
+                " is undefined");
+    d.insert(std::to_string(i), tensors[i].detach());
+  }
+  save_safetensors(path, d, Metadata{{kSavedKindKey, "tensors"}});
+}
+inline void save(const optim::Optimizer& optimizer, const std::string& path) {
+  save_safetensors(path, optimizer.state_dict(), Metadata{{kSavedKindKey, "optimizer"}});
+}
+
+// The tensor (on the CPU, as saved) replaces `tensor`.
+inline void load(Tensor& tensor, const std::string& path) {
+  SafetensorsFile f = detail::load_kind(path, "tensor");
+  const Tensor* t = f.tensors.find("tensor");
+  if (!t || f.tensors.size() != 1) detail::io_fail(path, "a saved tensor file holds exactly one entry, \"tensor\"");
+  tensor = *t;
+}
+inline void load(std::vector<Tensor>& tensors, const std::string& path) {
+  SafetensorsFile f = detail::load_kind(path, "tensors");
+  std::vector<Tensor> out;
+  for (size_t i = 0; i < f.tensors.size(); ++i) {
+    const Tensor* t = f.tensors.find(std::to_string(i));
+    if (!t) detail::io_fail(path, "a saved tensor list has entries \"0\" .. \"" + std::to_string(f.tensors.size() - 1) +
+                                      "\"; \"" + std::to_string(i) + "\" is missing");
+    out.push_back(*t);
+  }
+  tensors = std::move(out);
+}
+// The optimizer must be built over the same parameters (the state is matched by position).
+inline void load(optim::Optimizer& optimizer, const std::string& path) {
+  SafetensorsFile f = detail::load_kind(path, "optimizer");
+  try {
+    optimizer.load_state_dict(f.tensors);
+  } catch (const IOError&) {
+    throw;
+  } catch (const Error& e) {
+    detail::io_fail(path, e.what());
+  }
+}
+template <nn::ModuleType M>
+void save(const nn::ModuleHolder<M>& holder, const std::string& path, const Metadata& metadata = {}) {
+  save(static_cast<const nn::Module&>(*holder), path, metadata);
+}
+template <nn::ModuleType M>
+nn::LoadStateDictResult load(nn::ModuleHolder<M>& holder, const std::string& path, bool strict = true) {
+  return load(static_cast<nn::Module&>(*holder), path, strict);
+}
+
 inline constexpr const char* kCheckpointFormat = "nabla.checkpoint.v1";
 
 // One file with the model ("model.<name>"), the optimizer ("optimizer.state.<i>.<name>",

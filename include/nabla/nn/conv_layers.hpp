@@ -68,7 +68,7 @@ class Conv2d : public Module {
  public:
   NABLA_MODULE_ARROW(Conv2d)
   Tensor weight, bias;
-  int64_t in_channels, out_channels, groups;
+  int64_t in_channels = 0, out_channels = 0, groups = 0;
   Pair2d kernel_size, stride, dilation;
   Padding2d padding;
 
@@ -114,7 +114,7 @@ class ConvTranspose2d : public Module {
  public:
   NABLA_MODULE_ARROW(ConvTranspose2d)
   Tensor weight, bias;
-  int64_t in_channels, out_channels, groups;
+  int64_t in_channels = 0, out_channels = 0, groups = 0;
   Pair2d kernel_size, stride, padding, output_padding, dilation;
 
   ConvTranspose2d(int64_t in, int64_t out, Pair2d kernel, Pair2d stride_ = 1, Pair2d padding_ = 0,
@@ -169,38 +169,57 @@ class ConvTranspose2d : public Module {
   }
 };
 
+// LibTorch's torch::nn::BatchNorm2dOptions(features).eps(..).momentum(..).affine(..).track_running_stats(..).
+struct BatchNorm2dOptions {
+  BatchNorm2dOptions(int64_t num_features) : num_features_(num_features) {}  // NOLINT: as LibTorch's
+  NABLA_ARG(int64_t, num_features);
+  NABLA_ARG(double, eps) = 1e-5;
+  NABLA_ARG(double, momentum) = 0.1;
+  NABLA_ARG(bool, affine) = true;
+  NABLA_ARG(bool, track_running_stats) = true;
+};
+
 // Per-channel normalisation with learned affine (weight 1, bias 0) and running statistics
-// (running_mean 0, running_var 1, num_batches_tracked int64), PyTorch's names.
+// (running_mean 0, running_var 1, num_batches_tracked int64), PyTorch's names. Without
+// track_running_stats there are no running buffers and batch statistics are used in eval too.
 class BatchNorm2d : public Module {
  public:
   NABLA_MODULE_ARROW(BatchNorm2d)
   Tensor weight, bias, running_mean, running_var, num_batches_tracked;
-  int64_t num_features;
-  double eps, momentum;
+  int64_t num_features = 0;
+  double eps = 0, momentum = 0;
 
   explicit BatchNorm2d(int64_t features, double eps_ = 1e-5, double momentum_ = 0.1, bool affine = true,
-                       TensorOptions options = {})
+                       TensorOptions options = {}, bool track_running_stats = true)
       : num_features(features), eps(eps_), momentum(momentum_) {
     if (affine) {
       weight = register_parameter("weight", ones({features}, options.requires_grad(false)));
       bias = register_parameter("bias", zeros({features}, options.requires_grad(false)));
     }
-    running_mean = register_buffer("running_mean", zeros({features}, options.requires_grad(false)));
-    running_var = register_buffer("running_var", ones({features}, options.requires_grad(false)));
-    num_batches_tracked = register_buffer("num_batches_tracked", zeros({}, TensorOptions(kInt64).device(options.device_)));
+    if (track_running_stats) {
+      running_mean = register_buffer("running_mean", zeros({features}, options.requires_grad(false)));
+      running_var = register_buffer("running_var", ones({features}, options.requires_grad(false)));
+      num_batches_tracked =
+          register_buffer("num_batches_tracked", zeros({}, TensorOptions(kInt64).device(options.device_)));
+    }
   }
+  explicit BatchNorm2d(const BatchNorm2dOptions& o, TensorOptions options = {})
+      : BatchNorm2d(o.num_features(), o.eps(), o.momentum(), o.affine(), options, o.track_running_stats()) {}
   Tensor forward(const Tensor& x) override {
     NABLA_CHECK(x.dim() == 4, ShapeError, "nn::BatchNorm2d: expected a 4-D input, got ", nabla::detail::describe(x));
-    if (is_training()) {
+    const bool tracking = running_mean.defined();
+    if (is_training() && tracking) {
       NoGradGuard no_grad;
       num_batches_tracked.add_(1);
     }
-    return nabla::batch_norm(x, weight, bias, running_mean, running_var, is_training(), momentum, eps, false);
+    return nabla::batch_norm(x, weight, bias, running_mean, running_var, is_training() || !tracking, momentum, eps,
+                             false);
   }
   std::string type_name() const override { return "BatchNorm2d"; }
   std::string extra_repr() const override {
     return nabla::detail::cat(num_features, ", eps=", eps, ", momentum=", momentum, ", affine=",
-                              detail::py_bool(weight.defined()), ", track_running_stats=True");
+                              detail::py_bool(weight.defined()),
+                              ", track_running_stats=", detail::py_bool(running_mean.defined()));
   }
 };
 
@@ -208,7 +227,7 @@ class MaxPool2d : public Module {
  public:
   NABLA_MODULE_ARROW(MaxPool2d)
   Pair2d kernel_size, stride, padding, dilation;
-  bool ceil_mode;
+  bool ceil_mode = false;
   explicit MaxPool2d(Pair2d kernel, std::optional<Pair2d> stride_ = std::nullopt, Pair2d padding_ = 0, Pair2d dilation_ = 1,
                      bool ceil_mode_ = false)
       : kernel_size(kernel), stride(stride_.value_or(kernel)), padding(padding_), dilation(dilation_),
@@ -226,7 +245,7 @@ class AvgPool2d : public Module {
  public:
   NABLA_MODULE_ARROW(AvgPool2d)
   Pair2d kernel_size, stride, padding;
-  bool ceil_mode, count_include_pad;
+  bool ceil_mode = false, count_include_pad = false;
   explicit AvgPool2d(Pair2d kernel, std::optional<Pair2d> stride_ = std::nullopt, Pair2d padding_ = 0,
                      bool ceil_mode_ = false, bool count_include_pad_ = true)
       : kernel_size(kernel), stride(stride_.value_or(kernel)), padding(padding_), ceil_mode(ceil_mode_),

@@ -42,7 +42,7 @@ inline Tensor linear(const Tensor& x, const Tensor& weight, const Tensor& bias) 
     return Tensor();
   linear_kernels().count(x.device());
   if (autograd::needs_grad(x, weight, bias))
-    autograd::record("LinearBackward", out, {x, weight, bias},
+    autograd::record(x.dim() != 2 ? "LinearBackward0" : bias.defined() ? "AddmmBackward0" : "MmBackward0", out, {x, weight, bias},
                      [xs = autograd::save(x), ws = autograd::save(weight), M, K](const Tensor& g, autograd::NeedsGrad needs) {
                        Tensor xv = xs.unpack();
                        TensorList grads(3);
@@ -178,4 +178,8 @@ inline Tensor flatten(const Tensor& x, int64_t start_dim = 1, int64_t end_dim = 
 }  // namespace functional
 namespace F = functional;
 }  // namespace nn
+
+// LibTorch's torch::dropout(input, p, train) and torch::feature_dropout.
+using nn::functional::dropout;
+inline Tensor feature_dropout(const Tensor& x, double p, bool training) { return nn::functional::dropout2d(x, p, training); }
 }  // namespace nabla

@@ -42,7 +42,7 @@ class Linear : public Module {
  public:
   NABLA_MODULE_ARROW(Linear)
   Tensor weight, bias;
-  int64_t in_features, out_features;
+  int64_t in_features = 0, out_features = 0;
 
   Linear(int64_t in, int64_t out, bool with_bias = true, TensorOptions options = {}) : in_features(in), out_features(out) {
     NABLA_CHECK(in >= 0 && out >= 0, ValueError, "nn::Linear: feature counts must be non-negative, got ", in, " and ", out);
@@ -74,7 +74,7 @@ class Embedding : public Module {
  public:
   NABLA_MODULE_ARROW(Embedding)
   Tensor weight;
-  int64_t num_embeddings, embedding_dim;
+  int64_t num_embeddings = 0, embedding_dim = 0;
 
   Embedding(int64_t num, int64_t dim, TensorOptions options = {}) : num_embeddings(num), embedding_dim(dim) {
     weight = register_parameter("weight", empty({num, dim}, options.requires_grad(false)));
@@ -92,7 +92,7 @@ class LayerNorm : public Module {
   NABLA_MODULE_ARROW(LayerNorm)
   Tensor weight, bias;
   Shape normalized_shape;
-  double eps;
+  double eps = 0;
 
   explicit LayerNorm(Shape shape, double eps_ = 1e-5, bool elementwise_affine = true, TensorOptions options = {})
       : normalized_shape(std::move(shape)), eps(eps_) {
@@ -121,7 +121,7 @@ class LayerNorm : public Module {
 class Dropout : public Module {
  public:
   NABLA_MODULE_ARROW(Dropout)
-  double p;
+  double p = 0;
   explicit Dropout(double p_ = 0.5) : p(p_) {
     NABLA_CHECK(p >= 0.0 && p <= 1.0, ValueError, "nn::Dropout: probability must be in [0, 1], got ", p);
   }
@@ -135,7 +135,7 @@ class Dropout : public Module {
 class Dropout2d : public Module {
  public:
   NABLA_MODULE_ARROW(Dropout2d)
-  double p;
+  double p = 0;
   explicit Dropout2d(double p_ = 0.5) : p(p_) {
     NABLA_CHECK(p >= 0.0 && p <= 1.0, ValueError, "nn::Dropout2d: probability must be in [0, 1], got ", p);
   }
@@ -148,7 +148,7 @@ class Dropout2d : public Module {
 class LeakyReLU : public Module {
  public:
   NABLA_MODULE_ARROW(LeakyReLU)
-  double negative_slope;
+  double negative_slope = 0;
   explicit LeakyReLU(double slope = 0.01) : negative_slope(slope) {}
   explicit LeakyReLU(const LeakyReLUOptions& o) : negative_slope(o.negative_slope()) {}
   Tensor forward(const Tensor& x) override { return leaky_relu(x, negative_slope); }
@@ -173,6 +173,7 @@ class Functional : public Module {
 class ReLU : public Module {
  public:
   NABLA_MODULE_ARROW(ReLU)
+  ReLU() = default;
   Tensor forward(const Tensor& x) override { return relu(x); }
   std::string type_name() const override { return "ReLU"; }
 };
@@ -190,6 +191,7 @@ class GELU : public Module {
 class Tanh : public Module {
  public:
   NABLA_MODULE_ARROW(Tanh)
+  Tanh() = default;
   Tensor forward(const Tensor& x) override { return tanh(x); }
   std::string type_name() const override { return "Tanh"; }
 };
@@ -197,6 +199,7 @@ class Tanh : public Module {
 class Sigmoid : public Module {
  public:
   NABLA_MODULE_ARROW(Sigmoid)
+  Sigmoid() = default;
   Tensor forward(const Tensor& x) override { return sigmoid(x); }
   std::string type_name() const override { return "Sigmoid"; }
 };
@@ -204,6 +207,7 @@ class Sigmoid : public Module {
 class Identity : public Module {
  public:
   NABLA_MODULE_ARROW(Identity)
+  Identity() = default;
   Tensor forward(const Tensor& x) override { return x; }
   std::string type_name() const override { return "Identity"; }
 };
@@ -212,7 +216,7 @@ class Identity : public Module {
 class Flatten : public Module {
  public:
   NABLA_MODULE_ARROW(Flatten)
-  int64_t start_dim, end_dim;
+  int64_t start_dim = 0, end_dim = 0;
   explicit Flatten(int64_t start = 1, int64_t end = -1) : start_dim(start), end_dim(end) {}
   Tensor forward(const Tensor& x) override { return functional::flatten(x, start_dim, end_dim); }
   std::string type_name() const override { return "Flatten"; }

@@ -33,6 +33,7 @@ inline const char* reduction_name(Reduction r) { return r == kNone ? "none" : (r
 class LossModule : public Module {
  public:
   NABLA_MODULE_ARROW(LossModule)
+  LossModule() = default;
   using Module::forward;
   using Module::operator();
   virtual Tensor forward(const Tensor& input, const Tensor& target) = 0;

@@ -5,14 +5,22 @@
 // Sequential and ModuleList. Layers live in layers.hpp.
 //
 // Ownership, in one rule: a parent holds its children through std::shared_ptr. Modules are
-// ordinary classes (no Impl/holder pair, no macro); hand one to a container or to
+// ordinary classes (no Impl/holder pair needed); hand one to a container or to
 // register_module by value (it is moved into a shared_ptr) or as a shared_ptr (shared).
 // Copying a module is disabled: a copy would share the parameter tensors but not the
 // train/eval flag, a silent bug; move it, or hold it in a shared_ptr.
+//
+// Two LibTorch spellings on top of that rule, so ported code compiles unchanged:
+//   - register_module("fc", fc) with fc a data member of this module registers that member
+//     in place (no copy): the parent refers to it and rebinds it when the parent is moved;
+//   - NABLA_MODULE(Net) (or LibTorch's TORCH_MODULE) over `struct NetImpl : nn::Module` makes
+//     Net a ModuleHolder: a shared_ptr<NetImpl> used through `->`, copied by sharing.
 
 #include <algorithm>
 #include <concepts>
+#include <functional>
 #include <memory>
+#include <mutex>
 #include <sstream>
 #include <string>
 #include <type_traits>
@@ -30,7 +38,16 @@ namespace nn {
 template <class V>
 class OrderedDict {
  public:
-  using Item = std::pair<std::string, V>;
+  // A name and its value: item.key() / item.value() as LibTorch's, also item.first / item.second
+  // and `auto& [name, value] = item`.
+  struct Item {
+    std::string first;
+    V second;
+    Item(std::string k, V v) : first(std::move(k)), second(std::move(v)) {}
+    const std::string& key() const noexcept { return first; }
+    V& value() noexcept { return second; }
+    const V& value() const noexcept { return second; }
+  };
 
   // Adds key (or replaces its value, keeping its position).
   V& insert(const std::string& key, V value) {
@@ -97,14 +114,55 @@ struct LoadStateDictResult {
 };
 
 class Module;
-
-// LibTorch's built-in layers are holders used through `->` (fc->weight, seq->forward(x)); nabla's
-// are values, and each gives `->` to itself so that ported code keeps its arrows.
-#define NABLA_MODULE_ARROW(Name)                 \
-  Name* operator->() { return this; }             \
-  const Name* operator->() const { return this; }
 template <class M>
 concept ModuleType = std::derived_from<M, Module>;
+template <ModuleType Impl>
+class ModuleHolder;
+
+// What register_module returns: the registered module as a std::shared_ptr (it converts to one,
+// and has `->`), remembering where it was registered, so that LibTorch's
+//   nn::Linear fc{nullptr};  ...  fc = register_module("fc", nn::Linear(3, 4));
+// can make the data member fc the registered child (see NABLA_MODULE_ARROW).
+template <class M>  // unconstrained: NABLA_MODULE_ARROW names it inside M's own (incomplete) class
+class Registered {
+ public:
+  Registered(Module* parent, std::string name, std::shared_ptr<M> module)
+      : parent_(parent), name_(std::move(name)), module_(std::move(module)) {}
+  template <ModuleType B>
+    requires std::convertible_to<M*, B*>
+  operator std::shared_ptr<B>() const {  // NOLINT: used where register_module's pointer went
+    return module_;
+  }
+  M* operator->() const { return module_.get(); }
+  M& operator*() const { return *module_; }
+  M* get() const { return module_.get(); }
+  const std::shared_ptr<M>& ptr() const { return module_; }
+
+  // Moves the registered module into `member` (a data member of the parent) and makes the
+  // parent's child that member.
+  void move_into(M& member) &&;
+
+ private:
+  Module* parent_;
+  std::string name_;
+  std::shared_ptr<M> module_;
+};
+
+// LibTorch's built-in layers are holders used through `->` (fc->weight, seq->forward(x)); nabla's
+// are values, and each gives `->` to itself so that ported code keeps its arrows. `Name fc{nullptr}`
+// is an empty layer, to be assigned the result of register_module("fc", Name(...)); a data member
+// may also be initialised from that result (`fc(register_module("fc", Name(...)))`).
+#define NABLA_MODULE_ARROW(Name)                                   \
+  Name* operator->() { return this; }                               \
+  const Name* operator->() const { return this; }                   \
+  explicit Name(std::nullptr_t) {}                                  \
+  Name(::nabla::nn::Registered<Name>&& registered) /* NOLINT */ {   \
+    std::move(registered).move_into(*this);                         \
+  }                                                                 \
+  Name& operator=(::nabla::nn::Registered<Name>&& registered) {     \
+    std::move(registered).move_into(*this);                         \
+    return *this;                                                   \
+  }
 
 namespace detail {
 // Points `dst`'s TensorImpl at src's memory and metadata, so every handle to dst (the
@@ -118,6 +176,31 @@ inline void replace_data(const Tensor& dst, const Tensor& src) {
   d->numel = src.numel();
   d->dtype = src.dtype();
 }
+// The addresses of the modules that exist now: how a parent knows that a child it refers to
+// without owning it (a data member registered in place) is still there.
+class LiveModules {
+ public:
+  void add(const Module* m) {
+    std::lock_guard<std::mutex> lock(mutex_);
+    live_.insert(m);
+  }
+  void remove(const Module* m) {
+    std::lock_guard<std::mutex> lock(mutex_);
+    live_.erase(m);
+  }
+  bool contains(const Module* m) const {
+    std::lock_guard<std::mutex> lock(mutex_);
+    return live_.count(m) != 0;
+  }
+
+ private:
+  mutable std::mutex mutex_;
+  std::unordered_set<const Module*> live_;
+};
+inline LiveModules& live_modules() {
+  static LiveModules* registry = new LiveModules();  // never destroyed: modules may outlive static destruction
+  return *registry;
+}
 inline std::string join(const std::vector<std::string>& v) {
   std::string s;
   for (const auto& x : v) s += (s.empty() ? "\"" : ", \"") + x + "\"";
@@ -127,12 +210,18 @@ inline std::string join(const std::vector<std::string>& v) {
 
 class Module {
  public:
-  Module() = default;
-  virtual ~Module() = default;
+  Module() { detail::live_modules().add(this); }
+  virtual ~Module() { detail::live_modules().remove(this); }
   Module(const Module&) = delete;
   Module& operator=(const Module&) = delete;
-  Module(Module&&) = default;
-  Module& operator=(Module&&) = default;
+  Module(Module&& other) noexcept {
+    detail::live_modules().add(this);
+    take(std::move(other));
+  }
+  Module& operator=(Module&& other) noexcept {
+    if (this != &other) take(std::move(other));
+    return *this;
+  }
 
   // The layer's computation. Modules whose forward takes something else add their own
   // overloads; this one is what containers such as Sequential call.
@@ -166,18 +255,43 @@ class Module {
     return t;
   }
   template <ModuleType M>
-  std::shared_ptr<M> register_module(const std::string& name, std::shared_ptr<M> module) {
+  Registered<M> register_module(const std::string& name, std::shared_ptr<M> module) {
     check_new_name(name);
     NABLA_CHECK(module != nullptr, ValueError, "nn::Module::register_module: module \"", name, "\" is null");
     children_.insert(name, module);
-    return module;
+    return Registered<M>(this, name, std::move(module));
   }
   template <class M>
-    requires ModuleType<std::remove_cvref_t<M>>
-  std::shared_ptr<std::remove_cvref_t<M>> register_module(const std::string& name, M&& module) {
-    static_assert(!std::is_lvalue_reference_v<M>,
-                  "nn::Module::register_module: modules cannot be copied; pass std::move(m) or a std::shared_ptr");
+    requires ModuleType<std::remove_cvref_t<M>> && (!std::is_lvalue_reference_v<M>)
+  Registered<std::remove_cvref_t<M>> register_module(const std::string& name, M&& module) {
     return register_module(name, std::make_shared<std::remove_cvref_t<M>>(std::move(module)));
+  }
+  // A holder (NABLA_MODULE / TORCH_MODULE): its module, shared.
+  template <ModuleType M>
+  Registered<M> register_module(const std::string& name, const ModuleHolder<M>& holder) {
+    return register_module(name, holder.ptr());
+  }
+  // LibTorch's register_module("conv1", conv1) on a data member: the member itself becomes the
+  // child (its parameters are this module's "conv1.*"), with no copy. The parent refers to it
+  // without owning it, and a move of the parent rebinds the reference to the moved-to member.
+  // Anything but a data member of this module (a local, another module's member) is refused:
+  // the parent could outlive it; pass it with std::move or as a std::shared_ptr instead.
+  template <ModuleType M>
+  Registered<M> register_module(const std::string& name, M& member) {
+    check_new_name(name);
+    adopt_member(name, member, "register_module");
+    return Registered<M>(this, name, std::shared_ptr<M>(std::shared_ptr<M>(), &member));
+  }
+  // Makes the child `name` the data member `member` (registered in place; see above).
+  void adopt_member(const std::string& name, Module& member, const char* what) {
+    const std::ptrdiff_t offset = reinterpret_cast<char*>(&member) - reinterpret_cast<char*>(this);
+    NABLA_CHECK(offset >= static_cast<std::ptrdiff_t>(sizeof(Module)) && offset < kMaxMemberOffset, ValueError,
+                "nn::", type_name(), "::", what, "(\"", name, "\", ", member.type_name(),
+                "): a module held by value must be a data member of this module (it is registered in place); "
+                "pass std::move(m) or a std::shared_ptr to register anything else, or keep register_module's "
+                "result as auto / std::shared_ptr");
+    children_.insert(name, std::shared_ptr<Module>(std::shared_ptr<Module>(), &member));
+    member_offsets_.insert(name, offset);
   }
 
   // ---- traversal ------------------------------------------------------------------------------
@@ -200,6 +314,7 @@ class Module {
   std::vector<std::shared_ptr<Module>> children() const { return children_.values(); }
   // This module's descendants in pre-order ("" is not included; names are dotted paths).
   OrderedDict<std::shared_ptr<Module>> named_modules() const {
+    check_in_place_children();
     OrderedDict<std::shared_ptr<Module>> out;
     for (const auto& [name, child] : children_) {
       out.insert(name, child);
@@ -210,6 +325,7 @@ class Module {
 
   // ---- modes and conversion -------------------------------------------------------------------
   virtual void train(bool on = true) {
+    check_in_place_children();
     training_ = on;
     for (auto& [name, child] : children_) child->train(on);
   }
@@ -278,6 +394,7 @@ class Module {
 
   // PyTorch-style printout: Sequential(\n  (0): Linear(in_features=784, ...)\n ...).
   std::string str() const {
+    check_in_place_children();
     std::ostringstream os;
     os << type_name() << "(";
     if (children_.empty()) {
@@ -307,6 +424,7 @@ class Module {
   using Slot = OrderedDict<Tensor> Module::*;
   void collect(OrderedDict<Tensor>& out, std::unordered_set<const TensorImpl*>& seen, const std::string& prefix,
                bool recurse, Slot slot, bool persistent_only) const {
+    check_in_place_children();
     for (const auto& [name, t] : this->*slot) {
       if (!t.defined() || (persistent_only && non_persistent_.count(name))) continue;
       if (seen.insert(t.impl()).second) out.insert(prefix + name, t);
@@ -316,6 +434,7 @@ class Module {
       child->collect(out, seen, prefix + name + ".", true, slot, persistent_only);
   }
   void state_dict_into(StateDict& out, const std::string& prefix) const {
+    check_in_place_children();
     for (const auto& [name, t] : parameters_)
       if (t.defined()) out.insert(prefix + name, t.detach());
     for (const auto& [name, t] : buffers_)
@@ -324,6 +443,7 @@ class Module {
   }
   template <class F>
   void convert(F&& f) {
+    check_in_place_children();
     NoGradGuard no_grad;
     for (auto* dict : {&parameters_, &buffers_})
       for (auto& [name, t] : *dict) {
@@ -338,12 +458,123 @@ class Module {
     for (auto& [name, child] : children_) child->convert(f);
   }
 
+  // A move: everything is taken over, and children registered in place (data members, see
+  // register_module) are re-pointed at the same member of this object.
+  void take(Module&& other) noexcept {
+    parameters_ = std::move(other.parameters_);
+    buffers_ = std::move(other.buffers_);
+    non_persistent_ = std::move(other.non_persistent_);
+    children_ = std::move(other.children_);
+    member_offsets_ = std::move(other.member_offsets_);
+    training_ = other.training_;
+    for (const auto& [name, offset] : member_offsets_) {
+      auto* member = reinterpret_cast<Module*>(reinterpret_cast<char*>(this) + offset);
+      *children_.find(name) = std::shared_ptr<Module>(std::shared_ptr<Module>(), member);
+    }
+  }
+  // A child registered in place must still exist: a data member always does while its parent
+  // lives, so a gone one was something else passed by reference (a local of a constructor).
+  void check_in_place_children() const {
+    for (const auto& [name, offset] : member_offsets_) {
+      const Module* child = children_.at(name).get();
+      NABLA_CHECK(detail::live_modules().contains(child), ValueError, "nn::", type_name(), ": child \"", name,
+                  "\" was registered in place (by reference, or by assigning register_module's result to it) but no "
+                  "longer exists: only a data member of this module can be registered that way; pass std::move(m) or "
+                  "a std::shared_ptr, or keep register_module's result as auto / std::shared_ptr");
+    }
+  }
+  // How far past the start of a module a data member may lie (a sanity bound, not a layout rule).
+  static constexpr std::ptrdiff_t kMaxMemberOffset = std::ptrdiff_t(1) << 20;
+
   OrderedDict<Tensor> parameters_;
   OrderedDict<Tensor> buffers_;
   std::unordered_set<std::string> non_persistent_;
   OrderedDict<std::shared_ptr<Module>> children_;
+  OrderedDict<std::ptrdiff_t> member_offsets_;  // children that are data members, by offset from this
   bool training_ = true;
 };
+
+template <class M>
+void Registered<M>::move_into(M& member) && {
+  if (module_.get() == &member) return;  // registered in place already
+  NABLA_CHECK(parent_ != nullptr && module_ != nullptr, ValueError,
+              "nn::Registered: assigning a register_module result that was already used");
+  member = std::move(*module_);
+  parent_->adopt_member(name_, member, "register_module");
+  module_.reset();
+  parent_ = nullptr;
+}
+
+// ---- holders ----------------------------------------------------------------------------------
+
+// LibTorch's ModuleHolder: a std::shared_ptr<Impl> with `->`, built by forwarding its arguments
+// to Impl's constructor. NABLA_MODULE(Net) (or TORCH_MODULE(Net)) declares Net as the holder
+// of NetImpl. Copies share one module; Net(nullptr) is empty until assigned.
+template <ModuleType Impl>
+class ModuleHolder {
+ public:
+  using ContainedType = Impl;
+
+  // A default-constructed Impl (as LibTorch: the holder of a module with a default constructor).
+  ModuleHolder()
+    requires std::default_initializable<Impl>
+      : impl_(std::make_shared<Impl>()) {}
+  ModuleHolder(std::nullptr_t) {}  // NOLINT: LibTorch's `Net net{nullptr};`
+  ModuleHolder(std::shared_ptr<Impl> impl) : impl_(std::move(impl)) {}  // NOLINT: a module to share
+  ModuleHolder(const Registered<Impl>& r) : impl_(r.ptr()) {}              // NOLINT: register_module's result
+  template <class Head, class... Tail>
+    requires(!std::is_same_v<std::remove_cvref_t<Head>, std::nullptr_t> &&
+             !std::is_same_v<std::remove_cvref_t<Head>, std::shared_ptr<Impl>> &&
+             !std::is_base_of_v<ModuleHolder, std::remove_cvref_t<Head>> &&
+             std::constructible_from<Impl, Head, Tail...>)
+  explicit ModuleHolder(Head&& head, Tail&&... tail)
+      : impl_(std::make_shared<Impl>(std::forward<Head>(head), std::forward<Tail>(tail)...)) {}
+
+  Impl* operator->() { return get(); }
+  const Impl* operator->() const { return get(); }
+  Impl& operator*() { return *get(); }
+  const Impl& operator*() const { return *get(); }
+  Impl* get() { return checked(); }
+  const Impl* get() const { return checked(); }
+  const std::shared_ptr<Impl>& ptr() const {
+    checked();
+    return impl_;
+  }
+  bool is_empty() const noexcept { return impl_ == nullptr; }
+  explicit operator bool() const noexcept { return !is_empty(); }
+  operator std::shared_ptr<Impl>() const { return ptr(); }  // NOLINT: pass a holder where a pointer goes
+
+  // Calls Impl's own forward (whatever its signature), as LibTorch's holder does.
+  template <class... Args>
+  decltype(auto) operator()(Args&&... args) {
+    return get()->forward(std::forward<Args>(args)...);
+  }
+
+ private:
+  Impl* checked() const {
+    NABLA_CHECK(impl_ != nullptr, ValueError,
+                "nn::ModuleHolder: accessing an empty holder (built from nullptr and never assigned a module)");
+    return impl_.get();
+  }
+  std::shared_ptr<Impl> impl_;
+};
+
+// NABLA_MODULE(Name): Name is the holder of NameImpl (LibTorch's TORCH_MODULE).
+#define NABLA_MODULE(Name)                                        \
+  class Name : public ::nabla::nn::ModuleHolder<Name##Impl> {     \
+   public:                                                        \
+    using ::nabla::nn::ModuleHolder<Name##Impl>::ModuleHolder;    \
+    using Impl [[maybe_unused]] = Name##Impl;                     \
+  }
+
+namespace detail {
+template <class T> struct is_module_holder : std::false_type {};
+template <class T>
+  requires requires { typename T::ContainedType; } && std::is_base_of_v<ModuleHolder<typename T::ContainedType>, T>
+struct is_module_holder<T> : std::true_type {};
+}  // namespace detail
+template <class T>
+concept HolderType = detail::is_module_holder<std::remove_cvref_t<T>>::value;
 
 // ---- containers -------------------------------------------------------------------------------
 
@@ -351,9 +582,10 @@ namespace detail {
 template <class T> struct is_module_ptr : std::false_type {};
 template <ModuleType M> struct is_module_ptr<std::shared_ptr<M>> : std::true_type {};
 }  // namespace detail
-// What containers accept: a module (moved in) or a std::shared_ptr to one (shared).
+// What containers accept: a module (moved in), a std::shared_ptr to one or a holder (shared).
 template <class T>
-concept ModuleArg = ModuleType<std::remove_cvref_t<T>> || detail::is_module_ptr<std::remove_cvref_t<T>>::value;
+concept ModuleArg = ModuleType<std::remove_cvref_t<T>> || detail::is_module_ptr<std::remove_cvref_t<T>>::value ||
+                    HolderType<T>;
 
 // Children named "0", "1", ... in the order added; indexable. Base of ModuleList and Sequential.
 class ModuleList : public Module {
@@ -369,8 +601,15 @@ class ModuleList : public Module {
 
   template <ModuleArg M>
   void push_back(M&& module) {
-    if constexpr (ModuleType<std::remove_cvref_t<M>>) register_module(std::to_string(size()), std::forward<M>(module));
-    else register_module(std::to_string(size()), std::shared_ptr<Module>(std::forward<M>(module)));
+    if constexpr (ModuleType<std::remove_cvref_t<M>>) {
+      static_assert(!std::is_lvalue_reference_v<M>,
+                    "nn::ModuleList/Sequential: modules cannot be copied; pass std::move(m) or a std::shared_ptr");
+      add(register_module(std::to_string(size()), std::forward<M>(module)).ptr());
+    } else if constexpr (HolderType<M>) {
+      add(register_module(std::to_string(size()), module.ptr()).ptr());
+    } else {
+      add(register_module(std::to_string(size()), std::forward<M>(module)).ptr());
+    }
   }
   size_t size() const { return named_children().size(); }
   bool empty() const { return size() == 0; }
@@ -388,6 +627,27 @@ class ModuleList : public Module {
   }
   auto begin() const { return named_children().begin(); }
   auto end() const { return named_children().end(); }
+
+ protected:
+  // The i-th child's own forward(Tensor), found at its static type when it was added: a user
+  // module declaring `Tensor forward(Tensor x)` (LibTorch's spelling, which does not override
+  // Module::forward(const Tensor&)) runs its own forward here too. A child registered some other
+  // way runs the virtual forward.
+  Tensor forward_child(size_t i, const Tensor& x) const {
+    const std::shared_ptr<Module>& m = (*this)[i];
+    auto it = forwards_.find(m.get());
+    return it != forwards_.end() ? it->second(x) : m->forward(x);
+  }
+
+ private:
+  template <ModuleType M>
+  void add(const std::shared_ptr<M>& m) {
+    if constexpr (requires(M& mm, const Tensor& t) {
+                    { mm.forward(t) } -> std::convertible_to<Tensor>;
+                  })
+      forwards_[m.get()] = [p = m.get()](const Tensor& x) -> Tensor { return p->forward(x); };
+  }
+  std::unordered_map<const Module*, std::function<Tensor(const Tensor&)>> forwards_;
 };
 
 // Runs its children one after another: Sequential(Linear(784, 128), ReLU(), Linear(128, 10)).
@@ -398,12 +658,23 @@ class Sequential : public ModuleList {
   std::string type_name() const override { return "Sequential"; }
   Tensor forward(const Tensor& input) override {
     Tensor x = input;
-    for (const auto& [name, m] : named_children()) x = m->forward(x);
+    for (size_t i = 0; i < size(); ++i) x = forward_child(i, x);
     return x;
   }
 };
 
 inline std::ostream& operator<<(std::ostream& os, const Module& m) { return os << m.str(); }
+// {key: value, ...}, each value as its own operator<< prints it.
+template <class V>
+std::ostream& operator<<(std::ostream& os, const OrderedDict<V>& d) {
+  os << "{";
+  bool first = true;
+  for (const auto& item : d) {
+    os << (first ? "" : ", ") << item.key() << ": " << item.value();
+    first = false;
+  }
+  return os << "}";
+}
 
 }  // namespace nn
 }  // namespace nabla

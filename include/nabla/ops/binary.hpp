@@ -40,7 +40,7 @@ inline Tensor where(const Tensor& cond, const Tensor& a, const Tensor& b) {
   Tensor out = empty(shape, TensorOptions(dt).device(dev));
   if (out.numel() > 0) backend(dev).where(out, cond, detail::cast(a, dt), detail::cast(b, dt));
   if (autograd::needs_grad(a, b))
-    autograd::record("WhereBackward", out, {a, b}, [c = autograd::save(cond)](const Tensor& g, autograd::NeedsGrad need) {
+    autograd::record("WhereBackward0", out, {a, b}, [c = autograd::save(cond)](const Tensor& g, autograd::NeedsGrad need) {
       Tensor cv = c.unpack(), z = detail::zero_like_scalar(g);
       return TensorList{need[0] ? where(cv, g, z) : Tensor(), need[1] ? where(cv, z, g) : Tensor()};
     });
@@ -53,7 +53,7 @@ inline Tensor add(const Tensor& a, const Tensor& b, Scalar alpha = 1) {
   if (alpha.to_double() != 1.0) return add(a, b * alpha);
   Tensor out = detail::arith_forward(BinaryOp::Add, "add", a, b);
   if (autograd::needs_grad(a, b))
-    autograd::record("AddBackward", out, {a, b}, [](const Tensor& g, autograd::NeedsGrad) { return TensorList{g, g}; });
+    autograd::record("AddBackward0", out, {a, b}, [](const Tensor& g, autograd::NeedsGrad) { return TensorList{g, g}; });
   return out;
 }
 
@@ -65,7 +65,7 @@ inline Tensor sub(const Tensor& a, const Tensor& b, Scalar alpha = 1) {
   if (alpha.to_double() != 1.0) return sub(a, b * alpha);
   Tensor out = detail::arith_forward(BinaryOp::Sub, "sub", a, b);
   if (autograd::needs_grad(a, b))
-    autograd::record("SubBackward", out, {a, b}, [](const Tensor& g, autograd::NeedsGrad need) {
+    autograd::record("SubBackward0", out, {a, b}, [](const Tensor& g, autograd::NeedsGrad need) {
       return TensorList{g, need[1] ? -g : Tensor()};
     });
   return out;
@@ -74,7 +74,7 @@ inline Tensor sub(const Tensor& a, const Tensor& b, Scalar alpha = 1) {
 inline Tensor mul(const Tensor& a, const Tensor& b) {
   Tensor out = detail::arith_forward(BinaryOp::Mul, "mul", a, b);
   if (autograd::needs_grad(a, b))
-    autograd::record("MulBackward", out, {a, b},
+    autograd::record("MulBackward0", out, {a, b},
                      [sa = autograd::save(a), sb = autograd::save(b)](const Tensor& g, autograd::NeedsGrad need) {
                        return TensorList{need[0] ? g * sb.unpack() : Tensor(), need[1] ? g * sa.unpack() : Tensor()};
                      });
@@ -89,7 +89,7 @@ inline Tensor div(const Tensor& a, const Tensor& b) {
   if (!is_floating_point(dt)) dt = kFloat32;
   Tensor out = detail::binary_forward(BinaryOp::Div, "div", a, b, dt, dt);
   if (autograd::needs_grad(a, b))
-    autograd::record("DivBackward", out, {a, b},
+    autograd::record("DivBackward0", out, {a, b},
                      [sa = autograd::save(a), sb = autograd::save(b)](const Tensor& g, autograd::NeedsGrad need) {
                        Tensor bv = sb.unpack();
                        return TensorList{need[0] ? g / bv : Tensor(), need[1] ? -g * sa.unpack() / (bv * bv) : Tensor()};
@@ -100,7 +100,7 @@ inline Tensor div(const Tensor& a, const Tensor& b) {
 inline Tensor pow(const Tensor& a, const Tensor& b) {
   Tensor out = detail::arith_forward(BinaryOp::Pow, "pow", a, b);
   if (autograd::needs_grad(a, b))
-    autograd::record("PowBackward", out, {a, b},
+    autograd::record("PowBackward1", out, {a, b},
                      [sa = autograd::save(a), sb = autograd::save(b), so = autograd::save_output(out)](
                          const Tensor& g, autograd::NeedsGrad need) {
                        Tensor av = sa.unpack(), bv = sb.unpack();
@@ -118,7 +118,7 @@ inline Tensor pow(const Tensor& a, Scalar e) {
   detail::check_defined(a, "pow");
   Tensor out = detail::arith_forward(BinaryOp::Pow, "pow", a, detail::wrap(e));
   if (autograd::needs_grad(a))
-    autograd::record("PowBackward", out, {a}, [sa = autograd::save(a), e](const Tensor& g, autograd::NeedsGrad) {
+    autograd::record("PowBackward0", out, {a}, [sa = autograd::save(a), e](const Tensor& g, autograd::NeedsGrad) {
       double ev = e.to_double();
       if (ev == 0.0) return TensorList{g * 0};
       Tensor av = sa.unpack();
@@ -133,7 +133,7 @@ namespace detail {
 inline Tensor extremum(BinaryOp op, const char* name, const Tensor& a, const Tensor& b) {
   Tensor out = arith_forward(op, name, a, b);
   if (autograd::needs_grad(a, b))
-    autograd::record(op == BinaryOp::Maximum ? "MaximumBackward" : "MinimumBackward", out, {a, b},
+    autograd::record(op == BinaryOp::Maximum ? "MaximumBackward0" : "MinimumBackward0", out, {a, b},
                      [sa = autograd::save(a), sb = autograd::save(b), op](const Tensor& g, autograd::NeedsGrad need) {
                        Tensor av = sa.unpack(), bv = sb.unpack(), z = zero_like_scalar(g);
                        Tensor tie = av.eq(bv), half = g * 0.5;

@@ -18,14 +18,18 @@ namespace nabla {
 // (height, width) hyper-parameter: `2` means {2, 2}, `{2, 3}` means height 2, width 3.
 struct Pair2d {
   int64_t h = 0, w = 0;
+  Pair2d() = default;
   Pair2d(int64_t v) : h(v), w(v) {}  // NOLINT: implicit on purpose, as PyTorch's int-or-pair
   Pair2d(int64_t h_, int64_t w_) : h(h_), w(w_) {}
 };
+
+inline std::ostream& operator<<(std::ostream& os, Pair2d p) { return os << "(" << p.h << ", " << p.w << ")"; }
 
 // Conv padding: ints (as Pair2d) or "same" / "valid" like torch.nn.functional.conv2d.
 struct Padding2d {
   int64_t h = 0, w = 0;
   std::string mode;  // "" (explicit), "same" or "valid"
+  Padding2d() = default;
   Padding2d(int64_t v) : h(v), w(v) {}  // NOLINT
   Padding2d(int64_t h_, int64_t w_) : h(h_), w(w_) {}
   template <size_t N>
@@ -35,6 +39,11 @@ struct Padding2d {
                 mode, "\"");
   }
 };
+
+inline std::ostream& operator<<(std::ostream& os, const Padding2d& p) {
+  if (!p.mode.empty()) return os << p.mode;
+  return os << "(" << p.h << ", " << p.w << ")";
+}
 
 // Constant padding of the trailing dims, PyTorch's F.pad order: {left, right} pads the last
 // dim, {left, right, top, bottom} the last two, and so on. Pads must be non-negative.
@@ -58,7 +67,7 @@ inline Tensor pad(const Tensor& x, const std::vector<int64_t>& pads, double valu
   };
   if (x.numel() > 0) backend(x.device()).copy(interior(out), x.detach());
   if (autograd::needs_grad(x))
-    autograd::record("PadBackward", out, {x}, [interior](const Tensor& g, autograd::NeedsGrad) {
+    autograd::record("ConstantPadNdBackward0", out, {x}, [interior](const Tensor& g, autograd::NeedsGrad) {
       return TensorList{interior(g)};
     });
   return out;
@@ -135,7 +144,7 @@ inline Tensor im2col_fused(const SlidingWindowKernels& k, const Tensor& x, const
   if (out.numel() > 0) k.im2col(out, xc, g);
   sliding_window_kernels().count(x.device());
   if (autograd::needs_grad(x))
-    autograd::record("Im2colBackward", out, {x}, [k, shape = x.sizes(), g](const Tensor& grad, autograd::NeedsGrad) {
+    autograd::record("Im2colBackward0", out, {x}, [k, shape = x.sizes(), g](const Tensor& grad, autograd::NeedsGrad) {
       return TensorList{col2im_fused(k, grad, shape, g)};
     });
   return out;
@@ -147,7 +156,7 @@ inline Tensor col2im_fused(const SlidingWindowKernels& k, const Tensor& cols, co
   if (out.numel() > 0 && cc.numel() > 0) k.col2im(out, cc, g);
   sliding_window_kernels().count(cols.device());
   if (autograd::needs_grad(cols))
-    autograd::record("Col2imBackward", out, {cols}, [k, g](const Tensor& grad, autograd::NeedsGrad) {
+    autograd::record("Col2imBackward0", out, {cols}, [k, g](const Tensor& grad, autograd::NeedsGrad) {
       return TensorList{im2col_fused(k, grad, g)};
     });
   return out;
@@ -249,7 +258,7 @@ inline Tensor conv2d_fused(const Tensor& x, const Tensor& w, const Tensor& bias,
   if (!k->forward(out, xc, wc, bc, p)) return Tensor();
   conv2d_kernels().count(x.device());
   if (autograd::needs_grad(x, w, bias))
-    autograd::record("Conv2dBackward", out, {x, w, bias},
+    autograd::record("ConvolutionBackward0", out, {x, w, bias},
                      [xs = autograd::save(x), ws = autograd::save(w), p, k](const Tensor& g, autograd::NeedsGrad needs) {
                        Tensor xv = xs.unpack(), wv = ws.unpack();
                        if (GradMode::is_enabled() || !fused_kernels_enabled() || !k->backward_input ||
@@ -401,7 +410,7 @@ inline Tensor conv_transpose2d_fused(const Tensor& x, const Tensor& w, const Ten
   if (bias.defined()) out.add_(bias.detach().reshape({Cout, 1, 1}));
   conv2d_kernels().count(x.device());
   if (autograd::needs_grad(x, w, bias))
-    autograd::record("ConvTranspose2dBackward", out, {x, w, bias},
+    autograd::record("ConvolutionBackward0", out, {x, w, bias},
                      [xs = autograd::save(x), ws = autograd::save(w), p, k](const Tensor& g, autograd::NeedsGrad needs) {
                        Tensor xv = xs.unpack(), wv = ws.unpack();
                        if (GradMode::is_enabled() || !fused_kernels_enabled())

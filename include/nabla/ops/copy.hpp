@@ -58,7 +58,7 @@ inline Tensor Tensor::clone() const {
   Tensor out = empty(sizes(), options());
   detail::copy_backend(out, *this).copy(out, *this);
   if (autograd::needs_grad(*this))
-    autograd::record("CloneBackward", out, {*this}, [](const Tensor& g, autograd::NeedsGrad) { return TensorList{g}; });
+    autograd::record("CloneBackward0", out, {*this}, [](const Tensor& g, autograd::NeedsGrad) { return TensorList{g}; });
   return out;
 }
 
@@ -68,7 +68,7 @@ inline Tensor Tensor::to(Device device, DType dtype) const {
   Tensor out = empty(sizes(), TensorOptions(dtype).device(device));
   detail::copy_backend(out, *this).copy(out, *this);
   if (nabla::is_floating_point(dtype) && autograd::needs_grad(*this))  // engine converts g back
-    autograd::record("ToCopyBackward", out, {*this}, [](const Tensor& g, autograd::NeedsGrad) { return TensorList{g}; });
+    autograd::record("ToCopyBackward0", out, {*this}, [](const Tensor& g, autograd::NeedsGrad) { return TensorList{g}; });
   return out;
 }
 inline Tensor Tensor::to(DType dtype) const { return to(device(), dtype); }
@@ -88,7 +88,7 @@ inline const Tensor& Tensor::copy_(const Tensor& src) const {
   detail::bump_version(*this);
   if (grad) {
     if (src.requires_grad() && nabla::is_floating_point(dtype())) {
-      autograd::record("CopyBackward", *this, {src}, [](const Tensor& g, autograd::NeedsGrad) { return TensorList{g}; });
+      autograd::record("CopyBackward0", *this, {src}, [](const Tensor& g, autograd::NeedsGrad) { return TensorList{g}; });
     } else {  // overwritten by data that carries no gradient: the old history no longer applies
       impl()->autograd_meta().grad_fn = nullptr;
       impl()->autograd_meta().requires_grad = false;

@@ -38,7 +38,7 @@ inline Tensor index_select(const Tensor& x, int64_t dim, const Tensor& index) {
   Tensor out = empty(shape, x.options());
   if (out.numel() > 0) backend(x.device()).index_select(out, x, d, idx);
   if (autograd::needs_grad(x))
-    autograd::record("IndexSelectBackward", out, {x}, [shape = x.sizes(), d, i = autograd::save(idx)](const Tensor& g, autograd::NeedsGrad) {
+    autograd::record("IndexSelectBackward0", out, {x}, [shape = x.sizes(), d, i = autograd::save(idx)](const Tensor& g, autograd::NeedsGrad) {
       return TensorList{zeros(shape, g.options()).index_add(d, i.unpack(), g)};
     });
   return out;
@@ -53,7 +53,7 @@ inline Tensor gather(const Tensor& x, int64_t dim, const Tensor& index) {
   Tensor out = empty(idx.sizes(), x.options());
   if (out.numel() > 0) backend(x.device()).gather(out, x, d, idx);
   if (autograd::needs_grad(x))
-    autograd::record("GatherBackward", out, {x}, [shape = x.sizes(), d, i = autograd::save(idx)](const Tensor& g, autograd::NeedsGrad) {
+    autograd::record("GatherBackward0", out, {x}, [shape = x.sizes(), d, i = autograd::save(idx)](const Tensor& g, autograd::NeedsGrad) {
       return TensorList{zeros(shape, g.options()).scatter_add(d, i.unpack(), g)};
     });
   return out;
@@ -74,7 +74,7 @@ inline Tensor scatter_add(const Tensor& self, int64_t dim, const Tensor& index, 
   Tensor out = self.detach().clone();
   if (idx.numel() > 0) backend(self.device()).scatter_add(out, d, idx, detail::cast(src, self.dtype()));
   if (autograd::needs_grad(self, src))
-    autograd::record("ScatterAddBackward", out, {self, src},
+    autograd::record("ScatterAddBackward0", out, {self, src},
                      [d, i = autograd::save(idx), src_shape = src.sizes()](const Tensor& g, autograd::NeedsGrad need) {
                        if (!need[1]) return TensorList{g, Tensor()};
                        // src may be larger than index; the elements past index's extent were unused (zero grad)
@@ -103,7 +103,7 @@ inline Tensor index_add(const Tensor& self, int64_t dim, const Tensor& index, co
   Tensor out = self.detach().clone();
   if (source.numel() > 0) backend(self.device()).index_add(out, d, idx, detail::cast(source, self.dtype()));
   if (autograd::needs_grad(self, source))
-    autograd::record("IndexAddBackward", out, {self, source}, [d, i = autograd::save(idx)](const Tensor& g, autograd::NeedsGrad need) {
+    autograd::record("IndexAddBackward0", out, {self, source}, [d, i = autograd::save(idx)](const Tensor& g, autograd::NeedsGrad need) {
       return TensorList{g, need[1] ? g.index_select(d, i.unpack()) : Tensor()};
     });
   return out;

@@ -49,7 +49,7 @@ inline Tensor cat(const std::vector<Tensor>& tensors, int64_t dim = 0) {
   if (autograd::needs_grad_list(tensors)) {
     std::vector<int64_t> lengths;
     for (const auto& t : tensors) lengths.push_back(t.sizes()[d]);
-    autograd::record("CatBackward", out, tensors, [d, offsets, lengths](const Tensor& g, autograd::NeedsGrad need) {
+    autograd::record("CatBackward0", out, tensors, [d, offsets, lengths](const Tensor& g, autograd::NeedsGrad need) {
       TensorList grads(lengths.size());
       for (size_t i = 0; i < lengths.size(); ++i)
         if (need[i]) grads[i] = g.narrow(d, offsets[i], lengths[i]);

@@ -7,6 +7,14 @@
 
 namespace nabla {
 namespace detail {
+// The grad_fn name LibTorch gives a product of these ranks (matmul dispatches to mm, bmm, mv, dot).
+inline const char* matmul_node_name(int64_t da, int64_t db) {
+  if (da == 2 && db == 2) return "MmBackward0";
+  if (da == 3 && db == 3) return "BmmBackward0";
+  if (da == 2 && db == 1) return "MvBackward0";
+  if (da == 1 && db == 1) return "DotBackward0";
+  return "MatmulBackward0";
+}
 
 // a [..., M, K] @ b [..., K, N], both at least 2-D.
 inline Tensor batched_matmul(const Tensor& a, const Tensor& b) {
@@ -32,7 +40,7 @@ inline Tensor batched_matmul(const Tensor& a, const Tensor& b) {
     }
   }
   if (autograd::needs_grad(a, b))
-    autograd::record("MatmulBackward", out, {a, b},
+    autograd::record(detail::matmul_node_name(a.dim(), b.dim()), out, {a, b},
                      [sa_ = autograd::save(a), sb_ = autograd::save(b)](const Tensor& g, autograd::NeedsGrad need) {
                        Tensor ga, gb;
                        if (need[0]) ga = batched_matmul(g, sb_.unpack().transpose(-1, -2));

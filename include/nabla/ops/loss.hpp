@@ -11,6 +11,9 @@ namespace nabla {
 
 enum class Reduction : uint8_t { None, Mean, Sum };
 inline constexpr Reduction kNone = Reduction::None, kMean = Reduction::Mean, kSum = Reduction::Sum;
+inline std::ostream& operator<<(std::ostream& os, Reduction r) {
+  return os << (r == kNone ? "none" : r == kSum ? "sum" : "mean");
+}
 
 namespace detail {
 inline Tensor apply_reduction(const Tensor& loss, Reduction r) {
@@ -103,7 +106,7 @@ inline Tensor binary_cross_entropy(const Tensor& input, const Tensor& target, co
   // PyTorch's gradient, finite where a probability saturates at 0 or 1 (a sigmoid in float32
   // does past |x| ~ 17), where the clamped logs' own chain rule would give 0 * inf = NaN.
   if (autograd::needs_grad(input, target))
-    autograd::record("BinaryCrossEntropyBackward", loss, {input, target},
+    autograd::record("BinaryCrossEntropyBackward0", loss, {input, target},
                      [ps = autograd::save(input), ts = autograd::save(target)](const Tensor& g, autograd::NeedsGrad needs) {
                        Tensor p = ps.unpack(), t = ts.unpack();
                        TensorList out(2);
@@ -134,7 +137,7 @@ inline Tensor binary_cross_entropy_with_logits(const Tensor& input, const Tensor
   // PyTorch's gradients, written out: the stable form's |x| and max(-x, 0) have kinks at x = 0
   // whose one-sided derivatives would give 0 there instead of sigmoid(0) - 1 = -0.5.
   if (autograd::needs_grad(input, target, pos_weight))
-    autograd::record("BinaryCrossEntropyWithLogitsBackward", loss, {input, target, pos_weight},
+    autograd::record("BinaryCrossEntropyWithLogitsBackward0", loss, {input, target, pos_weight},
                      [xs = autograd::save(input), ts = autograd::save(target),
                       pws = autograd::save(pos_weight), softplus_neg](const Tensor& g, autograd::NeedsGrad needs) {
                        Tensor x = xs.unpack(), t = ts.unpack(), pw = pws.unpack();
@@ -190,6 +193,17 @@ inline Tensor nll_loss(const Tensor& log_probs, const Tensor& target, const NllL
     case Reduction::Mean: return loss.sum() / w.sum();
   }
   return loss;
+}
+// LibTorch's positional torch::nll_loss(input, target, weight, reduction, ignore_index). (With
+// three arguments, `nll_loss(x, t, {})` is the options form above: the same defaults.)
+inline Tensor nll_loss(const Tensor& log_probs, const Tensor& target, const Tensor& weight, Reduction reduction,
+                       int64_t ignore_index = -100) {
+  return nll_loss(log_probs, target, NllLossOptions{weight, reduction, ignore_index});
+}
+template <class W>
+  requires std::same_as<std::remove_cvref_t<W>, Tensor>
+Tensor nll_loss(const Tensor& log_probs, const Tensor& target, W&& weight) {
+  return nll_loss(log_probs, target, NllLossOptions{weight, kMean, -100});
 }
 
 struct CrossEntropyOptions {

@@ -143,7 +143,7 @@ inline Tensor batch_norm(const Tensor& x, const Tensor& weight, const Tensor& bi
       if (training && running_mean.defined()) detail::bump_version(running_mean);
       if (training && running_var.defined()) detail::bump_version(running_var);
       if (!want_graph) return out;
-      autograd::record("BatchNormBackward", out, {x, weight, bias},
+      autograd::record("NativeBatchNormBackward0", out, {x, weight, bias},
                          [xs = autograd::save(x), ws = autograd::save(weight), save_mean, save_invstd, eps, k](
                              const Tensor& g, autograd::NeedsGrad needs) {
                            Tensor xv = xs.unpack(), wv = ws.unpack();

@@ -9,14 +9,21 @@ inline Tensor operator+(const Tensor& a, const Tensor& b) { return add(a, b); }
 inline Tensor operator-(const Tensor& a, const Tensor& b) { return sub(a, b); }
 inline Tensor operator*(const Tensor& a, const Tensor& b) { return mul(a, b); }
 inline Tensor operator/(const Tensor& a, const Tensor& b) { return div(a, b); }
-inline Tensor operator+(const Tensor& a, Scalar b) { return add(a, detail::wrap(b)); }
-inline Tensor operator-(const Tensor& a, Scalar b) { return sub(a, detail::wrap(b)); }
-inline Tensor operator*(const Tensor& a, Scalar b) { return mul(a, detail::wrap(b)); }
-inline Tensor operator/(const Tensor& a, Scalar b) { return div(a, detail::wrap(b)); }
-inline Tensor operator+(Scalar a, const Tensor& b) { return add(detail::wrap(a), b); }
-inline Tensor operator-(Scalar a, const Tensor& b) { return sub(detail::wrap(a), b); }
-inline Tensor operator*(Scalar a, const Tensor& b) { return mul(detail::wrap(a), b); }
-inline Tensor operator/(Scalar a, const Tensor& b) { return div(detail::wrap(a), b); }
+namespace detail {
+// LibTorch's C++ operators with a Scalar call the .Scalar overloads, whose nodes are numbered 1.
+inline Tensor scalar_node(Tensor out, const char* name) {
+  if (auto node = out.grad_fn()) node->set_name(name);
+  return out;
+}
+}  // namespace detail
+inline Tensor operator+(const Tensor& a, Scalar b) { return detail::scalar_node(add(a, detail::wrap(b)), "AddBackward1"); }
+inline Tensor operator-(const Tensor& a, Scalar b) { return detail::scalar_node(sub(a, detail::wrap(b)), "SubBackward1"); }
+inline Tensor operator*(const Tensor& a, Scalar b) { return detail::scalar_node(mul(a, detail::wrap(b)), "MulBackward1"); }
+inline Tensor operator/(const Tensor& a, Scalar b) { return detail::scalar_node(div(a, detail::wrap(b)), "DivBackward1"); }
+inline Tensor operator+(Scalar a, const Tensor& b) { return detail::scalar_node(add(detail::wrap(a), b), "AddBackward1"); }
+inline Tensor operator-(Scalar a, const Tensor& b) { return detail::scalar_node(sub(detail::wrap(a), b), "SubBackward0"); }
+inline Tensor operator*(Scalar a, const Tensor& b) { return detail::scalar_node(mul(detail::wrap(a), b), "MulBackward1"); }
+inline Tensor operator/(Scalar a, const Tensor& b) { return detail::scalar_node(div(detail::wrap(a), b), "DivBackward0"); }
 inline Tensor operator-(const Tensor& a) { return neg(a); }
 
 inline Tensor& operator+=(Tensor& a, const Tensor& b) {

@@ -137,7 +137,7 @@ inline std::tuple<Tensor, Tensor> max_pool2d_with_indices(const Tensor& x, Pair2
     return {out, idx};
   }
   if (autograd::needs_grad(x4))
-    autograd::record("MaxPool2dBackward", out, {x4},
+    autograd::record("MaxPool2DWithIndicesBackward0", out, {x4},
                      [idx = idx, N, C, H, W](const Tensor& g, autograd::NeedsGrad) {
                        const int64_t L = g.size(2) * g.size(3);
                        Tensor flat = zeros({N * C, H * W}, g.options().requires_grad(false));

@@ -80,7 +80,7 @@ inline Tensor extremum_all(ReduceOp op, const char* name, const Tensor& x, const
   ReducePlan p = plan_reduce(x, dims, name);
   Tensor out = reduce_forward(op, name, x, p, keepdim);
   if (autograd::needs_grad(x))  // ties share the gradient evenly
-    autograd::record(op == ReduceOp::Max ? "AmaxBackward" : "AminBackward", out, {x},
+    autograd::record(op == ReduceOp::Max ? "AmaxBackward0" : "AminBackward0", out, {x},
                      [sx = autograd::save(x), so = autograd::save_output(out), p](const Tensor& g, autograd::NeedsGrad) {
                        Tensor xv = sx.unpack();
                        Tensor mask = xv.eq(so.unpack().reshape(p.keep_shape)).to(g.dtype());
@@ -100,7 +100,7 @@ inline Tensor sum(const Tensor& x, const Dims& dims, bool keepdim = false) {
   detail::ReducePlan p = detail::plan_reduce(x, dims, "sum");
   Tensor out = detail::reduce_forward(ReduceOp::Sum, "sum", x, p, keepdim);
   if (autograd::needs_grad(x))
-    autograd::record("SumBackward", out, {x}, [keep = p.keep_shape, in = x.sizes()](const Tensor& g, autograd::NeedsGrad) {
+    autograd::record(dims.empty() ? "SumBackward0" : "SumBackward1", out, {x}, [keep = p.keep_shape, in = x.sizes()](const Tensor& g, autograd::NeedsGrad) {
       return TensorList{detail::expand_grad(g, keep, in)};
     });
   return out;
@@ -112,7 +112,7 @@ inline Tensor mean(const Tensor& x, const Dims& dims, bool keepdim = false) {
   detail::ReducePlan p = detail::plan_reduce(x, dims, "mean");
   Tensor out = detail::reduce_forward(ReduceOp::Mean, "mean", x, p, keepdim);
   if (autograd::needs_grad(x))
-    autograd::record("MeanBackward", out, {x}, [p, in = x.sizes()](const Tensor& g, autograd::NeedsGrad) {
+    autograd::record(dims.empty() ? "MeanBackward0" : "MeanBackward1", out, {x}, [p, in = x.sizes()](const Tensor& g, autograd::NeedsGrad) {
       return TensorList{detail::expand_grad(g, p.keep_shape, in) / static_cast<double>(p.count)};
     });
   return out;
@@ -126,7 +126,7 @@ inline Tensor prod(const Tensor& x, const Dims& dims, bool keepdim = false) {
   if (autograd::needs_grad(x))
     // d prod / d x_i = product of the others; computed without dividing by x_i so zeros work:
     // with one zero in a slice only that position gets a gradient, with two or more none does.
-    autograd::record("ProdBackward", out, {x}, [sx = autograd::save(x), p](const Tensor& g, autograd::NeedsGrad) {
+    autograd::record("ProdBackward0", out, {x}, [sx = autograd::save(x), p](const Tensor& g, autograd::NeedsGrad) {
       Tensor xv = sx.unpack();
       Dims rd;
       for (size_t d = 0; d < p.reduced.size(); ++d)
@@ -317,7 +317,7 @@ inline Tensor norm(const Tensor& x, double p = 2.0, const Dims& dims = {}, bool 
     out = p == 2 ? sqrt(sum(x * x, dims, keepdim)) : pow(sum(pow(abs(x), p), dims, keepdim), 1.0 / p);
   }
   if (autograd::needs_grad(x))
-    autograd::record("NormBackward", out, {x},
+    autograd::record("NormBackward0", out, {x},
                      [xs = autograd::save(x), n = out.detach(), p, dims, keepdim](const Tensor& g, autograd::NeedsGrad) {
                        Tensor xv = xs.unpack();
                        // g and the norm back to x's rank (keepdim's shape), then broadcast

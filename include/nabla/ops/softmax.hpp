@@ -21,7 +21,7 @@ inline Tensor softmax_forward(const Tensor& x, int64_t dim, bool log, const char
 inline Tensor softmax(const Tensor& x, int64_t dim) {
   Tensor out = detail::softmax_forward(x, dim, false, "softmax");
   if (autograd::needs_grad(x))
-    autograd::record("SoftmaxBackward", out, {x}, [s = autograd::save_output(out), dim](const Tensor& g, autograd::NeedsGrad) {
+    autograd::record("SoftmaxBackward0", out, {x}, [s = autograd::save_output(out), dim](const Tensor& g, autograd::NeedsGrad) {
       Tensor y = s.unpack();
       if (y.dim() == 0) return TensorList{g * 0};
       return TensorList{y * (g - (g * y).sum(dim, true))};
@@ -32,7 +32,7 @@ inline Tensor softmax(const Tensor& x, int64_t dim) {
 inline Tensor log_softmax(const Tensor& x, int64_t dim) {
   Tensor out = detail::softmax_forward(x, dim, true, "log_softmax");
   if (autograd::needs_grad(x))
-    autograd::record("LogSoftmaxBackward", out, {x}, [s = autograd::save_output(out), dim](const Tensor& g, autograd::NeedsGrad) {
+    autograd::record("LogSoftmaxBackward0", out, {x}, [s = autograd::save_output(out), dim](const Tensor& g, autograd::NeedsGrad) {
       Tensor y = s.unpack();
       if (y.dim() == 0) return TensorList{g * 0};
       return TensorList{g - y.exp() * g.sum(dim, true)};

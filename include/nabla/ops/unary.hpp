@@ -33,24 +33,24 @@ inline Tensor neg(const Tensor& x) {
   detail::check_defined(x, "neg");
   NABLA_CHECK(x.dtype() != kBool, DTypeError, "neg: not supported for bool tensors; use logical_not");
   Tensor out = detail::unary_forward(UnaryOp::Neg, "neg", x);
-  detail::record_unary("NegBackward", out, x, [](const Tensor& g, detail::NeedsGrad) { return TensorList{-g}; });
+  detail::record_unary("NegBackward0", out, x, [](const Tensor& g, detail::NeedsGrad) { return TensorList{-g}; });
   return out;
 }
 inline Tensor abs(const Tensor& x) {
   Tensor out = detail::unary_forward(UnaryOp::Abs, "abs", x);
-  detail::record_unary("AbsBackward", out, x, [s = detail::save(x)](const Tensor& g, detail::NeedsGrad) {
+  detail::record_unary("AbsBackward0", out, x, [s = detail::save(x)](const Tensor& g, detail::NeedsGrad) {
     return TensorList{g * s.unpack().sign()};
   });
   return out;
 }
 inline Tensor sign(const Tensor& x) {
   Tensor out = detail::unary_forward(UnaryOp::Sign, "sign", x);
-  detail::record_unary("SignBackward", out, x, [](const Tensor& g, detail::NeedsGrad) { return TensorList{g * 0}; });
+  detail::record_unary("SignBackward0", out, x, [](const Tensor& g, detail::NeedsGrad) { return TensorList{g * 0}; });
   return out;
 }
 inline Tensor square(const Tensor& x) {
   Tensor out = detail::unary_forward(UnaryOp::Square, "square", x);
-  detail::record_unary("SquareBackward", out, x, [s = detail::save(x)](const Tensor& g, detail::NeedsGrad) {
+  detail::record_unary("PowBackward0", out, x, [s = detail::save(x)](const Tensor& g, detail::NeedsGrad) {
     return TensorList{g * s.unpack() * 2};
   });
   return out;
@@ -62,7 +62,7 @@ namespace detail {
 inline Tensor relu_backward(const Tensor& g, const Tensor& y) {
   Tensor out = binary_forward(BinaryOp::ReluBackward, "relu_backward", g, y, g.dtype(), g.dtype());
   if (autograd::needs_grad(g))
-    autograd::record("ReluBackwardBackward", out, {g}, [ys = save(y.detach())](const Tensor& gg, NeedsGrad) {
+    autograd::record("ReluBackwardBackward0", out, {g}, [ys = save(y.detach())](const Tensor& gg, NeedsGrad) {
       return TensorList{relu_backward(gg, ys.unpack())};
     });
   return out;
@@ -71,14 +71,14 @@ inline Tensor relu_backward(const Tensor& g, const Tensor& y) {
 
 inline Tensor relu(const Tensor& x) {
   Tensor out = detail::unary_forward(UnaryOp::Relu, "relu", x);
-  detail::record_unary("ReluBackward", out, x, [s = detail::save_output(out)](const Tensor& g, detail::NeedsGrad) {
+  detail::record_unary("ReluBackward0", out, x, [s = detail::save_output(out)](const Tensor& g, detail::NeedsGrad) {
     return TensorList{detail::relu_backward(g, s.unpack().detach())};
   });
   return out;
 }
 inline Tensor leaky_relu(const Tensor& x, double negative_slope = 0.01) {
   Tensor out = detail::unary_forward(UnaryOp::LeakyRelu, "leaky_relu", x, {negative_slope, 0.0});
-  detail::record_unary("LeakyReluBackward", out, x, [s = detail::save(x), negative_slope](const Tensor& g, detail::NeedsGrad) {
+  detail::record_unary("LeakyReluBackward0", out, x, [s = detail::save(x), negative_slope](const Tensor& g, detail::NeedsGrad) {
     Tensor xv = s.unpack();
     return TensorList{where(xv.gt(detail::zero_like_scalar(xv)), g, g * negative_slope)};
   });
@@ -90,7 +90,7 @@ inline Tensor clamp(const Tensor& x, std::optional<Scalar> min, std::optional<Sc
   const double nan = std::numeric_limits<double>::quiet_NaN();
   double lo = min ? min->to_double() : nan, hi = max ? max->to_double() : nan;
   Tensor out = detail::unary_forward(UnaryOp::Clamp, "clamp", x, {lo, hi});
-  detail::record_unary("ClampBackward", out, x, [s = detail::save(x), min, max](const Tensor& g, detail::NeedsGrad) {
+  detail::record_unary("ClampBackward0", out, x, [s = detail::save(x), min, max](const Tensor& g, detail::NeedsGrad) {
     Tensor xv = s.unpack();
     Tensor keep;
     if (min) keep = xv.ge(detail::scalar_to_tensor(*min));
@@ -104,42 +104,42 @@ inline Tensor clamp(const Tensor& x, std::optional<Scalar> min, std::optional<Sc
 }
 inline Tensor exp(const Tensor& x) {
   Tensor out = detail::unary_forward(UnaryOp::Exp, "exp", x);
-  detail::record_unary("ExpBackward", out, x, [s = detail::save_output(out)](const Tensor& g, detail::NeedsGrad) {
+  detail::record_unary("ExpBackward0", out, x, [s = detail::save_output(out)](const Tensor& g, detail::NeedsGrad) {
     return TensorList{g * s.unpack()};
   });
   return out;
 }
 inline Tensor log(const Tensor& x) {
   Tensor out = detail::unary_forward(UnaryOp::Log, "log", x);
-  detail::record_unary("LogBackward", out, x, [s = detail::save(x)](const Tensor& g, detail::NeedsGrad) {
+  detail::record_unary("LogBackward0", out, x, [s = detail::save(x)](const Tensor& g, detail::NeedsGrad) {
     return TensorList{g / s.unpack()};
   });
   return out;
 }
 inline Tensor log1p(const Tensor& x) {
   Tensor out = detail::unary_forward(UnaryOp::Log1p, "log1p", x);
-  detail::record_unary("Log1pBackward", out, x, [s = detail::save(x)](const Tensor& g, detail::NeedsGrad) {
+  detail::record_unary("Log1pBackward0", out, x, [s = detail::save(x)](const Tensor& g, detail::NeedsGrad) {
     return TensorList{g / (s.unpack() + 1)};
   });
   return out;
 }
 inline Tensor expm1(const Tensor& x) {
   Tensor out = detail::unary_forward(UnaryOp::Expm1, "expm1", x);
-  detail::record_unary("Expm1Backward", out, x, [s = detail::save_output(out)](const Tensor& g, detail::NeedsGrad) {
+  detail::record_unary("Expm1Backward0", out, x, [s = detail::save_output(out)](const Tensor& g, detail::NeedsGrad) {
     return TensorList{g * (s.unpack() + 1)};
   });
   return out;
 }
 inline Tensor sqrt(const Tensor& x) {
   Tensor out = detail::unary_forward(UnaryOp::Sqrt, "sqrt", x);
-  detail::record_unary("SqrtBackward", out, x, [s = detail::save_output(out)](const Tensor& g, detail::NeedsGrad) {
+  detail::record_unary("SqrtBackward0", out, x, [s = detail::save_output(out)](const Tensor& g, detail::NeedsGrad) {
     return TensorList{g / (s.unpack() * 2)};
   });
   return out;
 }
 inline Tensor rsqrt(const Tensor& x) {
   Tensor out = detail::unary_forward(UnaryOp::Rsqrt, "rsqrt", x);
-  detail::record_unary("RsqrtBackward", out, x, [s = detail::save_output(out)](const Tensor& g, detail::NeedsGrad) {
+  detail::record_unary("RsqrtBackward0", out, x, [s = detail::save_output(out)](const Tensor& g, detail::NeedsGrad) {
     Tensor y = s.unpack();
     return TensorList{g * y * y * y * -0.5};
   });
@@ -147,7 +147,7 @@ inline Tensor rsqrt(const Tensor& x) {
 }
 inline Tensor reciprocal(const Tensor& x) {
   Tensor out = detail::unary_forward(UnaryOp::Reciprocal, "reciprocal", x);
-  detail::record_unary("ReciprocalBackward", out, x, [s = detail::save_output(out)](const Tensor& g, detail::NeedsGrad) {
+  detail::record_unary("ReciprocalBackward0", out, x, [s = detail::save_output(out)](const Tensor& g, detail::NeedsGrad) {
     Tensor y = s.unpack();
     return TensorList{-g * y * y};
   });
@@ -155,21 +155,21 @@ inline Tensor reciprocal(const Tensor& x) {
 }
 inline Tensor sin(const Tensor& x) {
   Tensor out = detail::unary_forward(UnaryOp::Sin, "sin", x);
-  detail::record_unary("SinBackward", out, x, [s = detail::save(x)](const Tensor& g, detail::NeedsGrad) {
+  detail::record_unary("SinBackward0", out, x, [s = detail::save(x)](const Tensor& g, detail::NeedsGrad) {
     return TensorList{g * s.unpack().cos()};
   });
   return out;
 }
 inline Tensor cos(const Tensor& x) {
   Tensor out = detail::unary_forward(UnaryOp::Cos, "cos", x);
-  detail::record_unary("CosBackward", out, x, [s = detail::save(x)](const Tensor& g, detail::NeedsGrad) {
+  detail::record_unary("CosBackward0", out, x, [s = detail::save(x)](const Tensor& g, detail::NeedsGrad) {
     return TensorList{-g * s.unpack().sin()};
   });
   return out;
 }
 inline Tensor tanh(const Tensor& x) {
   Tensor out = detail::unary_forward(UnaryOp::Tanh, "tanh", x);
-  detail::record_unary("TanhBackward", out, x, [s = detail::save_output(out)](const Tensor& g, detail::NeedsGrad) {
+  detail::record_unary("TanhBackward0", out, x, [s = detail::save_output(out)](const Tensor& g, detail::NeedsGrad) {
     Tensor y = s.unpack();
     return TensorList{g * (1 - y * y)};
   });
@@ -177,7 +177,7 @@ inline Tensor tanh(const Tensor& x) {
 }
 inline Tensor sigmoid(const Tensor& x) {
   Tensor out = detail::unary_forward(UnaryOp::Sigmoid, "sigmoid", x);
-  detail::record_unary("SigmoidBackward", out, x, [s = detail::save_output(out)](const Tensor& g, detail::NeedsGrad) {
+  detail::record_unary("SigmoidBackward0", out, x, [s = detail::save_output(out)](const Tensor& g, detail::NeedsGrad) {
     Tensor y = s.unpack();
     return TensorList{g * y * (1 - y)};
   });
@@ -185,7 +185,7 @@ inline Tensor sigmoid(const Tensor& x) {
 }
 inline Tensor erf(const Tensor& x) {
   Tensor out = detail::unary_forward(UnaryOp::Erf, "erf", x);
-  detail::record_unary("ErfBackward", out, x, [s = detail::save(x)](const Tensor& g, detail::NeedsGrad) {
+  detail::record_unary("ErfBackward0", out, x, [s = detail::save(x)](const Tensor& g, detail::NeedsGrad) {
     Tensor xv = s.unpack();
     return TensorList{g * (-xv * xv).exp() * 1.1283791670955126};  // 2 / sqrt(pi)
   });
@@ -197,7 +197,7 @@ inline Tensor gelu(const Tensor& x, const std::string& approximate = "none") {
               approximate, "'");
   bool tanh_form = approximate == "tanh";
   Tensor out = detail::unary_forward(tanh_form ? UnaryOp::GeluTanh : UnaryOp::Gelu, "gelu", x);
-  detail::record_unary("GeluBackward", out, x, [s = detail::save(x), tanh_form](const Tensor& g, detail::NeedsGrad) {
+  detail::record_unary("GeluBackward0", out, x, [s = detail::save(x), tanh_form](const Tensor& g, detail::NeedsGrad) {
     Tensor xv = s.unpack();
     if (!tanh_form) {
       Tensor cdf = ((xv * 0.7071067811865476).erf() + 1) * 0.5;
@@ -214,7 +214,7 @@ inline Tensor gelu(const Tensor& x, const std::string& approximate = "none") {
 }
 inline Tensor silu(const Tensor& x) {
   Tensor out = detail::unary_forward(UnaryOp::Silu, "silu", x);
-  detail::record_unary("SiluBackward", out, x, [s = detail::save(x)](const Tensor& g, detail::NeedsGrad) {
+  detail::record_unary("SiluBackward0", out, x, [s = detail::save(x)](const Tensor& g, detail::NeedsGrad) {
     Tensor xv = s.unpack(), sg = xv.sigmoid();
     return TensorList{g * sg * (xv * (1 - sg) + 1)};
   });
@@ -222,17 +222,17 @@ inline Tensor silu(const Tensor& x) {
 }
 inline Tensor floor(const Tensor& x) {
   Tensor out = detail::unary_forward(UnaryOp::Floor, "floor", x);
-  detail::record_unary("FloorBackward", out, x, [](const Tensor& g, detail::NeedsGrad) { return TensorList{g * 0}; });
+  detail::record_unary("FloorBackward0", out, x, [](const Tensor& g, detail::NeedsGrad) { return TensorList{g * 0}; });
   return out;
 }
 inline Tensor ceil(const Tensor& x) {
   Tensor out = detail::unary_forward(UnaryOp::Ceil, "ceil", x);
-  detail::record_unary("CeilBackward", out, x, [](const Tensor& g, detail::NeedsGrad) { return TensorList{g * 0}; });
+  detail::record_unary("CeilBackward0", out, x, [](const Tensor& g, detail::NeedsGrad) { return TensorList{g * 0}; });
   return out;
 }
 inline Tensor round(const Tensor& x) {
   Tensor out = detail::unary_forward(UnaryOp::Round, "round", x);
-  detail::record_unary("RoundBackward", out, x, [](const Tensor& g, detail::NeedsGrad) { return TensorList{g * 0}; });
+  detail::record_unary("RoundBackward0", out, x, [](const Tensor& g, detail::NeedsGrad) { return TensorList{g * 0}; });
   return out;
 }
 

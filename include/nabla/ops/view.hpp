@@ -67,7 +67,7 @@ inline Tensor slice_backward(const Tensor& g, const Shape& in_shape, int64_t dim
   Tensor dst = out.detach().slice(dim, start, end, step);
   backend(out.device()).copy(dst, g);
   if (autograd::needs_grad(g))
-    autograd::record("SliceBackwardBackward", out, {g}, [=](const Tensor& gg, autograd::NeedsGrad) {
+    autograd::record("SliceBackwardBackward0", out, {g}, [=](const Tensor& gg, autograd::NeedsGrad) {
       return TensorList{gg.slice(dim, start, end, step)};
     });
   return out;
@@ -77,7 +77,7 @@ inline Tensor select_backward(const Tensor& g, const Shape& in_shape, int64_t di
   Tensor dst = out.detach().select(dim, index);
   backend(out.device()).copy(dst, g);
   if (autograd::needs_grad(g))
-    autograd::record("SelectBackwardBackward", out, {g}, [=](const Tensor& gg, autograd::NeedsGrad) {
+    autograd::record("SelectBackwardBackward0", out, {g}, [=](const Tensor& gg, autograd::NeedsGrad) {
       return TensorList{gg.select(dim, index)};
     });
   return out;
@@ -101,7 +101,7 @@ inline Tensor Tensor::view(const Shape& shape) const {
               shape_str(sizes()), " and strides ", shape_str(strides()),
               " (the memory is not contiguous across the merged dims); use reshape(), which copies when it must");
   Tensor out = detail::alias(*this, s, *st, storage_offset());
-  detail::record_reshape_back("ViewBackward", out, *this);
+  detail::record_reshape_back("ViewBackward0", out, *this);
   return out;
 }
 
@@ -128,7 +128,7 @@ inline Tensor Tensor::permute(const Dims& dims) const {
   }
   Tensor out = detail::alias(*this, s, st, storage_offset());
   if (autograd::needs_grad(*this))
-    autograd::record("PermuteBackward", out, {*this}, [inv = Dims(inverse)](const Tensor& g, autograd::NeedsGrad) {
+    autograd::record("PermuteBackward0", out, {*this}, [inv = Dims(inverse)](const Tensor& g, autograd::NeedsGrad) {
       return TensorList{g.permute(inv)};
     });
   return out;
@@ -142,13 +142,17 @@ inline Tensor Tensor::transpose(int64_t dim0, int64_t dim1) const {
   Dims perm;
   for (int64_t i = 0; i < r; ++i) perm.push_back(i);
   std::swap(perm[a], perm[b]);
-  return permute(perm);
+  Tensor out = permute(perm);
+  if (auto node = out.grad_fn()) node->set_name("TransposeBackward0");  // LibTorch's node names
+  return out;
 }
 
 inline Tensor Tensor::t() const {
   detail::check_defined(*this, "t");
   NABLA_CHECK(dim() <= 2, ShapeError, "t: expects a tensor with <= 2 dimensions, got ", detail::describe(*this));
-  return dim() < 2 ? view(sizes()) : transpose(0, 1);
+  Tensor out = dim() < 2 ? view(sizes()) : transpose(0, 1);
+  if (auto node = out.grad_fn()) node->set_name("TBackward0");
+  return out;
 }
 
 inline Tensor Tensor::slice(int64_t d, std::optional<int64_t> start, std::optional<int64_t> end, int64_t step) const {
@@ -168,7 +172,7 @@ inline Tensor Tensor::slice(int64_t d, std::optional<int64_t> start, std::option
   st[d] *= step;
   Tensor out = detail::alias(*this, sh, st, storage_offset() + s * strides()[d]);
   if (autograd::needs_grad(*this))
-    autograd::record("SliceBackward", out, {*this}, [shape = sizes(), d, s, e, step](const Tensor& g, autograd::NeedsGrad) {
+    autograd::record("SliceBackward0", out, {*this}, [shape = sizes(), d, s, e, step](const Tensor& g, autograd::NeedsGrad) {
       return TensorList{detail::slice_backward(g, shape, d, s, e, step)};
     });
   return out;
@@ -201,7 +205,7 @@ inline Tensor Tensor::select(int64_t d, int64_t index) const {
   st.erase(st.begin() + d);
   Tensor out = detail::alias(*this, sh, st, storage_offset() + index * strides()[d]);
   if (autograd::needs_grad(*this))
-    autograd::record("SelectBackward", out, {*this}, [shape = sizes(), d, index](const Tensor& g, autograd::NeedsGrad) {
+    autograd::record("SelectBackward0", out, {*this}, [shape = sizes(), d, index](const Tensor& g, autograd::NeedsGrad) {
       return TensorList{detail::select_backward(g, shape, d, index)};
     });
   return out;
@@ -229,7 +233,7 @@ inline Tensor Tensor::expand(const Shape& shape) const {
   }
   Tensor out = detail::alias(*this, sh, st, storage_offset());
   if (autograd::needs_grad(*this))  // the engine sums the gradient back to the input's shape
-    autograd::record("ExpandBackward", out, {*this}, [](const Tensor& g, autograd::NeedsGrad) { return TensorList{g}; });
+    autograd::record("ExpandBackward0", out, {*this}, [](const Tensor& g, autograd::NeedsGrad) { return TensorList{g}; });
   return out;
 }
 
@@ -243,7 +247,7 @@ inline Tensor Tensor::squeeze() const {
       st.push_back(strides()[i]);
     }
   Tensor out = detail::alias(*this, sh, st, storage_offset());
-  detail::record_reshape_back("SqueezeBackward", out, *this);
+  detail::record_reshape_back("SqueezeBackward0", out, *this);
   return out;
 }
 
@@ -257,7 +261,7 @@ inline Tensor Tensor::squeeze(int64_t d) const {
   sh.erase(sh.begin() + d);
   st.erase(st.begin() + d);
   Tensor out = detail::alias(*this, sh, st, storage_offset());
-  detail::record_reshape_back("SqueezeBackward", out, *this);
+  detail::record_reshape_back("SqueezeBackward0", out, *this);
   return out;
 }
 
@@ -270,7 +274,7 @@ inline Tensor Tensor::unsqueeze(int64_t d) const {
   sh.insert(sh.begin() + d, 1);
   st.insert(st.begin() + d, stride);
   Tensor out = detail::alias(*this, sh, st, storage_offset());
-  detail::record_reshape_back("UnsqueezeBackward", out, *this);
+  detail::record_reshape_back("UnsqueezeBackward0", out, *this);
   return out;
 }
 
