@@ -4,10 +4,34 @@ rel 1e-9 / abs 1e-12 (both compute in float64; summation order may differ).
 
     python3 tests/dual/compare.py NABLA_BINARY [TORCH_BINARY]
 
-Without the LibTorch binary it runs the nabla one alone and exits 77 (skipped)."""
+Without the LibTorch binary it runs the nabla one alone and exits 77 (skipped). With MNIST in
+$NABLA_DATA it hands both programs the test split, uncompressed, as $DUAL_MNIST_DIR."""
+import gzip
 import math
+import os
+import shutil
 import subprocess
 import sys
+import tempfile
+
+
+def mnist_dir():
+    """The MNIST test split, uncompressed (LibTorch's reader takes no .gz), from $NABLA_DATA/mnist
+    into a temporary folder; None when NABLA_DATA has no MNIST (the programs then skip their
+    data rows, both alike)."""
+    src = os.path.join(os.environ.get("NABLA_DATA", ""), "mnist")
+    names = ["t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"]
+    if not all(os.path.exists(os.path.join(src, n + ".gz")) or os.path.exists(os.path.join(src, n)) for n in names):
+        return None
+    dst = tempfile.mkdtemp(prefix="nabla_dual_mnist_")
+    for n in names:
+        plain = os.path.join(src, n)
+        if os.path.exists(plain):
+            shutil.copy(plain, os.path.join(dst, n))
+        else:
+            with gzip.open(plain + ".gz", "rb") as f, open(os.path.join(dst, n), "wb") as g:
+                shutil.copyfileobj(f, g)
+    return dst
 
 
 def run(binary):
@@ -25,6 +49,17 @@ def run(binary):
 
 
 def main():
+    data = mnist_dir()
+    if data:
+        os.environ["DUAL_MNIST_DIR"] = data
+    try:
+        compare()
+    finally:
+        if data:
+            shutil.rmtree(data, ignore_errors=True)
+
+
+def compare():
     ours = run(sys.argv[1])
     if len(sys.argv) < 3 or not sys.argv[2]:
         print(f"{len(ours)} rows from the nabla build; no LibTorch build to compare with (skipped)")

@@ -2,12 +2,14 @@
 // (TORCH_MODULE over NetImpl), data members registered by reference, BatchNorm2dOptions, F::
 // functional options, the positional nll_loss with torch::Reduction::Sum, a gradient penalty
 // through torch::autograd::grad, custom autograd functions, grad_fn names, and torch::save /
-// torch::load of a tensor, a tensor list and an optimizer. Both builds print the same rows.
+// torch::load of a tensor, a tensor list and an optimizer, nn::Functional, and the torch::data
+// MNIST pipeline. Both builds print the same rows.
 //
 // Written for this test in the style of pytorch/examples' C++ programs; not copied from them.
 #include "dual_common.hpp"
 
 #include <cstdio>
+#include <cstdlib>
 #include <filesystem>
 #include <unistd.h>
 #include <string>
@@ -85,7 +87,8 @@ void holder_training() {
 struct Regressor : torch::nn::Module {
   Regressor() {
     fc1 = register_module("fc1", torch::nn::Linear(3, 5));
-    body = register_module("body", torch::nn::Sequential(torch::nn::Tanh(), torch::nn::Linear(5, 2)));
+    body = register_module("body", torch::nn::Sequential(torch::nn::Functional(torch::leaky_relu, 0.2),
+                                                         torch::nn::Linear(5, 2)));
   }
   torch::Tensor forward(torch::Tensor x) { return body->forward(fc1->forward(x)); }
   torch::nn::Linear fc1{nullptr};
@@ -246,6 +249,33 @@ void save_and_load() {
   for (const char* f : {"t", "l", "m", "o"}) std::filesystem::remove(dir + "/dual_" + f + "_" + tag + ".pt");
 }
 
+// The torch::data pipeline of the MNIST example over the test split (when compare.py found one).
+void data_pipeline() {
+  const char* dir = std::getenv("DUAL_MNIST_DIR");
+  if (dir == nullptr) return;
+  auto dataset = torch::data::datasets::MNIST(dir, torch::data::datasets::MNIST::Mode::kTest)
+                     .map(torch::data::transforms::Normalize<>(0.1307, 0.3081))
+                     .map(torch::data::transforms::Stack<>());
+  show("data.size", static_cast<double>(dataset.size().value()));
+  auto loader = torch::data::make_data_loader<torch::data::samplers::SequentialSampler>(std::move(dataset), 1000);
+  int batches = 0;
+  double total = 0;
+  for (auto& batch : *loader) {
+    if (batches < 2) {
+      show("data.batch" + std::to_string(batches) + ".shape",
+           torch::tensor({static_cast<double>(batch.data.size(0)), static_cast<double>(batch.data.size(1)),
+                          static_cast<double>(batch.data.size(2)), static_cast<double>(batch.data.size(3))},
+                         torch::kFloat64));
+      show("data.batch" + std::to_string(batches) + ".pixel_sum", batch.data.to(torch::kFloat64).sum());
+      show("data.batch" + std::to_string(batches) + ".first_targets", batch.target.narrow(0, 0, 8));
+    }
+    total += batch.target.to(torch::kFloat64).sum().item<double>();
+    ++batches;
+  }
+  show("data.batches", static_cast<double>(batches));
+  show("data.target_sum", total);
+}
+
 }  // namespace
 
 int main() {
@@ -255,5 +285,6 @@ int main() {
   custom_functions();
   grad_fn_names();
   save_and_load();
+  data_pipeline();
   return 0;
 }

@@ -171,7 +171,7 @@ inline CifarSet load_cifar10(const std::string& root, bool train) {
 inline std::shared_ptr<TensorDataset> cifar10_dataset(const std::string& root, bool train, bool normalize = false) {
   CifarSet set = load_cifar10(root, train);
   NoGradGuard no_grad;
-  Tensor x = set.images.to(kFloat32).mul_(1.0 / 255.0);
+  Tensor x = set.images.to(kFloat32).div_(255.0);  // as torchvision ToTensor: a division, not * (1 / 255)
   if (normalize) {
     x.sub_(from_vector(kCifar10Mean, Shape{1, 3, 1, 1}, kFloat32)).div_(from_vector(kCifar10Std, Shape{1, 3, 1, 1}, kFloat32));
   }

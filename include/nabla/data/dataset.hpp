@@ -72,7 +72,7 @@ inline constexpr double kMnistStd = 0.3081;
 inline std::shared_ptr<TensorDataset> mnist_dataset(const std::string& dir, bool train, bool normalize = true) {
   MnistSet set = load_mnist(dir, train);
   NoGradGuard no_grad;
-  Tensor x = set.images.to(kFloat32).unsqueeze(1).mul_(1.0 / 255.0);
+  Tensor x = set.images.to(kFloat32).unsqueeze(1).div_(255.0);  // as LibTorch and torchvision: a division, not * (1 / 255)
   if (normalize) x.sub_(kMnistMean).div_(kMnistStd);
   return std::make_shared<TensorDataset>(x, set.labels);
 }
