@@ -172,6 +172,10 @@ void custom_functions() {
   torch::Tensor y = LinearFunction::apply(x, w, b);
   (y * y).sum().backward();
   show("fn.linear", y);
+  std::string node = y.grad_fn()->name();
+  for (char& c : node)
+    if (c == ' ') c = '_';
+  label("fn.node_name." + node);
   show("fn.linear.grad_x", x.grad());
   show("fn.linear.grad_w", w.grad());
   show("fn.linear.grad_b", b.grad());

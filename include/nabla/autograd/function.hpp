@@ -143,7 +143,8 @@ class AutogradContext {
   }
   // With false, an output whose gradient is undefined reaches backward undefined instead of zeros.
   void set_materialize_grads(bool value) { materialize_grads_ = value; }
-  // Whether forward argument i (counted as backward's results are) wants a gradient.
+  // Whether the i-th tensor argument of forward wants a gradient. As LibTorch's, i counts the
+  // tensor arguments only (each element of a tensor list is one), not the others.
   bool needs_input_grad(size_t i) const { return i < needs_input_grad_.size() && needs_input_grad_[i]; }
 
  private:
@@ -177,19 +178,22 @@ void collect_arg(std::vector<ArgSlot>& out, const A&) {
 }
 
 template <class T>
-const char* function_name() {
-  static const std::string name = [] {
-    const char* mangled = typeid(T).name();
+std::string class_name() {
+  const char* mangled = typeid(T).name();
 #if defined(__GNUG__)
-    int status = 0;
-    char* d = abi::__cxa_demangle(mangled, nullptr, nullptr, &status);
-    std::string s = status == 0 && d ? d : mangled;
-    std::free(d);
-    return s;
+  int status = 0;
+  char* d = abi::__cxa_demangle(mangled, nullptr, nullptr, &status);
+  std::string s = status == 0 && d ? d : mangled;
+  std::free(d);
+  return s;
 #else
-    return std::string(mangled);
+  return std::string(mangled);
 #endif
-  }();
+}
+// The node's name, LibTorch's: "torch::autograd::CppNode<" + the demangled class name + ">".
+template <class T>
+const char* function_name() {
+  static const std::string name = [] { return "torch::autograd::CppNode<" + class_name<T>() + ">"; }();
   return name.c_str();
 }
 
@@ -216,8 +220,8 @@ struct Function {
     bool wants = false;
     for (size_t i = 0; i < slots.size(); ++i) {
       bool need = slots[i].is_tensor && input_requires_grad(slots[i].tensor);
-      ctx->needs_input_grad_.push_back(any_grad && need);
       if (slots[i].is_tensor) {
+        ctx->needs_input_grad_.push_back(any_grad && need);
         inputs.push_back(slots[i].tensor);
         input_slot.push_back(i);
       }

@@ -137,6 +137,7 @@ class Registered {
   M& operator*() const { return *module_; }
   M* get() const { return module_.get(); }
   const std::shared_ptr<M>& ptr() const { return module_; }
+  explicit operator bool() const noexcept { return module_ != nullptr; }
 
   // Moves the registered module into `member` (a data member of the parent) and makes the
   // parent's child that member.
