@@ -27,7 +27,7 @@ using nabla::smooth_l1_loss;
 }  // namespace functional
 
 namespace detail {
-inline const char* reduction_name(Reduction r) { return r == kNone ? "none" : (r == kSum ? "sum" : "mean"); }
+using nabla::detail::reduction_name;
 
 // The shared shape of a loss module: options, an optional buffer, forward(input, target).
 class LossModule : public Module {

@@ -11,9 +11,10 @@ namespace nabla {
 
 enum class Reduction : uint8_t { None, Mean, Sum };
 inline constexpr Reduction kNone = Reduction::None, kMean = Reduction::Mean, kSum = Reduction::Sum;
-inline std::ostream& operator<<(std::ostream& os, Reduction r) {
-  return os << (r == kNone ? "none" : r == kSum ? "sum" : "mean");
-}
+namespace detail {
+inline const char* reduction_name(Reduction r) { return r == kNone ? "none" : (r == kSum ? "sum" : "mean"); }
+}  // namespace detail
+inline std::ostream& operator<<(std::ostream& os, Reduction r) { return os << detail::reduction_name(r); }
 
 namespace detail {
 inline Tensor apply_reduction(const Tensor& loss, Reduction r) {
