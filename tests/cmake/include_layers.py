@@ -13,10 +13,12 @@ Layers, lowest first. Within a layer any order is allowed as long as there is no
   1 backend/ interface and shared host code: backend.hpp, op_codes, functors, layout,
     op_dispatch, kernel_table, backend/cuda/*.hpp (host side of the CUDA backend)
   2 backend/cpu/ primitive kernels (every CPU file that fills no kernel table)
-  3 autograd/grad_mode.hpp, autograd/node.hpp: what ops record
+  3 autograd/grad_mode.hpp, autograd/node.hpp: what ops record; amp/autocast.hpp: the autocast
+    state and policy tables ops consult
   4 ops/
   5 autograd/engine.hpp, autograd/gradcheck.hpp: they run ops
-  6 nn/   7 optim/   8 data/   9 io/   9.5 models/ (built from all of those)
+  6 nn/   7 optim/   7.5 amp/ (GradScaler: steps optimizers)   8 data/   9 io/
+  9.5 models/ (built from all of those)
  10 the fused kernels that fill an op's slots (backend/cpu files with NABLA_FILL_KERNELS and
     kernels/*.cuh): they implement an op, so they sit above it, and nothing includes them but
  11 the device translation units and umbrellas: nabla.hpp, data.hpp, backend/cpu/kernels.hpp,
@@ -45,8 +47,10 @@ def layer(rel, text):
         return 10 if "NABLA_FILL_KERNELS(" in text else 2
     if p.startswith("backend/"):
         return 1
-    if p in ("autograd/grad_mode.hpp", "autograd/node.hpp"):
+    if p in ("autograd/grad_mode.hpp", "autograd/node.hpp", "amp/autocast.hpp"):
         return 3
+    if p.startswith("amp/"):
+        return 7.5
     if p.startswith("ops/"):
         return 4
     if p.startswith("autograd/"):

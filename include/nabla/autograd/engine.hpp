@@ -9,6 +9,7 @@
 #include <unordered_set>
 #include <vector>
 
+#include "../amp/autocast.hpp"
 #include "../ops/factory.hpp"
 #include "../ops/operators.hpp"
 #include "../ops/reduce.hpp"
@@ -169,6 +170,9 @@ inline TensorList run_backward(const TensorList& roots, const TensorList& grad_r
   };
 
   AutoGradMode mode(create_graph);
+  // Backward ops run in the dtypes autocast chose for the forward ones, not cast again (PyTorch
+  // recommends running backward outside autocast; here it makes no difference where it runs).
+  amp::detail::AutocastExcluded no_autocast;
   while (!ready.empty()) {
     Node* node = ready.top();
     ready.pop();

@@ -62,6 +62,7 @@ inline Tensor linear(const Tensor& x, const Tensor& weight, const Tensor& bias) 
 inline Tensor linear(const Tensor& x, const Tensor& weight, const Tensor& bias = Tensor()) {
   detail::check_defined(x, "linear");
   detail::check_defined(weight, "linear");
+  if (auto ac = NABLA_AUTOCAST(linear, x, weight, bias)) return linear(ac[0], ac[1], ac[2]);
   NABLA_CHECK(weight.dim() == 2, ShapeError, "linear: weight must be [out_features, in_features], got ",
               detail::describe(weight));
   NABLA_CHECK(x.dim() >= 1 && x.size(-1) == weight.size(1), ShapeError, "linear: input ", detail::describe(x),
@@ -92,6 +93,7 @@ inline Tensor batch_norm(const Tensor& input, const Tensor& running_mean, const 
 inline Tensor layer_norm(const Tensor& x, const Shape& normalized_shape, const Tensor& weight = Tensor(),
                          const Tensor& bias = Tensor(), double eps = 1e-5) {
   detail::check_defined(x, "layer_norm");
+  if (auto ac = NABLA_AUTOCAST(layer_norm, x, weight, bias)) return layer_norm(ac[0], normalized_shape, ac[1], ac[2], eps);
   const int64_t k = static_cast<int64_t>(normalized_shape.size());
   NABLA_CHECK(k >= 1 && x.dim() >= k, ShapeError, "layer_norm: normalized_shape ", shape_str(normalized_shape),
               " does not fit input ", detail::describe(x));
@@ -101,6 +103,12 @@ inline Tensor layer_norm(const Tensor& x, const Shape& normalized_shape, const T
   for (const Tensor* p : {&weight, &bias})
     NABLA_CHECK(!p->defined() || p->sizes() == normalized_shape, ShapeError, "layer_norm: weight/bias ",
                 detail::describe(*p), " must have shape ", shape_str(normalized_shape));
+  if (x.dtype() == kFloat16 || x.dtype() == kBFloat16) {
+    // as PyTorch's kernels: computed in float32, the result in the input's dtype, also with
+    // float32 weight and bias (the mixed types autocast produces)
+    auto f32 = [](const Tensor& t) { return t.defined() ? t.to(kFloat32) : t; };
+    return layer_norm(x.to(kFloat32), normalized_shape, f32(weight), f32(bias), eps).to(x.dtype());
+  }
   Dims dims;
   for (int64_t i = 0; i < k; ++i) dims.push_back(-1 - i);
   Tensor mu = x.mean(dims, true);

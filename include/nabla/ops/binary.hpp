@@ -3,6 +3,7 @@
 // pow maximum minimum, comparisons, logical and/or, where and masked_fill, plus their in-place
 // forms. Gradients come back in the broadcast shape; the engine sums them to each input's shape.
 
+#include "autocast.hpp"
 #include "copy.hpp"
 
 namespace nabla {
@@ -98,6 +99,7 @@ inline Tensor div(const Tensor& a, const Tensor& b) {
 }
 
 inline Tensor pow(const Tensor& a, const Tensor& b) {
+  if (auto ac = NABLA_AUTOCAST(pow, a, b)) return pow(ac[0], ac[1]);
   Tensor out = detail::arith_forward(BinaryOp::Pow, "pow", a, b);
   if (autograd::needs_grad(a, b))
     autograd::record("PowBackward1", out, {a, b},
@@ -116,6 +118,7 @@ inline Tensor pow(const Tensor& a, const Tensor& b) {
 }
 inline Tensor pow(const Tensor& a, Scalar e) {
   detail::check_defined(a, "pow");
+  if (auto ac = NABLA_AUTOCAST(pow, a)) return pow(ac[0], e);
   Tensor out = detail::arith_forward(BinaryOp::Pow, "pow", a, detail::wrap(e));
   if (autograd::needs_grad(a))
     autograd::record("PowBackward0", out, {a}, [sa = autograd::save(a), e](const Tensor& g, autograd::NeedsGrad) {

@@ -293,6 +293,8 @@ inline Tensor conv2d(const Tensor& input, const Tensor& weight, const Tensor& bi
                      Padding2d padding = 0, Pair2d dilation = 1, int64_t groups = 1, bool channels_last = false) {
   detail::check_defined(input, "conv2d");
   detail::check_defined(weight, "conv2d");
+  if (auto ac = NABLA_AUTOCAST(conv2d, input, weight, bias))
+    return conv2d(ac[0], ac[1], ac[2], stride, padding, dilation, groups, channels_last);
   Tensor x = channels_last && input.dim() == 4 ? input.permute({0, 3, 1, 2}) : input;
   NABLA_CHECK(x.dim() == 4, ShapeError, "conv2d: expected a 4-D input, got ", detail::describe(input));
   NABLA_CHECK(weight.dim() == 4, ShapeError, "conv2d: weight must be [out, in / groups, kh, kw], got ",
@@ -476,6 +478,8 @@ inline Tensor conv_transpose2d(const Tensor& input, const Tensor& weight, const 
                                Pair2d padding = 0, Pair2d output_padding = 0, int64_t groups = 1, Pair2d dilation = 1) {
   detail::check_defined(input, "conv_transpose2d");
   detail::check_defined(weight, "conv_transpose2d");
+  if (auto ac = NABLA_AUTOCAST(conv_transpose2d, input, weight, bias))
+    return conv_transpose2d(ac[0], ac[1], ac[2], stride, padding, output_padding, groups, dilation);
   int64_t Ho = 0, Wo = 0;
   const Conv2dParams p =
       detail::conv_transpose2d_check(input, weight, bias, stride, padding, output_padding, groups, dilation, Ho, Wo);

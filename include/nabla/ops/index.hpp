@@ -62,6 +62,7 @@ inline Tensor gather(const Tensor& x, int64_t dim, const Tensor& index) {
 inline Tensor scatter_add(const Tensor& self, int64_t dim, const Tensor& index, const Tensor& src) {
   detail::check_defined(self, "scatter_add");
   detail::check_defined(src, "scatter_add");
+  if (auto ac = NABLA_AUTOCAST(scatter_add, self, index, src)) return scatter_add(ac[0], dim, ac[1], ac[2]);
   Tensor idx = detail::as_index(index, "scatter_add");
   int64_t d = wrap_dim(dim, self.dim(), "scatter_add");
   detail::check_gather_shapes(self, d, idx, "scatter_add");

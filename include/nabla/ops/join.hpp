@@ -10,6 +10,7 @@ namespace nabla {
 
 inline Tensor cat(const std::vector<Tensor>& tensors, int64_t dim = 0) {
   NABLA_CHECK(!tensors.empty(), ValueError, "cat: expected a non-empty list of tensors");
+  if (auto ac = NABLA_AUTOCAST(cat, tensors)) return cat(ac.list(), dim);
   for (const auto& t : tensors) detail::check_defined(t, "cat");
   const Tensor& first = tensors[0];
   NABLA_CHECK(first.dim() > 0, ShapeError, "cat: zero-dimensional tensors cannot be concatenated; use stack");
@@ -61,6 +62,7 @@ inline Tensor cat(const std::vector<Tensor>& tensors, int64_t dim = 0) {
 
 inline Tensor stack(const std::vector<Tensor>& tensors, int64_t dim = 0) {
   NABLA_CHECK(!tensors.empty(), ValueError, "stack: expected a non-empty list of tensors");
+  if (auto ac = NABLA_AUTOCAST(stack, tensors)) return stack(ac.list(), dim);
   detail::check_defined(tensors[0], "stack");
   int64_t d = wrap_dim(dim, tensors[0].dim() + 1, "stack");
   std::vector<Tensor> parts;

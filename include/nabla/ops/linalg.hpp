@@ -55,6 +55,7 @@ inline Tensor batched_matmul(const Tensor& a, const Tensor& b) {
 inline Tensor matmul(const Tensor& a, const Tensor& b) {
   detail::check_defined(a, "matmul");
   detail::check_defined(b, "matmul");
+  if (auto ac = NABLA_AUTOCAST(matmul, a, b)) return matmul(ac[0], ac[1]);
   NABLA_CHECK(a.dim() >= 1 && b.dim() >= 1, ShapeError, "matmul: both operands need at least one dimension, got ",
               detail::describe(a), " and ", detail::describe(b));
   if (a.dim() == 1 && b.dim() == 1)
@@ -71,6 +72,7 @@ inline Tensor matmul(const Tensor& a, const Tensor& b) {
 inline Tensor mm(const Tensor& a, const Tensor& b) {
   detail::check_defined(a, "mm");
   detail::check_defined(b, "mm");
+  if (auto ac = NABLA_AUTOCAST(mm, a, b)) return mm(ac[0], ac[1]);
   NABLA_CHECK(a.dim() == 2 && b.dim() == 2, ShapeError, "mm: expects two matrices, got ", detail::describe(a), " and ",
               detail::describe(b));
   return detail::batched_matmul(a, b);

@@ -39,6 +39,7 @@ inline Tensor classes_last(const Tensor& x) {
 inline Tensor mse_loss(const Tensor& input, const Tensor& target, Reduction reduction = kMean) {
   detail::check_defined(input, "mse_loss");
   detail::check_defined(target, "mse_loss");
+  if (auto ac = NABLA_AUTOCAST(mse_loss, input, target)) return mse_loss(ac[0], ac[1], reduction);
   NABLA_CHECK(input.sizes() == target.sizes(), ShapeError, "mse_loss: input ", detail::describe(input),
               " and target ", detail::describe(target), " must have the same shape");
   Tensor d = input - target;
@@ -62,6 +63,7 @@ inline void check_weight(const Tensor& weight, const Tensor& input, const char* 
 // torch.nn.functional.l1_loss: |input - target|.
 inline Tensor l1_loss(const Tensor& input, const Tensor& target, Reduction reduction = kMean) {
   detail::check_same_shape(input, target, "l1_loss");
+  if (auto ac = NABLA_AUTOCAST(l1_loss, input, target)) return l1_loss(ac[0], ac[1], reduction);
   return detail::apply_reduction((input - target).abs(), reduction);
 }
 
@@ -69,6 +71,7 @@ inline Tensor l1_loss(const Tensor& input, const Tensor& target, Reduction reduc
 // where |d| < beta, else |d| - 0.5 beta; beta = 0 is l1_loss.
 inline Tensor smooth_l1_loss(const Tensor& input, const Tensor& target, Reduction reduction = kMean, double beta = 1.0) {
   detail::check_same_shape(input, target, "smooth_l1_loss");
+  if (auto ac = NABLA_AUTOCAST(smooth_l1_loss, input, target)) return smooth_l1_loss(ac[0], ac[1], reduction, beta);
   NABLA_CHECK(beta >= 0, ValueError, "smooth_l1_loss: beta must be non-negative, got ", beta);
   Tensor d = (input - target).abs();
   if (beta == 0) return detail::apply_reduction(d, reduction);
@@ -78,6 +81,7 @@ inline Tensor smooth_l1_loss(const Tensor& input, const Tensor& target, Reductio
 // torch.nn.functional.huber_loss: 0.5 d^2 where |d| < delta, else delta (|d| - 0.5 delta).
 inline Tensor huber_loss(const Tensor& input, const Tensor& target, Reduction reduction = kMean, double delta = 1.0) {
   detail::check_same_shape(input, target, "huber_loss");
+  if (auto ac = NABLA_AUTOCAST(huber_loss, input, target)) return huber_loss(ac[0], ac[1], reduction, delta);
   NABLA_CHECK(delta > 0, ValueError, "huber_loss: delta must be positive, got ", delta);
   Tensor d = (input - target).abs();
   return detail::apply_reduction(where(d < delta, d * d * 0.5, (d - 0.5 * delta) * delta), reduction);
@@ -90,6 +94,8 @@ inline Tensor huber_loss(const Tensor& input, const Tensor& target, Reduction re
 inline Tensor binary_cross_entropy(const Tensor& input, const Tensor& target, const Tensor& weight = Tensor(),
                                    Reduction reduction = kMean) {
   detail::check_same_shape(input, target, "binary_cross_entropy");
+  if (auto ac = NABLA_AUTOCAST(binary_cross_entropy, input, target, weight))
+    return binary_cross_entropy(ac[0], ac[1], ac[2], reduction);
   detail::check_weight(weight, input, "binary_cross_entropy", "weight");
   NABLA_CHECK(input.is_floating_point(), DTypeError, "binary_cross_entropy: input must be floating point, got ",
               detail::describe(input));
@@ -126,6 +132,8 @@ inline Tensor binary_cross_entropy(const Tensor& input, const Tensor& target, co
 inline Tensor binary_cross_entropy_with_logits(const Tensor& input, const Tensor& target, const Tensor& weight = Tensor(),
                                                const Tensor& pos_weight = Tensor(), Reduction reduction = kMean) {
   detail::check_same_shape(input, target, "binary_cross_entropy_with_logits");
+  if (auto ac = NABLA_AUTOCAST(binary_cross_entropy_with_logits, input, target, weight, pos_weight))
+    return binary_cross_entropy_with_logits(ac[0], ac[1], ac[2], ac[3], reduction);
   detail::check_weight(weight, input, "binary_cross_entropy_with_logits", "weight");
   detail::check_weight(pos_weight, input, "binary_cross_entropy_with_logits", "pos_weight");
   auto softplus_neg = [](const Tensor& x) { return (-x.abs()).exp().log1p() + (-x).relu(); };  // log(1 + e^-x)
@@ -163,6 +171,8 @@ struct NllLossOptions {
 inline Tensor nll_loss(const Tensor& log_probs, const Tensor& target, const NllLossOptions& opt = {}) {
   detail::check_defined(log_probs, "nll_loss");
   detail::check_defined(target, "nll_loss");
+  if (auto ac = NABLA_AUTOCAST(nll_loss, log_probs, target, opt.weight))
+    return nll_loss(ac[0], ac[1], NllLossOptions{ac[2], opt.reduction, opt.ignore_index});
   NABLA_CHECK(log_probs.dim() >= 1, ShapeError, "nll_loss: input must have at least one dimension, got ",
               detail::describe(log_probs));
   NABLA_CHECK(target.dtype() == kInt64 || target.dtype() == kInt32, DTypeError,
@@ -219,6 +229,8 @@ struct CrossEntropyOptions {
 inline Tensor cross_entropy(const Tensor& input, const Tensor& target, const CrossEntropyOptions& opt = {}) {
   detail::check_defined(input, "cross_entropy");
   detail::check_defined(target, "cross_entropy");
+  if (auto ac = NABLA_AUTOCAST(cross_entropy_loss, input, target, opt.weight))
+    return cross_entropy(ac[0], ac[1], CrossEntropyOptions{ac[2], opt.reduction, opt.ignore_index, opt.label_smoothing});
   NABLA_CHECK(is_floating_point(input.dtype()), DTypeError, "cross_entropy: input must be floating point, got ",
               detail::describe(input));
   NABLA_CHECK(opt.label_smoothing >= 0.0 && opt.label_smoothing <= 1.0, ValueError,

@@ -113,9 +113,22 @@ inline TensorList batch_norm_backward_composite(const Tensor& x, const Tensor& w
 // F.batch_norm order is nn::functional::batch_norm.
 inline Tensor batch_norm(const Tensor& x, const Tensor& weight, const Tensor& bias, const Tensor& running_mean,
                          const Tensor& running_var, bool training, double momentum, double eps,
-                         [[maybe_unused]] bool cudnn_enabled) {
+                         bool cudnn_enabled) {
   detail::check_defined(x, "batch_norm");
   NABLA_CHECK(x.dim() >= 2, ShapeError, "batch_norm: expected an input [N, C, ...], got ", detail::describe(x));
+  NABLA_NO_AUTOCAST();  // on no autocast list: runs in its input's dtype, as PyTorch's kernel
+  if (x.dtype() == kFloat16 || x.dtype() == kBFloat16) {
+    // A 16-bit input with float32 weight, bias or statistics (autocast's mixed types): computed in
+    // float32, the result in the input's dtype, the running statistics updated in place in theirs.
+    bool mixed = false;
+    for (const Tensor* t : {&weight, &bias, &running_mean, &running_var})
+      mixed = mixed || (t->defined() && t->dtype() != x.dtype());
+    auto f32 = [](const Tensor& t) { return t.defined() ? t.to(kFloat32) : t; };
+    if (mixed)
+      return batch_norm(x.to(kFloat32), f32(weight), f32(bias), running_mean, running_var, training, momentum, eps,
+                        cudnn_enabled)
+          .to(x.dtype());
+  }
   const int64_t C = x.size(1);
   bool fusable = x.is_floating_point() && x.numel() > 0 && (training || (running_mean.defined() && running_var.defined()));
   for (const Tensor* t : {&running_mean, &running_var, &weight, &bias}) {

@@ -159,6 +159,7 @@ inline Tensor max_pool2d(const Tensor& x, Pair2d kernel, std::optional<Pair2d> s
 inline Tensor avg_pool2d(const Tensor& x, Pair2d kernel, std::optional<Pair2d> stride = std::nullopt, Pair2d padding = 0,
                          bool ceil_mode = false, bool count_include_pad = true,
                          std::optional<int64_t> divisor_override = std::nullopt) {
+  NABLA_NO_AUTOCAST();
   const Pair2d s = stride.value_or(kernel);
   Tensor x4 = detail::pool_input(x, kernel, s, padding, 1, "avg_pool2d");
   NABLA_CHECK(!divisor_override || *divisor_override != 0, ValueError, "avg_pool2d: divisor_override must be non-zero");
@@ -204,6 +205,7 @@ inline Tensor adaptive_matrix(int64_t in, int64_t out, const TensorOptions& opt)
 // sizes divide).
 inline Tensor adaptive_avg_pool2d(const Tensor& x, Pair2d output_size) {
   detail::check_defined(x, "adaptive_avg_pool2d");
+  NABLA_NO_AUTOCAST();
   NABLA_CHECK(x.dim() == 4 || x.dim() == 3, ShapeError, "adaptive_avg_pool2d: expected a 3-D or 4-D input, got ",
               detail::describe(x));
   NABLA_CHECK(output_size.h > 0 && output_size.w > 0, ValueError, "adaptive_avg_pool2d: output size must be positive");
@@ -266,6 +268,10 @@ struct InterpolateOptions {
 
 inline Tensor interpolate(const Tensor& x, const InterpolateOptions& o) {
   detail::check_defined(x, "interpolate");
+  // PyTorch's upsample_* ops: float32 under CUDA autocast, in the input's dtype on the CPU
+  if (auto ac = o.mode == "bilinear" ? NABLA_AUTOCAST(upsample_bilinear2d, x) : NABLA_AUTOCAST(upsample_nearest2d, x))
+    return interpolate(ac[0], o);
+  NABLA_NO_AUTOCAST();
   NABLA_CHECK(x.dim() == 3 || x.dim() == 4, ShapeError, "interpolate: expected a 3-D or 4-D input, got ",
               detail::describe(x));
   NABLA_CHECK(x.is_floating_point(), DTypeError, "interpolate: expected a floating-point input, got ", detail::describe(x));

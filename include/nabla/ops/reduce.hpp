@@ -97,6 +97,7 @@ inline Tensor extremum_all(ReduceOp op, const char* name, const Tensor& x, const
 
 inline Tensor sum(const Tensor& x, const Dims& dims, bool keepdim = false) {
   detail::check_defined(x, "sum");
+  if (auto ac = NABLA_AUTOCAST(sum, x)) return sum(ac[0], dims, keepdim);
   detail::ReducePlan p = detail::plan_reduce(x, dims, "sum");
   Tensor out = detail::reduce_forward(ReduceOp::Sum, "sum", x, p, keepdim);
   if (autograd::needs_grad(x))
@@ -121,6 +122,7 @@ inline Tensor mean(const Tensor& x) { return mean(x, Dims()); }
 
 inline Tensor prod(const Tensor& x, const Dims& dims, bool keepdim = false) {
   detail::check_defined(x, "prod");
+  if (auto ac = NABLA_AUTOCAST(prod, x)) return prod(ac[0], dims, keepdim);
   detail::ReducePlan p = detail::plan_reduce(x, dims, "prod");
   Tensor out = detail::reduce_forward(ReduceOp::Prod, "prod", x, p, keepdim);
   if (autograd::needs_grad(x))
@@ -183,6 +185,7 @@ inline Tensor argmin(const Tensor& x, std::optional<int64_t> dim = std::nullopt,
 // torch.var's default, 0 the biased estimate; nullopt means 1, as in LibTorch.
 inline Tensor var(const Tensor& x, const Dims& dims, std::optional<int64_t> correction, bool keepdim = false) {
   detail::check_defined(x, "var");
+  NABLA_NO_AUTOCAST();
   NABLA_CHECK(is_floating_point(x.dtype()), DTypeError, "var: expected a floating-point input, got ", detail::describe(x));
   detail::ReducePlan p = detail::plan_reduce(x, dims, "var");
   Tensor d = x - x.mean(dims, true);
@@ -247,6 +250,7 @@ std::tuple<Tensor, Tensor> std_mean(const Tensor& x, I dim) {
 
 inline Tensor logsumexp(const Tensor& x, const Dims& dims, bool keepdim = false) {
   detail::check_defined(x, "logsumexp");
+  if (auto ac = NABLA_AUTOCAST(logsumexp, x)) return logsumexp(ac[0], dims, keepdim);
   Tensor xf = is_floating_point(x.dtype()) ? x : x.to(kFloat32);
   Tensor m = xf.detach().amax(dims, true);
   // shifting by the max keeps exp() in range; an infinite max would give inf - inf, so use 0
@@ -304,6 +308,7 @@ inline Tensor Tensor::logsumexp(const Dims& dims, bool keepdim) const { return n
 // 0 where the norm is 0 (sqrt's chain rule would give 0 * inf there).
 inline Tensor norm(const Tensor& x, double p = 2.0, const Dims& dims = {}, bool keepdim = false) {
   detail::check_defined(x, "norm");
+  if (auto ac = NABLA_AUTOCAST(norm, x)) return norm(ac[0], p, dims, keepdim);
   NABLA_CHECK(x.is_floating_point(), DTypeError, "norm: expected a floating-point tensor, got ", detail::describe(x));
   if (std::isinf(p)) return p > 0 ? amax(abs(x), dims, keepdim) : amin(abs(x), dims, keepdim);
   if (p == 0) {

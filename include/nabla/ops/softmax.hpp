@@ -19,6 +19,7 @@ inline Tensor softmax_forward(const Tensor& x, int64_t dim, bool log, const char
 }  // namespace detail
 
 inline Tensor softmax(const Tensor& x, int64_t dim) {
+  if (auto ac = NABLA_AUTOCAST(softmax, x)) return softmax(ac[0], dim);
   Tensor out = detail::softmax_forward(x, dim, false, "softmax");
   if (autograd::needs_grad(x))
     autograd::record("SoftmaxBackward0", out, {x}, [s = autograd::save_output(out), dim](const Tensor& g, autograd::NeedsGrad) {
@@ -30,6 +31,7 @@ inline Tensor softmax(const Tensor& x, int64_t dim) {
 }
 
 inline Tensor log_softmax(const Tensor& x, int64_t dim) {
+  if (auto ac = NABLA_AUTOCAST(log_softmax, x)) return log_softmax(ac[0], dim);
   Tensor out = detail::softmax_forward(x, dim, true, "log_softmax");
   if (autograd::needs_grad(x))
     autograd::record("LogSoftmaxBackward0", out, {x}, [s = autograd::save_output(out), dim](const Tensor& g, autograd::NeedsGrad) {

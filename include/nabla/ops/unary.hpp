@@ -103,6 +103,7 @@ inline Tensor clamp(const Tensor& x, std::optional<Scalar> min, std::optional<Sc
   return out;
 }
 inline Tensor exp(const Tensor& x) {
+  if (auto ac = NABLA_AUTOCAST(exp, x)) return exp(ac[0]);
   Tensor out = detail::unary_forward(UnaryOp::Exp, "exp", x);
   detail::record_unary("ExpBackward0", out, x, [s = detail::save_output(out)](const Tensor& g, detail::NeedsGrad) {
     return TensorList{g * s.unpack()};
@@ -110,6 +111,7 @@ inline Tensor exp(const Tensor& x) {
   return out;
 }
 inline Tensor log(const Tensor& x) {
+  if (auto ac = NABLA_AUTOCAST(log, x)) return log(ac[0]);
   Tensor out = detail::unary_forward(UnaryOp::Log, "log", x);
   detail::record_unary("LogBackward0", out, x, [s = detail::save(x)](const Tensor& g, detail::NeedsGrad) {
     return TensorList{g / s.unpack()};
@@ -117,6 +119,7 @@ inline Tensor log(const Tensor& x) {
   return out;
 }
 inline Tensor log1p(const Tensor& x) {
+  if (auto ac = NABLA_AUTOCAST(log1p, x)) return log1p(ac[0]);
   Tensor out = detail::unary_forward(UnaryOp::Log1p, "log1p", x);
   detail::record_unary("Log1pBackward0", out, x, [s = detail::save(x)](const Tensor& g, detail::NeedsGrad) {
     return TensorList{g / (s.unpack() + 1)};
@@ -124,6 +127,7 @@ inline Tensor log1p(const Tensor& x) {
   return out;
 }
 inline Tensor expm1(const Tensor& x) {
+  if (auto ac = NABLA_AUTOCAST(expm1, x)) return expm1(ac[0]);
   Tensor out = detail::unary_forward(UnaryOp::Expm1, "expm1", x);
   detail::record_unary("Expm1Backward0", out, x, [s = detail::save_output(out)](const Tensor& g, detail::NeedsGrad) {
     return TensorList{g * (s.unpack() + 1)};
@@ -138,6 +142,7 @@ inline Tensor sqrt(const Tensor& x) {
   return out;
 }
 inline Tensor rsqrt(const Tensor& x) {
+  if (auto ac = NABLA_AUTOCAST(rsqrt, x)) return rsqrt(ac[0]);
   Tensor out = detail::unary_forward(UnaryOp::Rsqrt, "rsqrt", x);
   detail::record_unary("RsqrtBackward0", out, x, [s = detail::save_output(out)](const Tensor& g, detail::NeedsGrad) {
     Tensor y = s.unpack();
@@ -146,6 +151,7 @@ inline Tensor rsqrt(const Tensor& x) {
   return out;
 }
 inline Tensor reciprocal(const Tensor& x) {
+  if (auto ac = NABLA_AUTOCAST(reciprocal, x)) return reciprocal(ac[0]);
   Tensor out = detail::unary_forward(UnaryOp::Reciprocal, "reciprocal", x);
   detail::record_unary("ReciprocalBackward0", out, x, [s = detail::save_output(out)](const Tensor& g, detail::NeedsGrad) {
     Tensor y = s.unpack();
