@@ -88,14 +88,52 @@ inline Node*& current_node() {
   return node;
 }
 
+// Saved-tensor hooks (torch.autograd.graph.saved_tensors_hooks): while a SavedTensorHooks object
+// is installed on this thread (SavedTensorHooksGuard), every tensor an op saves for backward is
+// handed to its pack(), and the op keeps only the handle it returns; unpack() gives the tensor
+// back when backward needs it. Checkpointing uses this to keep nothing of a region's
+// activations and recompute them on first use (autograd/checkpoint.hpp).
+struct SavedHandle {
+  virtual ~SavedHandle() = default;
+  virtual Tensor unpack() = 0;
+};
+class SavedTensorHooks {
+ public:
+  virtual ~SavedTensorHooks() = default;
+  // `is_output`: t is the output of the op saving it (see SavedTensor). Null: keep t as usual.
+  virtual std::shared_ptr<SavedHandle> pack(const Tensor& t, bool is_output) = 0;
+};
+inline SavedTensorHooks*& current_saved_tensor_hooks() {
+  thread_local SavedTensorHooks* hooks = nullptr;
+  return hooks;
+}
+// Installs `hooks` for its lifetime (nullptr: none); the previous hooks come back after.
+class SavedTensorHooksGuard {
+ public:
+  explicit SavedTensorHooksGuard(SavedTensorHooks* hooks) : prev_(current_saved_tensor_hooks()) {
+    current_saved_tensor_hooks() = hooks;
+  }
+  ~SavedTensorHooksGuard() { current_saved_tensor_hooks() = prev_; }
+  SavedTensorHooksGuard(const SavedTensorHooksGuard&) = delete;
+  SavedTensorHooksGuard& operator=(const SavedTensorHooksGuard&) = delete;
+
+ private:
+  SavedTensorHooks* prev_;
+};
+
 // A tensor kept for the backward pass, with the version it had when saved. Outputs are kept
 // as a detached alias (no reference cycle through their own grad_fn) and re-attached to the
-// running node on unpack when create_graph is on.
+// running node on unpack when create_graph is on. Under saved-tensor hooks only the hook's
+// handle is kept.
 class SavedTensor {
  public:
   SavedTensor() = default;
   SavedTensor(const Tensor& t, bool is_output) : is_output_(is_output) {
     if (!t.defined()) return;
+    if (SavedTensorHooks* hooks = current_saved_tensor_hooks()) {
+      handle_ = hooks->pack(t, is_output);
+      if (handle_) return;
+    }
     version_ = t._version();
     if (is_output) {
       data_ = detail::make_tensor(t.storage(), t.storage_offset(), t.sizes(), t.strides(), t.dtype());
@@ -105,29 +143,34 @@ class SavedTensor {
   }
 
   Tensor unpack() const {
-    if (!data_.defined()) return data_;
-    if (data_._version() != version_) {
-      Node* n = current_node();
-      throw AutogradError(detail::cat(
-          "nabla::backward: a tensor needed for the gradient of ", n ? n->name() : "an op",
-          " was modified by an in-place operation: the saved ", detail::describe(data_), " tensor is at version ",
-          data_._version(), ", expected version ", version_,
-          ". Use an out-of-place op, or clone() the tensor before changing it."));
+    Tensor data = data_;
+    if (handle_) {
+      data = handle_->unpack();  // the hook checks what it hands back
+    } else {
+      if (!data.defined()) return data;
+      if (data._version() != version_) {
+        Node* n = current_node();
+        throw AutogradError(detail::cat(
+            "nabla::backward: a tensor needed for the gradient of ", n ? n->name() : "an op",
+            " was modified by an in-place operation: the saved ", detail::describe(data), " tensor is at version ",
+            data._version(), ", expected version ", version_,
+            ". Use an out-of-place op, or clone() the tensor before changing it."));
+      }
     }
     if (is_output_ && GradMode::is_enabled() && current_node()) {
-      Tensor t = detail::make_tensor(data_.storage(), data_.storage_offset(), data_.sizes(), data_.strides(),
-                                     data_.dtype());
+      Tensor t = detail::make_tensor(data.storage(), data.storage_offset(), data.sizes(), data.strides(), data.dtype());
       auto& meta = t.impl()->autograd_meta();
       meta.requires_grad = true;
       meta.grad_fn = current_node()->shared_from_this();
       return t;
     }
-    return data_;
+    return data;
   }
-  bool defined() const { return data_.defined(); }
+  bool defined() const { return data_.defined() || handle_ != nullptr; }
 
  private:
   Tensor data_;
+  std::shared_ptr<SavedHandle> handle_;
   uint32_t version_ = 0;
   bool is_output_ = false;
 };

@@ -29,6 +29,7 @@
 #include <utility>
 #include <vector>
 
+#include "../autograd/checkpoint.hpp"
 #include "../ops/all.hpp"
 
 namespace nabla {
@@ -333,6 +334,16 @@ class Module {
   void eval() { train(false); }
   bool is_training() const { return training_; }
 
+  // Gradient checkpointing of this module: a container that runs it (Sequential, and the
+  // models' blocks) runs it through nabla::checkpoint when grad mode is on, so its activations
+  // are recomputed in backward instead of kept. Off by default; the module's own forward is
+  // unchanged (call nabla::checkpoint yourself to checkpoint any other code).
+  Module& gradient_checkpointing(bool on) {
+    checkpointing_ = on;
+    return *this;
+  }
+  bool gradient_checkpointing() const { return checkpointing_; }
+
   // Moves / converts every parameter and buffer in place (the tensors keep their identity, so
   // an optimizer built before the move still updates them). to(dtype) converts floating-point
   // tensors only, as PyTorch does.
@@ -468,6 +479,7 @@ class Module {
     children_ = std::move(other.children_);
     member_offsets_ = std::move(other.member_offsets_);
     training_ = other.training_;
+    checkpointing_ = other.checkpointing_;
     for (const auto& [name, offset] : member_offsets_) {
       auto* member = reinterpret_cast<Module*>(reinterpret_cast<char*>(this) + offset);
       *children_.find(name) = std::shared_ptr<Module>(std::shared_ptr<Module>(), member);
@@ -493,6 +505,7 @@ class Module {
   OrderedDict<std::shared_ptr<Module>> children_;
   OrderedDict<std::ptrdiff_t> member_offsets_;  // children that are data members, by offset from this
   bool training_ = true;
+  bool checkpointing_ = false;
 };
 
 template <class M>
@@ -637,6 +650,12 @@ class ModuleList : public Module {
   Tensor forward_child(size_t i, const Tensor& x) const {
     const std::shared_ptr<Module>& m = (*this)[i];
     auto it = forwards_.find(m.get());
+    if (m->gradient_checkpointing() && GradMode::is_enabled()) {
+      std::function<Tensor(const Tensor&)> f = it != forwards_.end() ? it->second : [p = m.get()](const Tensor& t) {
+        return p->forward(t);
+      };
+      return checkpoint([f, keep = m](const std::vector<Tensor>& in) { return f(in[0]); }, {x});
+    }
     return it != forwards_.end() ? it->second(x) : m->forward(x);
   }
 
@@ -657,12 +676,41 @@ class Sequential : public ModuleList {
   NABLA_MODULE_ARROW(Sequential)
   using ModuleList::ModuleList;
   std::string type_name() const override { return "Sequential"; }
-  Tensor forward(const Tensor& input) override {
-    Tensor x = input;
-    for (size_t i = 0; i < size(); ++i) x = forward_child(i, x);
-    return x;
+  Tensor forward(const Tensor& input) override { return forward_range(0, size(), input); }
+  // Runs children [first, last) on x (checkpoint_sequential's segments).
+  Tensor forward_range(size_t first, size_t last, const Tensor& x) const {
+    Tensor y = x;
+    for (size_t i = first; i < last && i < size(); ++i) y = forward_child(i, y);
+    return y;
   }
 };
+
+// torch.utils.checkpoint.checkpoint_sequential: splits `sequential` into `segments` runs of
+// size() / segments children; every run but the last is checkpointed (only its input is kept),
+// the last runs normally, as PyTorch does. The Sequential must outlive the backward pass.
+inline Tensor checkpoint_sequential(const std::shared_ptr<Sequential>& sequential, int64_t segments, const Tensor& input,
+                                    bool preserve_rng_state = true) {
+  NABLA_CHECK(sequential != nullptr, ValueError, "checkpoint_sequential: the Sequential is null");
+  const auto n = static_cast<int64_t>(sequential->size());
+  NABLA_CHECK(segments >= 1 && segments <= std::max<int64_t>(n, 1), ValueError, "checkpoint_sequential: segments must be in [1, ",
+              n, "] for a Sequential of ", n, " modules, got ", segments);
+  const int64_t size = n / segments;
+  Tensor x = input;
+  int64_t end = 0;
+  for (int64_t start = 0; start < size * (segments - 1); start += size) {
+    end = start + size;
+    auto run = [seq = sequential, start, end](const std::vector<Tensor>& in) {
+      return seq->forward_range(static_cast<size_t>(start), static_cast<size_t>(end), in[0]);
+    };
+    x = checkpoint(run, {x}, preserve_rng_state);
+  }
+  return sequential->forward_range(static_cast<size_t>(end), static_cast<size_t>(n), x);
+}
+inline Tensor checkpoint_sequential(Sequential& sequential, int64_t segments, const Tensor& input,
+                                    bool preserve_rng_state = true) {
+  return checkpoint_sequential(std::shared_ptr<Sequential>(std::shared_ptr<Sequential>(), &sequential), segments, input,
+                               preserve_rng_state);
+}
 
 inline std::ostream& operator<<(std::ostream& os, const Module& m) { return os << m.str(); }
 // {key: value, ...}, each value as its own operator<< prints it.
@@ -678,4 +726,7 @@ std::ostream& operator<<(std::ostream& os, const OrderedDict<V>& d) {
 }
 
 }  // namespace nn
+
+using nn::checkpoint_sequential;
+
 }  // namespace nabla
