@@ -8,6 +8,7 @@
 #include <cstdint>
 #include <string>
 
+#include "../amp/grad_scaler.hpp"
 #include "../optim/lr_scheduler.hpp"
 #include "safetensors.hpp"
 
@@ -109,16 +110,20 @@ nn::LoadStateDictResult load(nn::ModuleHolder<M>& holder, const std::string& pat
 inline constexpr const char* kCheckpointFormat = "nabla.checkpoint.v1";
 
 // One file with the model ("model.<name>"), the optimizer ("optimizer.state.<i>.<name>",
-// "optimizer.param_groups.<g>.<option>"), the scheduler ("scheduler.*") and the step (in the
+// "optimizer.param_groups.<g>.<option>"), the scheduler ("scheduler.*"), the GradScaler of mixed-
+// precision training ("scaler.*": scale, growth tracker, factors) and the step (in the
 // metadata). Written to path.tmp, fsynced, renamed over path: a crash leaves the old file.
 inline void save_checkpoint(const std::string& path, const nn::Module& model, const optim::Optimizer* optimizer = nullptr,
-                            const optim::LRScheduler* scheduler = nullptr, int64_t step = 0, Metadata metadata = {}) {
+                            const optim::LRScheduler* scheduler = nullptr, int64_t step = 0, Metadata metadata = {},
+                            const amp::GradScaler* scaler = nullptr) {
   nn::OrderedDict<Tensor> all;
   for (const auto& [k, t] : model.state_dict()) all.insert("model." + k, t);
   if (optimizer)
     for (const auto& [k, t] : optimizer->state_dict()) all.insert("optimizer." + k, t);
   if (scheduler)
     for (const auto& [k, t] : scheduler->state_dict()) all.insert("scheduler." + k, t);
+  if (scaler)
+    for (const auto& [k, t] : scaler->state_dict()) all.insert("scaler." + k, t);
   metadata["format"] = kCheckpointFormat;
   metadata["step"] = std::to_string(step);
   save_safetensors(path, all, metadata);
@@ -131,7 +136,7 @@ inline void save_checkpoint(const std::string& path, const nn::Module& model, co
 namespace detail {
 // load_checkpoint's body, for a file already read (`path` names it in errors).
 inline int64_t load_checkpoint_from(SafetensorsFile f, const std::string& path, nn::Module& model, optim::Optimizer* optimizer,
-                                    optim::LRScheduler* scheduler, Metadata* metadata) {
+                                    optim::LRScheduler* scheduler, Metadata* metadata, amp::GradScaler* scaler) {
   if (metadata) *metadata = f.metadata;
   auto it = f.metadata.find("format");
   if (it == f.metadata.end() || it->second != kCheckpointFormat)
@@ -144,11 +149,11 @@ inline int64_t load_checkpoint_from(SafetensorsFile f, const std::string& path, 
   auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), step);
   if (ec != std::errc() || end != text.data() + text.size() || step < 0)
     detail::io_fail(path, "metadata \"step\" is \"" + text.substr(0, 40) + "\", not a whole number >= 0");
-  nn::OrderedDict<Tensor> sections[3];
-  const char* prefixes[3] = {"model.", "optimizer.", "scheduler."};
+  nn::OrderedDict<Tensor> sections[4];
+  const char* prefixes[4] = {"model.", "optimizer.", "scheduler.", "scaler."};
   for (const auto& [k, t] : f.tensors) {
     bool placed = false;
-    for (int s = 0; s < 3 && !placed; ++s) {
+    for (int s = 0; s < 4 && !placed; ++s) {
       std::string p = prefixes[s];
       if (k.rfind(p, 0) == 0) sections[s].insert(k.substr(p.size()), t), placed = true;
     }
@@ -167,6 +172,11 @@ inline int64_t load_checkpoint_from(SafetensorsFile f, const std::string& path, 
       if (sections[2].empty()) detail::io_fail(path, "the checkpoint has no scheduler state");
       scheduler->load_state_dict(sections[2]);
     }
+    section = "scaler";
+    if (scaler && scaler->is_enabled()) {
+      if (sections[3].empty()) detail::io_fail(path, "the checkpoint has no GradScaler state");
+      scaler->load_state_dict(sections[3]);
+    }
   } catch (const IOError&) {
     throw;
   } catch (const Error& e) {
@@ -177,15 +187,16 @@ inline int64_t load_checkpoint_from(SafetensorsFile f, const std::string& path, 
 }  // namespace detail
 
 inline int64_t load_checkpoint(const std::string& path, nn::Module& model, optim::Optimizer* optimizer = nullptr,
-                               optim::LRScheduler* scheduler = nullptr, Metadata* metadata = nullptr) {
-  return detail::load_checkpoint_from(load_safetensors(path), path, model, optimizer, scheduler, metadata);
+                               optim::LRScheduler* scheduler = nullptr, Metadata* metadata = nullptr,
+                               amp::GradScaler* scaler = nullptr) {
+  return detail::load_checkpoint_from(load_safetensors(path), path, model, optimizer, scheduler, metadata, scaler);
 }
 // The same from the bytes of a checkpoint file already in memory; `name` stands for the file in
 // error messages.
 inline int64_t load_checkpoint(std::span<const uint8_t> bytes, nn::Module& model, optim::Optimizer* optimizer = nullptr,
                                optim::LRScheduler* scheduler = nullptr, Metadata* metadata = nullptr,
-                               const std::string& name = "<memory>") {
-  return detail::load_checkpoint_from(load_safetensors(bytes, name), name, model, optimizer, scheduler, metadata);
+                               const std::string& name = "<memory>", amp::GradScaler* scaler = nullptr) {
+  return detail::load_checkpoint_from(load_safetensors(bytes, name), name, model, optimizer, scheduler, metadata, scaler);
 }
 
 }  // namespace io

@@ -50,6 +50,9 @@ struct AdamOptionsT {
   // One fused kernel per step (adam_kernels()) for all parameters of a device and dtype (one pass
   // per parameter on the CPU, one launch on a GPU) instead of ~8 elementwise ops per parameter.
   NABLA_OPTION(bool, fused, true);
+  // float16 / bfloat16 parameters are updated through float32 copies, with float32 moments
+  // (OptimizerBase::update_target).
+  NABLA_OPTION(bool, master_weights, false);
 
  public:
   auto& betas(std::pair<double, double> b) {
@@ -66,7 +69,7 @@ struct AdamOptionsT {
   template <class F>
   void visit(F&& f) {
     f("lr", lr_), f("beta1", beta1_), f("beta2", beta2_), f("eps", eps_), f("weight_decay", weight_decay_),
-        f("amsgrad", amsgrad_), f("fused", fused_);
+        f("amsgrad", amsgrad_), f("fused", fused_), f("master_weights", master_weights_);
   }
 };
 
@@ -103,9 +106,11 @@ class AdamImpl : public OptimizerBase<Options> {
       const Options& o = group.options;
       check_options(o);
       Buckets fusable;
-      for (Tensor& p : group.params) {
-        if (!p.grad().defined()) continue;
-        auto& st = this->state_for(p);
+      std::vector<std::pair<Tensor, Tensor>> masters;
+      for (Tensor& param : group.params) {
+        if (!param.grad().defined()) continue;
+        Tensor p = this->update_target(param, o.master_weights(), masters);
+        auto& st = this->state_for(param);
         if (!st.contains("exp_avg")) {
           st.insert("exp_avg", zeros_like(p));
           st.insert("exp_avg_sq", zeros_like(p));
@@ -123,18 +128,24 @@ class AdamImpl : public OptimizerBase<Options> {
         }
         update(p, st, o, step);
       }
+      const auto state_of = [this, &masters](const Tensor& target) -> OrderedDict<Tensor>& {
+        for (const auto& [param, master] : masters)
+          if (master.is_same(target)) return this->state_for(param);
+        return this->state_for(target);
+      };
       for (auto& [key, b] : fusable) {
         AdamStepParams a{o.lr(), o.beta1(), o.beta2(), o.eps(), o.weight_decay(), Decoupled, o.amsgrad(), std::get<2>(key)};
         const Device dev = b.params.front().device();
         const AdamKernels* k = adam_kernels().find(dev, std::get<1>(key));
         if (!k || !k->step || !k->step(b.params, b.grads, b.exp_avg, b.exp_avg_sq, b.max_exp_avg_sq, a)) {
-          for (Tensor& p : b.params) update(p, this->state_for(p), o, a.step);  // no kernel: composite
+          for (Tensor& p : b.params) update(p, state_of(p), o, a.step);  // no kernel: composite
           continue;
         }
         adam_kernels().count(dev);
         for (TensorList* t : {&b.params, &b.exp_avg, &b.exp_avg_sq, &b.max_exp_avg_sq})
           for (Tensor& x : *t) nabla::detail::bump_version(x);
       }
+      this->write_back(masters);
     }
   }
 

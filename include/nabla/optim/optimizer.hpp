@@ -201,7 +201,7 @@ class OptimizerBase : public Optimizer {
           loaded[p.impl()].insert(name, scalar_tensor(static_cast<double>(detail::state_integer(t, key, 0)), kFloat64));
           continue;
         }
-        Tensor v = t.to(p.device(), p.dtype()).clone();
+        Tensor v = t.to(p.device(), state_dtype(p)).clone();
         if (v.sizes() != p.sizes()) throw bad("shape " + shape_str(v.sizes()) + " does not match the parameter's " + shape_str(p.sizes()));
         loaded[p.impl()].insert(name, v);
       } else if (kind == "param_groups") {
@@ -239,6 +239,41 @@ class OptimizerBase : public Optimizer {
   }
   const Group& group_at(size_t i) const { return const_cast<OptimizerBase*>(this)->group_at(i); }
   OrderedDict<Tensor>& state_for(const Tensor& p) { return state_[p.impl()]; }
+
+  // ---- master weights (Options::master_weights) ----------------------------------------------
+  // A float16 / bfloat16 parameter of a group with master_weights(true) is updated through a
+  // float32 copy kept in its state as "master_param": the step runs on the copy with the
+  // gradient in float32 (and float32 moments), and the parameter receives the copy rounded to its
+  // dtype, so updates smaller than the 16-bit spacing accumulate instead of being lost.
+  static bool low_precision(const Tensor& p) { return p.dtype() == kFloat16 || p.dtype() == kBFloat16; }
+  bool group_master_weights(size_t group) const {
+    return has_option(group, "master_weights") && get_option(group, "master_weights") != 0;
+  }
+  // The dtype of p's state tensors: float32 for a master-weights 16-bit parameter, else p's.
+  DType state_dtype(const Tensor& p) const {
+    for (size_t g = 0; g < groups_.size(); ++g)
+      for (const Tensor& q : groups_[g].params)
+        if (q.is_same(p)) return low_precision(p) && group_master_weights(g) ? kFloat32 : p.dtype();
+    return p.dtype();
+  }
+  // What the update acts on: p itself, or (master weights) its float32 copy holding p's gradient
+  // in float32; `masters` collects the pairs whose copies go back into the parameters after.
+  Tensor update_target(const Tensor& p, bool master_weights, std::vector<std::pair<Tensor, Tensor>>& masters) {
+    if (!master_weights || !low_precision(p)) return p;
+    auto& st = state_for(p);
+    Tensor* m = st.find("master_param");
+    Tensor master = m ? *m : st.insert("master_param", p.detach().to(kFloat32));
+    master.set_grad(p.grad().to(kFloat32));
+    masters.emplace_back(p, master);
+    return master;
+  }
+  static void write_back(std::vector<std::pair<Tensor, Tensor>>& masters) {
+    for (auto& [p, master] : masters) {
+      p.copy_(master);
+      master.set_grad(Tensor());
+    }
+    masters.clear();
+  }
   // The "step" counter of a parameter's state, incremented; created at 0 on first use.
   static double increment_step(OrderedDict<Tensor>& s) {
     Tensor* t = s.find("step");

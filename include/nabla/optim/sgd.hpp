@@ -44,13 +44,15 @@ struct SGDOptions {
   // One fused kernel per step (sgd_kernels()) for all parameters of a device and dtype (see
   // AdamOptions::fused).
   NABLA_OPTION(bool, fused, true);
+  // float16 / bfloat16 parameters are updated through float32 copies (OptimizerBase::update_target).
+  NABLA_OPTION(bool, master_weights, false);
 
  public:
   // Every hyperparameter by name (schedulers and checkpoints go through this).
   template <class F>
   void visit(F&& f) {
     f("lr", lr_), f("momentum", momentum_), f("dampening", dampening_), f("weight_decay", weight_decay_),
-        f("nesterov", nesterov_), f("fused", fused_);
+        f("nesterov", nesterov_), f("fused", fused_), f("master_weights", master_weights_);
   }
 };
 
@@ -70,12 +72,14 @@ class SGD : public OptimizerBase<SGDOptions> {
       check(o);
       // Buckets of fusable parameters by (device, dtype, first step of the momentum buffer).
       std::map<std::tuple<std::string, DType, bool>, std::array<TensorList, 3>> fusable;
-      for (Tensor& p : group.params) {
-        if (!p.grad().defined()) continue;
+      std::vector<std::pair<Tensor, Tensor>> masters;
+      for (Tensor& param : group.params) {
+        if (!param.grad().defined()) continue;
+        Tensor p = update_target(param, o.master_weights(), masters);
         Tensor* buf = nullptr;
         bool first = false;
         if (o.momentum() != 0) {
-          auto& st = state_for(p);
+          auto& st = state_for(param);
           buf = st.find("momentum_buffer");
           first = buf == nullptr;
           if (!buf) buf = &st.insert("momentum_buffer", empty_like(p));
@@ -101,6 +105,7 @@ class SGD : public OptimizerBase<SGDOptions> {
         for (TensorList* t : {&b[0], &b[2]})
           for (Tensor& x : *t) nabla::detail::bump_version(x);
       }
+      write_back(masters);
     }
   }
 
