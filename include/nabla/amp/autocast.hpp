@@ -178,6 +178,9 @@ struct AutocastState {
   std::array<bool, 2> excluded{false, false};       // inside an op autocast already handled, or backward
   bool cache_enabled = true;
   int nesting = 0;
+  // Whose table CPU tensors follow: CUDA's lets the tests check the CUDA policies, with CPU
+  // tensors, on a machine without a GPU (TablesFor below). Always CPU otherwise.
+  DeviceType cpu_tensors_table = DeviceType::CPU;
   bool any_active = false;  // some device type is enabled and not excluded: the one flag ops read
   void refresh() {
     any_active = (enabled[0] && !excluded[0]) || (enabled[1] && !excluded[1]);
@@ -203,6 +206,18 @@ inline std::unordered_map<const TensorImpl*, CachedCast>& cast_cache() {
   thread_local std::unordered_map<const TensorImpl*, CachedCast> cache;
   return cache;
 }
+
+// For tests: CPU tensors follow `table`'s policies while it lives (with the CPU autocast state).
+class TablesFor {
+ public:
+  explicit TablesFor(DeviceType table) : prev_(state().cpu_tensors_table) { state().cpu_tensors_table = table; }
+  ~TablesFor() { state().cpu_tensors_table = prev_; }
+  TablesFor(const TablesFor&) = delete;
+  TablesFor& operator=(const TablesFor&) = delete;
+
+ private:
+  DeviceType prev_;
+};
 
 inline void check_autocast_dtype(DeviceType device_type, DType dtype) {
   NABLA_CHECK(dtype == kFloat16 || dtype == kBFloat16, ValueError, "autocast: on ", device_type,

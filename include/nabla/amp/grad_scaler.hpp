@@ -55,7 +55,7 @@ inline void non_finite_check_and_unscale_composite(const TensorList& grads, cons
   const Tensor inf = scalar_tensor(std::numeric_limits<double>::infinity(), kFloat32).to(found_inf.device());
   for (const Tensor& g : grads) {
     if (g.numel() == 0) continue;
-    Tensor gf = g.to(kFloat32);
+    Tensor gf = g.dtype() == kFloat64 ? g : g.to(kFloat32);  // 16-bit in float32, as the kernels
     Tensor bad = gf.abs().lt(inf).logical_not().any().to(kFloat32);  // NaN compares false too
     found_inf.copy_(maximum(found_inf, bad));
     g.copy_(gf * inv_scale);

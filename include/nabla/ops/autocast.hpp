@@ -83,7 +83,7 @@ class AutocastArgs {
       if (t.defined() && t.is_cuda()) dt = DeviceType::CUDA;
     const int i = device_index(dt);
     if (!state().enabled[i] || state().excluded[i]) return;
-    apply(policy_for(Policies, dt), dt, op);
+    apply(policy_for(Policies, dt == DeviceType::CPU ? state().cpu_tensors_table : dt), dt, op);
   }
   AutocastArgs(const AutocastArgs&) = delete;
   AutocastArgs& operator=(const AutocastArgs&) = delete;
