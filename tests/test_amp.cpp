@@ -490,3 +490,47 @@ TEST(MasterWeights, StateDictKeepsFloat32State) {
   EXPECT_EQ(again.state(lin->weight)->at("exp_avg_sq").dtype(), kFloat32);
   EXPECT_TRUE(equal(again.state(lin->weight)->at("master_param"), opt.state(lin->weight)->at("master_param")));
 }
+
+// ---- on a GPU (skipped, saying why, without one) ---------------------------------------------------
+
+TEST(AutocastCuda, DtypesOnTheDevice) {
+  NABLA_REQUIRE_GPU();
+  const Device d = Device::cuda(0);
+  auto r = [&](const Shape& s, DType dt = kFloat32) { return randn(s, TensorOptions(dt).device(d)); };
+  amp::autocast ac(kCUDA);
+  EXPECT_EQ(matmul(r({4, 8}), r({8, 3})).dtype(), kFloat16);
+  EXPECT_EQ(nn::functional::linear(r({4, 8}), r({3, 8}), r({3})).dtype(), kFloat16);
+  EXPECT_EQ(conv2d(r({2, 3, 6, 6}), r({4, 3, 3, 3})).dtype(), kFloat16);
+  EXPECT_EQ(exp(r({5}, kFloat16)).dtype(), kFloat32);
+  EXPECT_EQ(softmax(r({2, 5}, kFloat16), 1).dtype(), kFloat32);
+  EXPECT_EQ(relu(r({5}, kFloat16)).dtype(), kFloat16);
+  EXPECT_EQ(cat({r({2}, kFloat16), r({2}, kFloat16)}).dtype(), kFloat16);
+  // CPU tensors are left to CPU autocast (off here)
+  EXPECT_EQ(matmul(randn({4, 8}), randn({8, 3})).dtype(), kFloat32);
+  EXPECT_THROW(binary_cross_entropy(sigmoid(r({4}, kFloat16)), sigmoid(r({4}, kFloat16))), Error);
+  {
+    amp::autocast bf(kCUDA, kBFloat16);
+    EXPECT_EQ(matmul(r({4, 8}), r({8, 3})).dtype(), kBFloat16);
+  }
+}
+
+TEST(GradScalerCuda, TraceAndFusedKernelsOnTheDevice) {
+  NABLA_REQUIRE_GPU();
+  const Device d = Device::cuda(0);
+  Tensor p = zeros({4}, TensorOptions(kFloat32).device(d)).requires_grad_();
+  optim::SGD opt({p}, optim::SGDOptions(1.0));
+  amp::GradScaler scaler(amp::GradScalerOptions().init_scale(1024).growth_interval(2));
+  const uint64_t before = amp_kernels().hits(DeviceType::CUDA);
+  const double inf = std::numeric_limits<double>::infinity();
+  const std::vector<std::vector<double>> grads{{1, 2, 3, 4}, {1, inf, 3, 4}, {1, 2, 3, 4}, {1, 2, 3, 4}};
+  const std::vector<double> scales{1024, 512, 512, 1024};
+  for (size_t i = 0; i < grads.size(); ++i) {
+    opt.zero_grad();
+    scaler.scale((p * from_vector(grads[i], {4}, kFloat32).to(d)).sum()).backward();
+    EXPECT_EQ(scaler.step(opt), i != 1);
+    scaler.update();
+    EXPECT_DOUBLE_EQ(scaler.get_scale(), scales[i]) << "step " << i + 1;
+  }
+  EXPECT_DOUBLE_EQ(p.to(Device::cpu())[3].item<double>(), -12.0);
+  EXPECT_GE(amp_kernels().hits(DeviceType::CUDA) - before, 8u) << "the CUDA unscale / update kernels did not run";
+}

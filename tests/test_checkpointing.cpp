@@ -179,3 +179,13 @@ TEST(Checkpoint, ErrorsInsteadOfWrongNumbers) {
   (void)calls;
   EXPECT_THROW(q.sum().backward(), AutogradError);
 }
+
+TEST(Checkpoint, OnTheGpuWithDropout) {
+  NABLA_REQUIRE_GPU();
+  auto net = mlp();
+  net->to(Device::cuda(0));
+  const Tensor x = randn({16, 12}).to(Device::cuda(0));
+  const auto plain = grads_of(net, x, [&](const Tensor& in) { return net->forward(in); });
+  const auto ck = grads_of(net, x, [&](const Tensor& in) { return checkpoint_sequential(net, 3, in); });
+  expect_identical(plain, ck);
+}
