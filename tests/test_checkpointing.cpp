@@ -189,3 +189,21 @@ TEST(Checkpoint, OnTheGpuWithDropout) {
   const auto ck = grads_of(net, x, [&](const Tensor& in) { return checkpoint_sequential(net, 3, in); });
   expect_identical(plain, ck);
 }
+
+// batch_norm in a checkpointed region: the rerun computes the same batch statistics (so the
+// gradients match) and leaves the running statistics as the first run left them.
+TEST(Checkpoint, BatchNormRunningStatsUpdatedOnce) {
+  auto make = [] {
+    manual_seed(5);
+    return std::make_shared<nn::Sequential>(nn::Conv2d(3, 8, 3, 1, 1), nn::BatchNorm2d(8), nn::ReLU(),
+                                            nn::Conv2d(8, 4, 3, 1, 1), nn::BatchNorm2d(4));
+  };
+  auto a = make(), b = make();
+  const Tensor x = randn({4, 3, 6, 6});
+  const auto ga = grads_of(a, x, [&](const Tensor& in) { return a->forward(in); });
+  const auto gb = grads_of(b, x, [&](const Tensor& in) { return checkpoint_sequential(b, 2, in); });
+  expect_identical(ga, gb);
+  const auto sa = a->state_dict(), sb = b->state_dict();
+  for (const auto& [k, t] : sa) EXPECT_TRUE(equal(t, sb.at(k))) << k;
+  EXPECT_EQ(sb.at("1.num_batches_tracked").item<int64_t>(), 1);
+}

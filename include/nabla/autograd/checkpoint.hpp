@@ -118,6 +118,11 @@ class CheckpointFrame : public std::enable_shared_from_this<CheckpointFrame> {
         }
       } restore_rng{preserve_rng_, rng_now};
       AutocastAs autocast(autocast_);
+      struct Recomputing {
+        bool prev = checkpoint_recomputing();
+        Recomputing() { checkpoint_recomputing() = true; }
+        ~Recomputing() { checkpoint_recomputing() = prev; }
+      } recomputing;
       Recorder recorder(values);
       SavedTensorHooksGuard hooks(&recorder);
       run_(inputs);

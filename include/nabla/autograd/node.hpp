@@ -121,6 +121,14 @@ class SavedTensorHooksGuard {
   SavedTensorHooks* prev_;
 };
 
+// True while a checkpointed region is being run again to recompute what backward needs
+// (autograd/checkpoint.hpp). Ops with side effects consult it: batch_norm does not update its
+// running statistics a second time for the same batch.
+inline bool& checkpoint_recomputing() {
+  thread_local bool recomputing = false;
+  return recomputing;
+}
+
 // A tensor kept for the backward pass, with the version it had when saved. Outputs are kept
 // as a detached alias (no reference cycle through their own grad_fn) and re-attached to the
 // running node on unpack when create_graph is on. Under saved-tensor hooks only the hook's

@@ -208,7 +208,7 @@ class BatchNorm2d : public Module {
   Tensor forward(const Tensor& x) override {
     NABLA_CHECK(x.dim() == 4, ShapeError, "nn::BatchNorm2d: expected a 4-D input, got ", nabla::detail::describe(x));
     const bool tracking = running_mean.defined();
-    if (is_training() && tracking) {
+    if (is_training() && tracking && !autograd::checkpoint_recomputing()) {  // once per batch, not again in a rerun
       NoGradGuard no_grad;
       num_batches_tracked.add_(1);
     }

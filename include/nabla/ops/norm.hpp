@@ -117,6 +117,10 @@ inline Tensor batch_norm(const Tensor& x, const Tensor& weight, const Tensor& bi
   detail::check_defined(x, "batch_norm");
   NABLA_CHECK(x.dim() >= 2, ShapeError, "batch_norm: expected an input [N, C, ...], got ", detail::describe(x));
   NABLA_NO_AUTOCAST();  // on no autocast list: runs in its input's dtype, as PyTorch's kernel
+  if (training && autograd::checkpoint_recomputing() && (running_mean.defined() || running_var.defined()))
+    // a checkpointed region run again for backward: the same batch, so the running statistics
+    // (updated by the first run) are left alone; the batch statistics are recomputed as before
+    return batch_norm(x, weight, bias, Tensor(), Tensor(), training, momentum, eps, cudnn_enabled);
   if (x.dtype() == kFloat16 || x.dtype() == kBFloat16) {
     // A 16-bit input with float32 weight, bias or statistics (autocast's mixed types): computed in
     // float32, the result in the input's dtype, the running statistics updated in place in theirs.
