@@ -7,14 +7,14 @@
 #include <cstddef>
 #include <cstdint>
 
+#include "../../core/storage.hpp"  // MemoryStats
+
 namespace nabla {
 namespace cuda {
 
-struct MemoryStats {
-  size_t in_use = 0;    // bytes held by live tensors
-  size_t peak = 0;      // most bytes ever in use at once
-  size_t reserved = 0;  // bytes the pool holds from the driver (in use + cached)
-};
+// in_use, peak, reserved (here: what the pool holds from the driver), allocations, limit,
+// peak_tag: see core/storage.hpp. On CUDA the bytes counted are the bytes requested.
+using MemoryStats = ::nabla::MemoryStats;
 
 // Counts since the start (or reset_fused_stats()), all devices together. "declined" counts the
 // calls that reached cuDNN / cuBLASLt and were handed back to the composite (no algorithm took
@@ -35,6 +35,10 @@ void synchronize(int device = -1);  // -1: the current device
 MemoryStats memory_stats(int device = 0);
 void reset_peak_memory_stats(int device = 0);
 void empty_cache(int device = 0);  // returns cached blocks to the driver
+// A bound on the bytes in use on `device` (0: none): an allocation past it throws
+// nabla::OutOfMemory. Setting one on a device that does not exist throws nabla::DeviceError.
+void set_memory_limit(size_t bytes, int device = 0);
+size_t get_memory_limit(int device = 0);
 FusedStats fused_stats();
 void reset_fused_stats();
 #else
@@ -44,6 +48,11 @@ inline void synchronize(int = -1) {}
 inline MemoryStats memory_stats(int = 0) { return {}; }
 inline void reset_peak_memory_stats(int = 0) {}
 inline void empty_cache(int = 0) {}
+inline void set_memory_limit(size_t, int device = 0) {
+  throw DeviceError(::nabla::detail::cat("nabla::cuda::set_memory_limit: cuda:", device,
+                                         " does not exist (this program does not link nabla::cuda)"));
+}
+inline size_t get_memory_limit(int = 0) { return 0; }
 inline FusedStats fused_stats() { return {}; }
 inline void reset_fused_stats() {}
 #endif

@@ -17,6 +17,7 @@
 
 // The primitives' kernels, then each fused op's (every kernels/*.cuh of a fused op ends by
 // filling that op's CUDA slots: see backend/kernel_table.hpp).
+#include <kernels/amp.cuh>
 #include <kernels/elementwise.cuh>
 #include <kernels/index.cuh>
 #include <kernels/matmul.cuh>
@@ -174,11 +175,9 @@ void synchronize(int device) {
 }
 
 MemoryStats memory_stats(int device) {
-  MemoryStats m;
-  if (!is_available()) return m;
+  if (!is_available()) return MemoryStats{};
   auto& s = detail::device_state(device);
-  m.in_use = s.in_use.load();
-  m.peak = s.peak.load();
+  MemoryStats m = s.memory.snapshot();
   uint64_t reserved = 0;
   NABLA_CUDA_CHECK(cudaMemPoolGetAttribute(s.pool, cudaMemPoolAttrReservedMemCurrent, &reserved));
   m.reserved = static_cast<size_t>(reserved);
@@ -187,8 +186,17 @@ MemoryStats memory_stats(int device) {
 
 void reset_peak_memory_stats(int device) {
   if (!is_available()) return;
-  auto& s = detail::device_state(device);
-  s.peak = s.in_use.load();
+  detail::device_state(device).memory.reset_peak();
+}
+
+void set_memory_limit(size_t bytes, int device) {
+  // device_state names the device in a DeviceError when it does not exist (or there is no GPU)
+  detail::device_state(device).memory.limit.store(bytes, std::memory_order_relaxed);
+}
+
+size_t get_memory_limit(int device) {
+  if (!is_available()) return 0;
+  return detail::device_state(device).memory.limit.load(std::memory_order_relaxed);
 }
 
 void empty_cache(int device) {

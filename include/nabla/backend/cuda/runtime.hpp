@@ -71,8 +71,7 @@ struct DeviceState {
   int index = 0;
   cudaStream_t stream = nullptr;
   cudaMemPool_t pool = nullptr;
-  std::atomic<size_t> in_use{0};
-  std::atomic<size_t> peak{0};
+  ::nabla::detail::MemoryCounters memory;  // in use, peak, count and limit (bytes as requested)
   int sm_count = 1;
 };
 
@@ -133,7 +132,7 @@ inline void free_device(void* p, void* ctx) {
   size_t nbytes = static_cast<size_t>(bits & ((uintptr_t{1} << 48) - 1));
   DeviceState& s = device_state(device);
   cudaFreeAsync(p, s.stream);  // no throw from a destructor path; errors surface at the next sync
-  s.in_use -= nbytes;
+  s.memory.release(nbytes);
 }
 
 inline std::string format_bytes(size_t b) {
@@ -236,6 +235,17 @@ inline Storage allocate(size_t nbytes, int device) {
   st->device = Device::cuda(device);
   if (nbytes == 0) return st;
   DeviceGuard guard(device);
+  // Counted before the pool is asked, so the limit holds across threads; every way out below
+  // but success gives the bytes back.
+  const size_t now = s.memory.reserve(nbytes, Device::cuda(device));  // throws past the limit
+  struct Unreserve {
+    ::nabla::detail::MemoryCounters& memory;
+    size_t nbytes;
+    bool armed = true;
+    ~Unreserve() {
+      if (armed) memory.release(nbytes);
+    }
+  } unreserve{s.memory, nbytes};
   void* p = nullptr;
   cudaError_t e = cudaMallocFromPoolAsync(&p, nbytes, s.pool, s.stream);
   if (e == cudaErrorMemoryAllocation) {  // give cached blocks back to the driver and try once more
@@ -248,15 +258,14 @@ inline Storage allocate(size_t nbytes, int device) {
     cudaGetLastError();
     size_t free_b = 0, total_b = 0;
     cudaMemGetInfo(&free_b, &total_b);
+    const size_t others = s.memory.in_use.load(std::memory_order_relaxed) - nbytes;  // less this attempt
     throw OutOfMemory(::nabla::detail::cat("nabla::cuda: out of memory on cuda:", device, ": tried to allocate ",
-                                           format_bytes(nbytes), "; in use by nabla ", format_bytes(s.in_use.load()),
+                                           format_bytes(nbytes), "; in use by nabla ", format_bytes(others),
                                            ", free ", format_bytes(free_b), " of ", format_bytes(total_b), " total"));
   }
   NABLA_CUDA_CHECK(e);
-  size_t now = (s.in_use += nbytes);
-  size_t prev = s.peak.load();
-  while (now > prev && !s.peak.compare_exchange_weak(prev, now)) {
-  }
+  unreserve.armed = false;
+  s.memory.commit(now);
   st->data = p;
   st->free_fn = free_device;
   st->free_ctx = pack_ctx(nbytes, device);
