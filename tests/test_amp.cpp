@@ -83,8 +83,11 @@ void check_table(DeviceType t, const char* (&lists)[N][2]) {
   }
   for (const auto& [op, policy] : expected) {
     auto it = ours.find(op);
-    if (it == ours.end()) ADD_FAILURE() << t << ": PyTorch lists " << op << " as " << policy << ", nabla's table lacks it";
-    else EXPECT_EQ(it->second, policy) << t << ": " << op;
+    if (it == ours.end()) {
+      ADD_FAILURE() << t << ": PyTorch lists " << op << " as " << policy << ", nabla's table lacks it";
+    } else {
+      EXPECT_EQ(it->second, policy) << t << ": " << op;
+    }
     EXPECT_EQ(amp::cast_policy_name(amp::cast_policy(t, op)), policy) << t << ": cast_policy(" << op << ")";
   }
   for (const auto& [op, policy] : ours)

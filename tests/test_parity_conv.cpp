@@ -144,7 +144,11 @@ Ref ref_batch_norm(const Ref& x, const Ref* rm, const Ref* rv, const Ref& w, con
 Ref nchw_to_nhwc(const Ref& r) { return ref_permute(r, {0, 2, 3, 1}); }
 
 const RegisterParity rows([](std::vector<ParityCase>& t) {
-  auto conv_row = [&t](const char* label, Shape xs, Shape ws, bool bias, ConvArgs a, Padding2d pad_arg, bool grad2 = false) {
+  // kWithBf16: the row also runs in bfloat16 (conv2d's bf16 CPU kernels; the fused column checks
+  // them against the composite, forward and backward)
+  const std::vector<DType> kWithBf16 = {kFloat32, kFloat64, kBFloat16};
+  auto conv_row = [&t](const char* label, Shape xs, Shape ws, bool bias, ConvArgs a, Padding2d pad_arg, bool grad2 = false,
+                       std::vector<DType> dtypes = {kFloat32, kFloat64}) {
     std::vector<InputSpec> ins{in(xs), in(ws)};
     if (bias) ins.push_back(in({ws[0]}));
     t.push_back({"conv2d", label, ins,
@@ -153,11 +157,12 @@ const RegisterParity rows([](std::vector<ParityCase>& t) {
                                  a.groups);
                  },
                  [=](const std::vector<Ref>& r) { return ref_conv2d(r[0], r[1], bias ? &r[2] : nullptr, a); },
-                 {kFloat32, kFloat64}, true, grad2, true, 10.0});
+                 dtypes, true, grad2, true, 10.0});
   };
   // conv_transpose2d shares conv2d's kernel table: its forward is conv2d's input gradient
   auto convt_row = [&t](const char* label, Shape xs, Shape ws, bool bias, int64_t s, int64_t pad, int64_t out_pad,
-                        int64_t groups, int64_t d, bool grad2 = false, const char* fused = "conv2d") {
+                        int64_t groups, int64_t d, bool grad2 = false, const char* fused = "conv2d",
+                        std::vector<DType> dtypes = {kFloat32, kFloat64}) {
     std::vector<InputSpec> ins{in(xs), in(ws)};
     if (bias) ins.push_back(in({ws[1] * groups}));
     ParityCase c{"conv_transpose2d", label, ins,
@@ -167,30 +172,30 @@ const RegisterParity rows([](std::vector<ParityCase>& t) {
                  [=](const std::vector<Ref>& r) {
                    return ref_conv_transpose2d(r[0], r[1], bias ? &r[2] : nullptr, s, pad, out_pad, groups, d);
                  },
-                 {kFloat32, kFloat64}, true, grad2, true, 10.0};
+                 dtypes, true, grad2, true, 10.0};
     c.fused = fused;
     t.push_back(c);
   };
-  convt_row("basic_bias", {2, 3, 3, 4}, {3, 2, 3, 3}, true, 1, 0, 0, 1, 1, true);
+  convt_row("basic_bias", {2, 3, 3, 4}, {3, 2, 3, 3}, true, 1, 0, 0, 1, 1, true, "conv2d", kWithBf16);
   convt_row("stride2_pad1_k4", {2, 3, 3, 3}, {3, 2, 4, 4}, false, 2, 1, 0, 1, 1, true);  // DCGAN's upsampling
   convt_row("output_padding", {1, 2, 3, 2}, {2, 3, 3, 3}, true, 2, 1, 1, 1, 1);
-  convt_row("groups2", {2, 4, 3, 3}, {4, 1, 3, 2}, true, 2, 0, 1, 2, 1);
+  convt_row("groups2", {2, 4, 3, 3}, {4, 1, 3, 2}, true, 2, 0, 1, 2, 1, false, "conv2d", kWithBf16);
   convt_row("dilation2", {1, 2, 3, 4}, {2, 2, 2, 3}, true, 1, 1, 0, 1, 2);
   // output_padding at or past the stride (allowed below the dilation): conv2d's kernels cannot
   // map that output back onto x, so the composite runs
   convt_row("output_padding_past_stride", {1, 2, 3, 3}, {2, 2, 3, 3}, true, 1, 1, 1, 1, 2, false, "none");
   convt_row("noise_to_4x4", {3, 5, 1, 1}, {5, 4, 4, 4}, false, 1, 0, 0, 1, 1);
-  conv_row("basic_bias", {2, 3, 5, 5}, {4, 3, 3, 3}, true, {}, 0, true);
-  conv_row("no_bias_odd", {1, 2, 5, 7}, {3, 2, 2, 3}, false, {}, 0);
-  conv_row("stride2_pad1", {2, 2, 6, 5}, {3, 2, 3, 3}, true, {2, 2, 1, 1, 1, 1}, 1, true);
+  conv_row("basic_bias", {2, 3, 5, 5}, {4, 3, 3, 3}, true, {}, 0, true, kWithBf16);
+  conv_row("no_bias_odd", {1, 2, 5, 7}, {3, 2, 2, 3}, false, {}, 0, false, kWithBf16);
+  conv_row("stride2_pad1", {2, 2, 6, 5}, {3, 2, 3, 3}, true, {2, 2, 1, 1, 1, 1}, 1, true, kWithBf16);
   conv_row("stride_pad_asym", {1, 2, 7, 6}, {2, 2, 3, 2}, true, {2, 1, 2, 2, 0, 0}, Padding2d(2, 0));
   conv_row("same_k3", {1, 2, 5, 4}, {3, 2, 3, 3}, true, {1, 1, 1, 1, 1, 1}, "same");
   conv_row("same_k4_dil2", {1, 1, 6, 7}, {2, 1, 4, 2}, true, {1, 1, 3, 3, 0, 1, 2, 1}, "same");
   conv_row("valid", {1, 2, 4, 4}, {2, 2, 3, 3}, false, {}, "valid");
-  conv_row("dilation2", {1, 2, 7, 7}, {2, 2, 3, 3}, true, {1, 1, 0, 0, 0, 0, 2, 2}, 0);
-  conv_row("groups2", {2, 4, 5, 5}, {6, 2, 3, 3}, true, {1, 1, 1, 1, 1, 1, 1, 1, 2}, 1, true);
+  conv_row("dilation2", {1, 2, 7, 7}, {2, 2, 3, 3}, true, {1, 1, 0, 0, 0, 0, 2, 2}, 0, false, kWithBf16);
+  conv_row("groups2", {2, 4, 5, 5}, {6, 2, 3, 3}, true, {1, 1, 1, 1, 1, 1, 1, 1, 2}, 1, true, kWithBf16);
   conv_row("depthwise", {1, 3, 4, 5}, {3, 1, 3, 3}, false, {1, 2, 1, 1, 1, 1, 1, 1, 3}, Padding2d(1, 1));
-  conv_row("1x1", {2, 3, 3, 2}, {4, 3, 1, 1}, true, {}, 0);
+  conv_row("1x1", {2, 3, 3, 2}, {4, 3, 1, 1}, true, {}, 0, false, kWithBf16);
   t.push_back({"conv2d", "channels_last", {in({2, 5, 4, 3}), in({4, 3, 3, 3}), in({4})},
                [](const TensorList& x) { return conv2d(x[0], x[1], x[2], 1, 1, 1, 1, true); },
                [](const std::vector<Ref>& r) {

@@ -1,7 +1,7 @@
-// Parity rows for matmul / mm (every rank combination, broadcast batches, empty K, M, N) and
-// the losses (mse_loss, nll_loss, cross_entropy with weights, ignore_index, label smoothing
-// and probability targets; l1, smooth_l1, huber, binary cross-entropy with and without logits)
-// under each reduction.
+// Parity rows for matmul / mm (every rank combination, broadcast batches, empty K, M, N), linear
+// in bfloat16, and the losses (mse_loss, nll_loss, cross_entropy with weights, ignore_index, label
+// smoothing and probability targets; l1, smooth_l1, huber, binary cross-entropy with and without
+// logits) under each reduction.
 
 #include <algorithm>
 #include <cmath>
@@ -43,6 +43,22 @@ const RegisterParity matmuls([](std::vector<ParityCase>& t) {
   t.push_back(row("mm", "method_transposed", {in({4, 3}), in({4, 5})},
                   [](const TensorList& x) { return x[0].t().mm(x[1]); },
                   [](const std::vector<Ref>& r) { return ref_matmul(ref_permute(r[0], {1, 0}), r[1]); }));
+
+  // linear in bfloat16: its fused CPU kernel (the bf16 GEMM, bias added before the one rounding)
+  // against the reference and, in the fused column, against the composite (test_parity_nn.cpp
+  // has the float rows).
+  RowFn lin = [](const TensorList& x) { return nabla::nn::functional::linear(x[0], x[1], x[2]); };
+  RefFn lin_ref = [](const std::vector<Ref>& r) {
+    Ref x2 = r[0];
+    x2.shape = Shape{r[0].numel() / r[0].shape.back(), r[0].shape.back()};
+    Ref y = ref_zip(ref_matmul(x2, ref_permute(r[1], {1, 0})), r[2], [](double a, double b) { return a + b; });
+    Shape s = r[0].shape;
+    s.back() = r[1].shape[0];
+    return ref_reshape(y, s);
+  };
+  const std::vector<DType> with_bf16 = {kFloat32, kFloat64, kBFloat16};
+  t.push_back(row("linear", "bias_bf16", {in({6, 9}), in({5, 9}), in({5})}, lin, lin_ref, RowOpts{with_bf16}));
+  t.push_back(row("linear", "batched_bf16", {in({2, 3, 40}), in({7, 40}), in({7})}, lin, lin_ref, RowOpts{with_bf16}));
 });
 
 // ---- losses -----------------------------------------------------------------------------------

@@ -102,14 +102,15 @@ Ref ref_batch_norm_plain(const Ref& x, double eps) {
 }
 
 const RegisterParity rows([](std::vector<ParityCase>& t) {
-  auto max_row = [&t](const char* label, Shape xs, PoolArgs a) {
+  // (bfloat16 rows: max_pool2d's bf16 CPU kernel, fused column against the composite)
+  auto max_row = [&t](const char* label, Shape xs, PoolArgs a, std::vector<DType> dtypes = {kFloat32, kFloat64}) {
     t.push_back({"max_pool2d", label, {in(xs, Domain::Distinct)},
                  [=](const TensorList& x) { return max_pool2d(x[0], a.k, a.s, a.p, a.d, a.ceil_mode); },
-                 [=](const std::vector<Ref>& r) { return ref_pool2(r[0], a, 0); }});
+                 [=](const std::vector<Ref>& r) { return ref_pool2(r[0], a, 0); }, dtypes});
   };
-  max_row("ceil_k3_s2", {2, 2, 6, 7}, {3, 2, 0, 1, true});
+  max_row("ceil_k3_s2", {2, 2, 6, 7}, {3, 2, 0, 1, true}, {kFloat32, kFloat64, kBFloat16});
   max_row("ceil_k2_s2_p1", {1, 3, 5, 5}, {2, 2, 1, 1, true});
-  max_row("dilation2_p1", {2, 2, 7, 6}, {2, 1, 1, 2});
+  max_row("dilation2_p1", {2, 2, 7, 6}, {2, 1, 1, 2}, {kFloat32, kFloat64, kBFloat16});
   max_row("chw_3d", {3, 5, 6}, {3, 2, 1, 1});
   max_row("k1_s1", {2, 2, 3, 3}, {1, 1, 0, 1});
 
@@ -257,7 +258,7 @@ TEST(MaxPool, IndicesPointAtTheMaximumAndGradientFollowsThem) {
   EXPECT_EQ(std::get<1>(max_pool2d_with_indices(t, 2)).item<int64_t>(), 1);
   Tensor n = tensor({1.0, double(NAN), 5.0, 2.0}, TensorOptions(kFloat32)).reshape({1, 1, 2, 2});
   EXPECT_TRUE(std::isnan(max_pool2d(n, 2).item<float>()));
-  // half precision runs the float kernel and casts back
+  // bfloat16 runs its own kernel (float16 the float one, casting back): the same exact maxima
   Tensor h = x.detach().to(kBFloat16);
   EXPECT_TRUE(all_close(max_pool2d(h, 2).to(kFloat64), max_pool2d(h.to(kFloat64), 2), 0, 0));
   EXPECT_THROW(max_pool2d(x, 2, 1, 2), ValueError);

@@ -52,6 +52,18 @@ void matmul(benchmark::State& state) {
                                                 benchmark::Counter::kIsIterationInvariantRate);
 }
 
+// bfloat16 and float32 at the sizes of bench_gemm_bf16.cpp (nabla's matmul_bf16 / f32 cases), for
+// the nabla : LibTorch ratio of the CPU bf16 GEMM.
+void matmul_dtype(benchmark::State& state, torch::Dtype dt) {
+  const int64_t n = state.range(0);
+  auto a = torch::randn({n, n}).to(dt), b = torch::randn({n, n}).to(dt);
+  for (auto _ : state) benchmark::DoNotOptimize(torch::matmul(a, b));
+  state.counters["GFLOP/s"] = benchmark::Counter(2e-9 * double(n) * double(n) * double(n),
+                                                 benchmark::Counter::kIsIterationInvariantRate);
+}
+void matmul_bf16(benchmark::State& state) { matmul_dtype(state, torch::kBFloat16); }
+void matmul_f32(benchmark::State& state) { matmul_dtype(state, torch::kFloat32); }
+
 // ---- (c) bandwidth: 16M float32 -----------------------------------------------------------------
 
 void bytes(benchmark::State& state, int64_t per_element) { state.SetBytesProcessed(int64_t(state.iterations()) * kBig * per_element); }
@@ -89,6 +101,8 @@ BENCHMARK(tiny_sum)->UseRealTime();
 BENCHMARK(tiny_matmul_2x2)->UseRealTime();
 BENCHMARK(tiny_fwd_bwd)->UseRealTime();
 BENCHMARK(matmul)->Arg(256)->Arg(1024)->Arg(2048)->UseRealTime()->Unit(benchmark::kMillisecond);
+BENCHMARK(matmul_bf16)->Arg(1024)->Arg(2048)->Arg(4096)->UseRealTime()->Unit(benchmark::kMillisecond);
+BENCHMARK(matmul_f32)->Arg(1024)->Arg(2048)->Arg(4096)->UseRealTime()->Unit(benchmark::kMillisecond);
 BENCHMARK(add_16M)->UseRealTime()->Unit(benchmark::kMillisecond);
 BENCHMARK(mul_16M)->UseRealTime()->Unit(benchmark::kMillisecond);
 BENCHMARK(exp_16M)->UseRealTime()->Unit(benchmark::kMillisecond);

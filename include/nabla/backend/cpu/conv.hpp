@@ -8,6 +8,10 @@
 //   chunks spread over the threads), im2col of the slice into a per-thread buffer, then one
 //   single-threaded GEMM per group; padding is handled inside im2col, a single image's 1x1
 //   convolution skips it.
+// - bfloat16 overloads of the three: the same chunks through the bf16 GEMM (gemm_bf16.hpp),
+//   im2col in bf16, float32 sums; the bias joins them before the one rounding, and the input
+//   gradient's col2im and the weight gradient's sum over chunks run in float32, rounded once at
+//   the end. No Winograd for bf16.
 // At the end: the slots of ops/conv.hpp's kernel tables they fill.
 
 #include <algorithm>
@@ -19,6 +23,7 @@
 
 #include "../../ops/conv.hpp"  // the tables this file fills
 #include "gemm.hpp"
+#include "gemm_bf16.hpp"
 #include "parallel.hpp"
 #include "winograd.hpp"
 
@@ -355,7 +360,105 @@ void conv2d_backward_weight_kernel(T* gw, T* gb, const T* gy, const T* x, const 
   if (gb) std::copy(bias_acc.begin(), bias_acc.end(), gb);
 }
 
-// ---- conv2d's and sliding_windows' CPU slots (float32 and float64) ---------------------------
+// ---- bfloat16 ----------------------------------------------------------------------------
+
+namespace conv_detail {
+// Per-thread float32 scratch: a chunk's input gradient, summed before it is rounded.
+inline float* sums_buffer(size_t n) {
+  thread_local std::vector<float> buf;
+  if (buf.size() < n) buf.resize(n);
+  return buf.data();
+}
+}  // namespace conv_detail
+
+inline void conv2d_forward_kernel(BFloat16* out, const BFloat16* x, const BFloat16* w, const BFloat16* bias,
+                                  const ConvShape& s) {
+  const int64_t L = s.L(), ckk = s.ckk(), Og = s.Og();
+  const auto chunks = conv_detail::image_chunks(s.N, s.Ho, s.Wo);
+  conv_detail::for_each_chunk(s.N, chunks, [&](int64_t n0, int64_t B, int) {
+    conv_detail::for_each_band(chunks, n0, B, s.Ho, [&](const conv_detail::Slice& c) {
+      const int64_t width = c.rows * s.Wo, ncols = B * width;
+      for (int64_t g = 0; g < s.groups; ++g) {
+        const auto cols = conv_detail::chunk_columns(x, s, c, g);
+        // One image writes its rows in place; several go through a buffer, then to [B, O, L].
+        BFloat16* y = B == 1 ? out + (n0 * s.O + g * Og) * L + c.oh0 * s.Wo
+                             : conv_detail::rows_buffer<BFloat16>(static_cast<size_t>(Og * ncols));
+        const int64_t ldy = B == 1 ? L : ncols;
+        // The bias seeds the rows and the GEMM adds its float32 sums to it before rounding.
+        if (bias)
+          for (int64_t o = 0; o < Og; ++o) std::fill_n(y + o * ldy, ncols, bias[g * Og + o]);
+        gemm_bf16<BFloat16>(Og, ncols, ckk, w + g * Og * ckk, ckk, 1, cols.p, cols.ld, 1, y, ldy, 1, bias != nullptr);
+        if (B > 1)
+          for (int64_t o = 0; o < Og; ++o)
+            for (int64_t i = 0; i < B; ++i)
+              std::copy_n(y + o * ncols + i * L, L, out + ((n0 + i) * s.O + g * Og + o) * L);
+      }
+    });
+  });
+}
+
+inline void conv2d_backward_input_kernel(BFloat16* gx, const BFloat16* gy, const BFloat16* w, const ConvShape& s) {
+  const int64_t L = s.L(), ckk = s.ckk(), Og = s.Og(), Cg = s.Cg(), image = s.C * s.H * s.W;
+  const auto chunks = conv_detail::image_chunks(s.N, s.Ho, s.Wo);
+  conv_detail::for_each_chunk(s.N, chunks, [&](int64_t n0, int64_t B, int) {
+    const bool direct = B == 1 && s.pointwise();  // the GEMM writes (and rounds) the image's gradient itself
+    float* sums = direct ? nullptr : conv_detail::sums_buffer(static_cast<size_t>(B * image));
+    if (!direct) std::fill(sums, sums + B * image, 0.0f);
+    conv_detail::for_each_band(chunks, n0, B, s.Ho, [&](const conv_detail::Slice& c) {
+      const int64_t width = c.rows * s.Wo, ncols = B * width;
+      for (int64_t g = 0; g < s.groups; ++g) {
+        const auto rows = conv_detail::chunk_rows(gy, s, c, g);
+        if (direct) {
+          gemm_bf16<BFloat16>(ckk, ncols, Og, w + g * Og * ckk, 1, ckk, rows.p, rows.ld, 1,
+                              gx + (n0 * s.C + g * Cg) * s.H * s.W + c.oh0 * s.Wo, L, 1, false);
+          continue;
+        }
+        float* cols = conv_detail::column_buffer<float>(static_cast<size_t>(ckk * ncols));
+        gemm_bf16<float>(ckk, ncols, Og, w + g * Og * ckk, 1, ckk, rows.p, rows.ld, 1, cols, ncols, 1, false);
+        for (int64_t b = 0; b < B; ++b)
+          col2im_padded(cols + b * width, sums + b * image + g * Cg * s.H * s.W, s, ncols, c.oh0, c.oh0 + c.rows);
+      }
+    });
+    if (!direct)
+      for (int64_t i = 0; i < B * image; ++i) gx[n0 * image + i] = BFloat16(sums[i]);
+  });
+}
+
+inline void conv2d_backward_weight_kernel(BFloat16* gw, BFloat16* gb, const BFloat16* gy, const BFloat16* x,
+                                          const ConvShape& s) {
+  const int64_t L = s.L(), ckk = s.ckk(), Og = s.Og(), wsize = s.O * ckk, stride = wsize + s.O;
+  const auto chunks = conv_detail::image_chunks(s.N, s.Ho, s.Wo);
+  const int nt = std::max(chunks.threads, 1);
+  // Each thread's float32 partial sums [weight | bias], the GEMMs accumulating onto them.
+  std::vector<float> partial(static_cast<size_t>(nt * stride), 0.0f);
+  conv_detail::for_each_chunk(s.N, chunks, [&](int64_t n0, int64_t B, int t) {
+    float* acc_w = partial.data() + t * stride;
+    float* acc_b = acc_w + wsize;
+    conv_detail::for_each_band(chunks, n0, B, s.Ho, [&](const conv_detail::Slice& c) {
+      const int64_t ncols = B * c.rows * s.Wo;
+      for (int64_t g = 0; g < s.groups; ++g) {
+        const auto cols = conv_detail::chunk_columns(x, s, c, g);
+        const auto rows = conv_detail::chunk_rows(gy, s, c, g);
+        gemm_bf16<float>(Og, ckk, ncols, rows.p, rows.ld, 1, cols.p, 1, cols.ld, acc_w + g * Og * ckk, ckk, 1, true);
+      }
+    });
+    if (gb)
+      for (int64_t b = 0; b < B; ++b)
+        for (int64_t o = 0; o < s.O; ++o) {
+          const BFloat16* y = gy + ((n0 + b) * s.O + o) * L;
+          float sum = 0.0f;
+          for (int64_t l = 0; l < L; ++l) sum += float(y[l]);
+          acc_b[o] += sum;
+        }
+  });
+  for (int t = 1; t < nt; ++t)
+    for (int64_t k = 0; k < stride; ++k) partial[static_cast<size_t>(k)] += partial[static_cast<size_t>(t * stride + k)];
+  for (int64_t k = 0; k < wsize; ++k) gw[k] = BFloat16(partial[static_cast<size_t>(k)]);
+  if (gb)
+    for (int64_t o = 0; o < s.O; ++o) gb[o] = BFloat16(partial[static_cast<size_t>(wsize + o)]);
+}
+
+// ---- conv2d's CPU slots (float32, float64, bfloat16) and sliding_windows' (float32, float64) --
 
 inline ConvShape conv_shape(const Tensor& x, const Tensor& w, const Tensor& y, const Conv2dParams& p) {
   return {x.size(0), x.size(1), x.size(2), x.size(3), w.size(0), w.size(2), w.size(3), y.size(2), y.size(3),
@@ -369,34 +472,41 @@ void float_or_double(const Tensor& x, F&& f) {
   else f(static_cast<float*>(nullptr));
 }
 
+// conv2d's: float32, float64 (the templates above) or bfloat16 (their overloads).
+template <class F>
+void conv_dtype(const Tensor& x, F&& f) {
+  if (x.dtype() == kBFloat16) f(static_cast<BFloat16*>(nullptr));
+  else float_or_double(x, f);
+}
+
 inline bool conv2d_forward_cpu(const Tensor& out, const Tensor& x, const Tensor& w, const Tensor& bias,
                                const Conv2dParams& p) {
-  float_or_double(out, [&](auto* t) {
+  conv_dtype(out, [&](auto* t) {
     using T = std::remove_pointer_t<decltype(t)>;
-    conv2d_forward_kernel<T>(out.data_ptr<T>(), x.data_ptr<T>(), w.data_ptr<T>(),
+    conv2d_forward_kernel(out.data_ptr<T>(), x.data_ptr<T>(), w.data_ptr<T>(),
                              bias.defined() ? bias.data_ptr<T>() : nullptr, conv_shape(x, w, out, p));
   });
   return true;
 }
 inline bool conv2d_backward_input_cpu(const Tensor& grad_x, const Tensor& grad_out, const Tensor& w,
                                       const Conv2dParams& p) {
-  float_or_double(grad_x, [&](auto* t) {
+  conv_dtype(grad_x, [&](auto* t) {
     using T = std::remove_pointer_t<decltype(t)>;
-    conv2d_backward_input_kernel<T>(grad_x.data_ptr<T>(), grad_out.data_ptr<T>(), w.data_ptr<T>(),
+    conv2d_backward_input_kernel(grad_x.data_ptr<T>(), grad_out.data_ptr<T>(), w.data_ptr<T>(),
                                     conv_shape(grad_x, w, grad_out, p));
   });
   return true;
 }
 inline bool conv2d_backward_weight_cpu(const Tensor& grad_w, const Tensor& grad_bias, const Tensor& grad_out,
                                        const Tensor& x, const Conv2dParams& p) {
-  float_or_double(grad_w, [&](auto* t) {
+  conv_dtype(grad_w, [&](auto* t) {
     using T = std::remove_pointer_t<decltype(t)>;
-    conv2d_backward_weight_kernel<T>(grad_w.data_ptr<T>(), grad_bias.defined() ? grad_bias.data_ptr<T>() : nullptr,
+    conv2d_backward_weight_kernel(grad_w.data_ptr<T>(), grad_bias.defined() ? grad_bias.data_ptr<T>() : nullptr,
                                      grad_out.data_ptr<T>(), x.data_ptr<T>(), conv_shape(x, grad_w, grad_out, p));
   });
   return true;
 }
-NABLA_FILL_KERNELS(conv2d_cpu, conv2d_kernels(), DeviceType::CPU, (DTypeSet{kFloat32, kFloat64}),
+NABLA_FILL_KERNELS(conv2d_cpu, conv2d_kernels(), DeviceType::CPU, (DTypeSet{kFloat32, kFloat64, kBFloat16}),
                    (Conv2dKernels{&conv2d_forward_cpu, &conv2d_backward_input_cpu, &conv2d_backward_weight_cpu}));
 
 inline void im2col_cpu(const Tensor& cols, const Tensor& x, const WindowGeometry& g) {

@@ -7,6 +7,7 @@
 #include "../backend.hpp"
 #include "../op_dispatch.hpp"
 #include "elementwise.hpp"
+#include "gemm_bf16.hpp"
 #include "index.hpp"
 #include "reduce.hpp"
 
@@ -63,7 +64,25 @@ class CpuBackend final : public Backend {
 
   void matmul(const Tensor& out, const Tensor& a, const Tensor& b) override {
     DType t = out.dtype();
-    if (t == kFloat16 || t == kBFloat16) {  // no 16-bit GEMM on the CPU: compute in float32
+    if (t == kBFloat16) {  // bf16 GEMM (gemm_bf16.hpp): float32 sums, each output rounded once
+      const int64_t nd = out.dim(), M = out.size(-2), N = out.size(-1), K = a.size(-1);
+      const Shape batch(out.sizes().begin(), out.sizes().end() - 2);
+      const Strides sa(a.strides().begin(), a.strides().end() - 2), sb(b.strides().begin(), b.strides().end() - 2),
+          so(out.strides().begin(), out.strides().end() - 2);
+      const auto* pa = static_cast<const BFloat16*>(a.data_ptr());
+      const auto* pb = static_cast<const BFloat16*>(b.data_ptr());
+      auto* po = static_cast<BFloat16*>(out.data_ptr());
+      // Many small products: spread the batch over threads (each GEMM then runs single-threaded).
+      const int64_t grain = std::max<int64_t>(1, (int64_t{1} << 18) / std::max<int64_t>(1, M * N * K));
+      parallel_for(0, numel_of(batch), grain, [&](int64_t b0, int64_t e0) {
+        for (int64_t i = b0; i < e0; ++i)
+          gemm_bf16<BFloat16>(M, N, K, pa + offset_of(i, batch, sa), a.stride(nd - 2), a.stride(nd - 1),
+                              pb + offset_of(i, batch, sb), b.stride(nd - 2), b.stride(nd - 1),
+                              po + offset_of(i, batch, so), out.stride(nd - 2), out.stride(nd - 1), false);
+      });
+      return;
+    }
+    if (t == kFloat16) {  // no float16 GEMM on the CPU: compute in float32
       auto to_float = [&](const Tensor& x) {
         Tensor f = detail::make_tensor(allocate(x.numel() * 4, Device::cpu()), 0, x.sizes(),
                                        contiguous_strides(x.sizes()), kFloat32);

@@ -2,12 +2,16 @@
 // CPU matrix multiply behind nabla's matmul: a BLIS/GotoBLAS-style blocked GEMM with run-time
 // selected AVX-512 / AVX2 / portable micro-kernels and OpenMP threading (gemm_native), plus a
 // thin dispatcher (gemm) that forwards BLAS-compatible layouts to CBLAS when NABLA_HAS_CBLAS is set.
+// The blocked driver is shared with the bfloat16 GEMM (gemm_bf16.hpp), whose kernels bring their
+// own packing. NABLA_CPU_ISA (scalar, avx2, avx512, avx512_bf16, amx) caps the kernels picked.
 #include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <climits>
 #include <cstddef>
 #include <cstdint>
+#include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <new>
 #include <thread>
@@ -52,8 +56,25 @@ inline Isa detect_isa() {
   return Isa::scalar;
 }
 
+// NABLA_CPU_ISA: the most capable kernel family the run-time dispatch may pick, so that tests and
+// benchmarks can run every path a CPU supports (a cap, never a promise: a CPU without the ISA
+// still gets what it has). Levels: scalar 0, avx2 1, avx512 2, avx512_bf16 3, amx 4; unset: no cap.
+constexpr int kNoIsaCap = 1 << 20;
+inline int parse_isa_cap(const char* s) {
+  if (!s || !*s) return kNoIsaCap;
+  const char* names[] = {"scalar", "avx2", "avx512", "avx512_bf16", "amx"};
+  for (int i = 0; i < 5; ++i)
+    if (std::strcmp(s, names[i]) == 0) return i;
+  std::fprintf(stderr, "nabla: ignoring NABLA_CPU_ISA=%s (expected scalar, avx2, avx512, avx512_bf16 or amx)\n", s);
+  return kNoIsaCap;
+}
+inline int isa_cap() {
+  static const int cap = parse_isa_cap(std::getenv("NABLA_CPU_ISA"));
+  return cap;
+}
+
 inline Isa best_isa() {
-  static const Isa isa = detect_isa();
+  static const Isa isa = Isa(std::min(int(detect_isa()), isa_cap()));
   return isa;
 }
 
@@ -410,20 +431,47 @@ class YieldBarrier {
   int n_;
 };
 
+// What the blocked driver needs of a kernel KT besides its block sizes (MR, NR, MC, KC, NC) and
+// micro-kernel ukr(kc, packed A sliver, packed B sliver, C, rsC, csC, m, n, accumulate):
+//   Src, Packed, Out   element types of A/B, of the packed slivers, and of C;
+//   depth(kc)          packed depth of a kc-deep pass (kc, or kc rounded up to the kernel's k
+//                      granule: bf16 pairs, AMX tiles), so an MR sliver holds MR * depth(kc);
+//   pack_a(mc, kc, A, rsA, csA, dst)   an mc x kc block of A into MR-row slivers;
+//   pack_b(kc, nr, B, rsB, csB, dst)   one kc x nr sliver of B (nr <= NR);
+//   optionally thread_begin() / thread_end(), run by each thread around its share (AMX tile
+//   configuration).
+// PackedAs adapts the float and double kernels (their packing is pack_a / pack_b above).
+template <class T, class K>
+struct PackedAs : K {
+  using Src = T;
+  using Packed = T;
+  using Out = T;
+  static constexpr int64_t depth(int64_t kc) { return kc; }
+  static void pack_a(int64_t mc, int64_t kc, const T* A, int64_t rsA, int64_t csA, T* dst) {
+    gemm_detail::pack_a<T, K::MR>(mc, kc, A, rsA, csA, dst);
+  }
+  static void pack_b(int64_t kc, int64_t nr, const T* B, int64_t rsB, int64_t csB, T* dst) {
+    gemm_detail::pack_b<T, K::NR>(kc, nr, B, rsB, csB, dst);
+  }
+};
+
 // Loop nest (BLIS order): jc over NC columns of B, pc over KC of the depth (pack the KC x NC
 // panel of B), ic over MC rows of A (each thread packs its own A block into its L2), then
 // jr/ir over micro-tiles, the B sliver staying in L1 across the ir loop.
-template <class T, class KT>
-void gemm_blocked(int64_t M, int64_t N, int64_t K, const T* A, int64_t rsA, int64_t csA,
-                  const T* B, int64_t rsB, int64_t csB, T* C, int64_t rsC, int64_t csC, bool acc) {
+template <class KT>
+void gemm_blocked_packed(int64_t M, int64_t N, int64_t K, const typename KT::Src* A, int64_t rsA,
+                         int64_t csA, const typename KT::Src* B, int64_t rsB, int64_t csB,
+                         typename KT::Out* C, int64_t rsC, int64_t csC, bool acc) {
+  using P = typename KT::Packed;
+  using TC = typename KT::Out;
   constexpr int64_t MR = KT::MR, NR = KT::NR, MC = KT::MC, KC = KT::KC, NC = KT::NC;
   const int nt = gemm_threads(M, N, K);
-  const int64_t kcmax = std::min(K, KC);
+  const int64_t kcmax = std::min(K, KC), dmax = KT::depth(kcmax);
   const int64_t ncmax = round_up(std::min(N, NC), NR);
   const int64_t mcmax = std::min(round_up(M, MR), MC);
-  const int64_t bsz = round_up(kcmax * ncmax, 64);
-  const int64_t asz = round_up(kcmax * mcmax, 64);
-  T* buf = static_cast<T*>(scratch(size_t(bsz + nt * asz) * sizeof(T)));
+  const int64_t bsz = round_up(dmax * ncmax, 64);
+  const int64_t asz = round_up(dmax * mcmax, 64);
+  P* buf = static_cast<P*>(scratch(size_t(bsz + nt * asz) * sizeof(P)));
 
   const int64_t mpanels = ceil_div(M, MR);
 
@@ -435,10 +483,11 @@ void gemm_blocked(int64_t M, int64_t N, int64_t K, const T* A, int64_t rsA, int6
     // next to the compute when every thread gets several panels. Otherwise split rows and share
     // a cooperatively packed B panel.
     const bool split_rows = ncmax / NR < 4 * nth;
+    if constexpr (requires { KT::thread_begin(); }) KT::thread_begin();
     // Panel slots are spaced by the full KC, not this pass's kc: without barriers a thread may
     // already pack its panels for a shorter final pass while another still reads the last one.
-    T* Bp = buf;
-    T* Ap = buf + bsz + tid * asz;
+    P* Bp = buf;
+    P* Ap = buf + bsz + tid * asz;
     for (int64_t jc = 0; jc < N; jc += NC) {
       const int64_t nc = std::min(NC, N - jc);
       const int64_t npanels = ceil_div(nc, NR);
@@ -449,8 +498,8 @@ void gemm_blocked(int64_t M, int64_t N, int64_t K, const T* A, int64_t rsA, int6
         split_range(npanels, nth, tid, p0, p1);
         if (nth > 1 && split_rows) barrier.wait();
         for (int64_t p = p0; p < p1; ++p)
-          pack_b<T, NR>(kc, std::min(NR, nc - p * NR), B + pc * rsB + (jc + p * NR) * csB, rsB,
-                        csB, Bp + p * NR * kcmax);
+          KT::pack_b(kc, std::min(NR, nc - p * NR), B + pc * rsB + (jc + p * NR) * csB, rsB, csB,
+                     Bp + p * NR * dmax);
         if (nth > 1 && split_rows) barrier.wait();
         int64_t r0 = 0, r1 = M, q0 = 0, q1 = npanels;
         if (split_rows) {
@@ -464,20 +513,22 @@ void gemm_blocked(int64_t M, int64_t N, int64_t K, const T* A, int64_t rsA, int6
         // Equal-sized row blocks avoid a thin, inefficient last block.
         const int64_t nblk = ceil_div(r1 - r0, MC);
         const int64_t mcb = round_up(ceil_div(r1 - r0, nblk), MR);
+        const int64_t d = KT::depth(kc);
         for (int64_t ic = r0; ic < r1; ic += mcb) {
           const int64_t mc = std::min(mcb, r1 - ic);
-          pack_a<T, MR>(mc, kc, A + ic * rsA + pc * csA, rsA, csA, Ap);
+          KT::pack_a(mc, kc, A + ic * rsA + pc * csA, rsA, csA, Ap);
           for (int64_t q = q0; q < q1; ++q) {
-            const T* bp = Bp + q * NR * kcmax;
+            const P* bp = Bp + q * NR * dmax;
             const int64_t nr = std::min(NR, nc - q * NR);
-            T* cq = C + ic * rsC + (jc + q * NR) * csC;
+            TC* cq = C + ic * rsC + (jc + q * NR) * csC;
             for (int64_t ir = 0; ir < mc; ir += MR)
-              KT::ukr(kc, Ap + ir * kc, bp, cq + ir * rsC, rsC, csC, std::min(MR, mc - ir), nr,
+              KT::ukr(kc, Ap + ir * d, bp, cq + ir * rsC, rsC, csC, std::min(MR, mc - ir), nr,
                       beta);
           }
         }
       }
     }
+    if constexpr (requires { KT::thread_end(); }) KT::thread_end();
   };
 
   if (nt <= 1) {
@@ -497,6 +548,12 @@ void gemm_blocked(int64_t M, int64_t N, int64_t K, const T* A, int64_t rsA, int6
       body(0, 1);  // the runtime gave us fewer threads than asked: run serially
   }
 #endif
+}
+
+template <class T, class KT>
+void gemm_blocked(int64_t M, int64_t N, int64_t K, const T* A, int64_t rsA, int64_t csA,
+                  const T* B, int64_t rsB, int64_t csB, T* C, int64_t rsC, int64_t csC, bool acc) {
+  gemm_blocked_packed<PackedAs<T, KT>>(M, N, K, A, rsA, csA, B, rsB, csB, C, rsC, csC, acc);
 }
 
 template <class T>

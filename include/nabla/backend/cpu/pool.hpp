@@ -1,6 +1,7 @@
 #pragma once
 // max_pool2d's fused CPU kernel (ops/pool.hpp's max_pool2d_kernels()): each window's maximum
-// and its index, the backward being a scatter_add through the indices.
+// and its index, the backward being a scatter_add through the indices. float32, float64 and
+// bfloat16 (compared as float; a maximum is one of the inputs, so nothing is rounded).
 
 #include <algorithm>
 #include <cstdint>
@@ -14,6 +15,14 @@
 namespace nabla {
 namespace cpu {
 
+// -inf of T (numeric_limits knows nothing of BFloat16), and the type T's values compare in.
+template <class T>
+inline T pool_lowest() {
+  return static_cast<T>(-std::numeric_limits<double>::infinity());
+}
+template <class T>
+using pool_compare_t = std::conditional_t<std::is_arithmetic_v<T>, T, float>;
+
 // out / idx [planes, Ho, Wo]: the maximum of each window of x [planes, H, W] and its flat index
 // h * W + w in the plane; the first maximum in window order wins, NaN beats every number, and
 // window elements outside the input (padding, or past the edge with ceil_mode) are skipped.
@@ -24,7 +33,8 @@ inline void max_select(const T* __restrict src, int64_t stride, T* __restrict be
                        int64_t c1, int32_t k) {
   for (int64_t ow = c0; ow < c1; ++ow) {
     const T v = src[ow * stride], cur = best[ow];
-    const bool take = (v > cur) | ((v != v) & (cur == cur));
+    const pool_compare_t<T> a = v, c = cur;
+    const bool take = (a > c) | ((a != a) & (c == c));
     best[ow] = take ? v : cur;
     win[ow] = take ? k : win[ow];
   }
@@ -64,7 +74,7 @@ void max_pool2d_kernel(T* out, int64_t* idx, const T* x, int64_t planes, int64_t
         int64_t* idx_row = di + oh * Wo;
         if (c0 < c1) {
           int32_t* win = window_pos.data();
-          for (int64_t ow = c0; ow < c1; ++ow) best_row[ow] = -std::numeric_limits<T>::infinity(), win[ow] = int32_t(ilo * kw);
+          for (int64_t ow = c0; ow < c1; ++ow) best_row[ow] = pool_lowest<T>(), win[ow] = int32_t(ilo * kw);
           for (int64_t i = ilo; i < ihi; ++i)
             for (int64_t j = 0; j < kw; ++j)
               max_select(src + (hs + i * dh) * W + j * dw - pw, sw, best_row, win, c0, c1, int32_t(i * kw + j));
@@ -74,7 +84,7 @@ void max_pool2d_kernel(T* out, int64_t* idx, const T* x, int64_t planes, int64_t
           if (ow == c0) ow = std::max(c0, c1);  // the interior is done
           if (ow >= Wo) break;
           const int64_t ws = ow * sw - pw, jlo = cols[2 * ow], jhi = cols[2 * ow + 1];
-          T best = -std::numeric_limits<T>::infinity();
+          T best = pool_lowest<T>();
           int64_t best_i = 0;
           bool first = true;
           // Branch-free select (random data mispredicts a compare-and-branch half the time):
@@ -84,7 +94,8 @@ void max_pool2d_kernel(T* out, int64_t* idx, const T* x, int64_t planes, int64_t
             for (int64_t j = jlo; j < jhi; ++j) {
               const int64_t at = row + ws + j * dw;
               const T v = src[at];
-              const bool take = first | (v > best) | ((v != v) & (best == best));
+              const pool_compare_t<T> a = v, b = best;
+              const bool take = first | (a > b) | ((a != a) & (b == b));
               best = take ? v : best;
               best_i = take ? at : best_i;
               first = false;
@@ -106,10 +117,11 @@ inline bool max_pool2d_forward_cpu(const Tensor& out, const Tensor& indices, con
                          p.stride_w, p.pad_h, p.pad_w, p.dilation_h, p.dilation_w);
   };
   if (x.dtype() == kFloat64) run(static_cast<double*>(nullptr));
+  else if (x.dtype() == kBFloat16) run(static_cast<BFloat16*>(nullptr));
   else run(static_cast<float*>(nullptr));
   return true;
 }
-NABLA_FILL_KERNELS(max_pool2d_cpu, max_pool2d_kernels(), DeviceType::CPU, (DTypeSet{kFloat32, kFloat64}),
+NABLA_FILL_KERNELS(max_pool2d_cpu, max_pool2d_kernels(), DeviceType::CPU, (DTypeSet{kFloat32, kFloat64, kBFloat16}),
                    MaxPool2dKernels{&max_pool2d_forward_cpu});
 
 }  // namespace cpu
