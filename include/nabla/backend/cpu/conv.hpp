@@ -175,6 +175,11 @@ struct Operand {
 // output rows [oh0, oh1), zero where the window hangs over the padding.
 template <class T>
 void im2col_padded(const T* x, T* cols, const ConvShape& s, int64_t ld, int64_t oh0, int64_t oh1) {
+  if constexpr (std::is_same_v<T, BFloat16> || std::is_same_v<T, Half>) {
+    // a copy of bits (0 is +0.0): as uint16_t the loops vectorise, as the class they did not
+    // (the bf16 im2col took 1.7x the float32 one's time in the MNIST CNN's profile)
+    return im2col_padded(reinterpret_cast<const uint16_t*>(x), reinterpret_cast<uint16_t*>(cols), s, ld, oh0, oh1);
+  }
   for (int64_t c = 0; c < s.Cg(); ++c)
     for (int64_t i = 0; i < s.kh; ++i)
       for (int64_t j = 0; j < s.kw; ++j) {

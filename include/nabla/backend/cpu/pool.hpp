@@ -4,6 +4,7 @@
 // bfloat16 (compared as float; a maximum is one of the inputs, so nothing is rounded).
 
 #include <algorithm>
+#include <bit>
 #include <cstdint>
 #include <limits>
 #include <type_traits>
@@ -36,6 +37,22 @@ inline void max_select(const T* __restrict src, int64_t stride, T* __restrict be
     const pool_compare_t<T> a = v, c = cur;
     const bool take = (a > c) | ((a != a) & (c == c));
     best[ow] = take ? v : cur;
+    win[ow] = take ? k : win[ow];
+  }
+}
+
+// bfloat16 as its bits, widened by a shift: the class-typed loop above did not vectorise (the
+// MNIST CNN's bf16 max_pool2d took twice the float32 one's time).
+inline void max_select(const BFloat16* __restrict src, int64_t stride, BFloat16* __restrict best, int32_t* __restrict win,
+                       int64_t c0, int64_t c1, int32_t k) {
+  const auto* s = reinterpret_cast<const uint16_t*>(src);
+  auto* b = reinterpret_cast<uint16_t*>(best);
+  auto widen = [](uint16_t h) { return std::bit_cast<float>(static_cast<uint32_t>(h) << 16); };
+  for (int64_t ow = c0; ow < c1; ++ow) {
+    const uint16_t v = s[ow * stride], cur = b[ow];
+    const float a = widen(v), c = widen(cur);
+    const bool take = (a > c) | ((a != a) & (c == c));
+    b[ow] = take ? v : cur;
     win[ow] = take ? k : win[ow];
   }
 }
