@@ -4,7 +4,8 @@
 # the seconds per training epoch (evaluation excluded) of each and the ratio nabla / LibTorch.
 #   benchmarks/compare/mnist.sh [build-dir]      (default: build-bench)
 # Env: NABLA_DATA (required: MNIST in $NABLA_DATA/mnist), THREADS (default: all cores), EPOCHS (default 1),
-#      ROUNDS (alternating nabla/LibTorch rounds, default 2), LIMIT (training images, default all).
+#      ROUNDS (alternating nabla/LibTorch rounds, default 2), LIMIT (training images, default all),
+#      AMP (none or bf16: both run under CPU autocast to bfloat16; default none).
 set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 root="$(cd "$here/../.." && pwd)"
@@ -19,6 +20,8 @@ fi
 data="$NABLA_DATA/mnist"
 limit=()
 [ -n "${LIMIT:-}" ] && limit=(--limit "$LIMIT")
+amp="${AMP:-none}"
+case "$amp" in none|bf16) ;; *) echo "mnist.sh: AMP must be none or bf16" >&2; exit 2 ;; esac
 
 cmake -S "$root" -B "$build" -DCMAKE_BUILD_TYPE=Release -DNABLA_BUILD_EXAMPLES=ON -DNABLA_BUILD_TESTS=OFF \
   -DNABLA_WITH_CUDA=OFF -DNABLA_WITH_LIBTORCH=ON >/dev/null
@@ -29,11 +32,11 @@ work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 echo "machine: $(lscpu | sed -n 's/^Model name: *//p' | head -1), $(nproc) cores; threads=$threads"
 echo "date:    $(date -u '+%Y-%m-%d %H:%M UTC'); commit $(git -C "$root" rev-parse --short HEAD 2>/dev/null || echo unknown)"
-echo "command: THREADS=$threads EPOCHS=$epochs ROUNDS=$rounds benchmarks/compare/mnist.sh"
+echo "command: THREADS=$threads EPOCHS=$epochs ROUNDS=$rounds AMP=$amp benchmarks/compare/mnist.sh"
 for r in $(seq 1 "$rounds"); do
   (cd "$work" && "$build/examples/mnist" --data "$data" --epochs "$epochs" --threads "$threads" --no-progress \
-    --checkpoint "$work/ck.safetensors" --csv "$work/m.csv" "${limit[@]}") | grep '^epoch [0-9]*:' | sed 's/^/nabla    /' | tee -a "$work/nabla.txt"
-  "$build/benchmarks/nabla_mnist_libtorch" --data "$data" --epochs "$epochs" --threads "$threads" "${limit[@]}" |
+    --checkpoint "$work/ck.safetensors" --csv "$work/m.csv" --amp "$amp" "${limit[@]}") | grep '^epoch [0-9]*:' | sed 's/^/nabla    /' | tee -a "$work/nabla.txt"
+  "$build/benchmarks/nabla_mnist_libtorch" --data "$data" --epochs "$epochs" --threads "$threads" --amp "$amp" "${limit[@]}" |
     grep '^epoch [0-9]*:' | sed 's/^/libtorch /' | tee -a "$work/torch.txt"
 done
 python3 - "$work/nabla.txt" "$work/torch.txt" <<'EOF'

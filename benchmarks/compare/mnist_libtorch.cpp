@@ -3,9 +3,12 @@
 // StepLR gamma 0.4), normalisation and shuffling per epoch, data held in memory as tensors. MNIST
 // is read with nabla's IDX reader (LibTorch's own reader cannot open the .gz files) and copied
 // into torch tensors once, before any timing.
-//   mnist_libtorch --data DIR [--epochs N] [--batch-size N] [--limit N] [--threads N]
+//   mnist_libtorch --data DIR [--epochs N] [--batch-size N] [--limit N] [--threads N] [--amp bf16]
+// --amp bf16: CPU autocast to bfloat16 around forward and loss (at::autocast::set_cpu_enabled, as
+// torch.autocast("cpu") does), the examples' --amp bf16.
 // Prints one line per epoch: "epoch E: train loss L, test accuracy A%, S s, R img/s".
 
+#include <ATen/autocast_mode.h>
 #include <torch/torch.h>
 
 #include <chrono>
@@ -57,6 +60,7 @@ double now() { return std::chrono::duration<double>(std::chrono::steady_clock::n
 int main(int argc, char** argv) {
   std::string dir;
   int64_t epochs = 1, batch = 64, limit = 0, threads = 0;
+  bool amp = false;
   for (int i = 1; i + 1 < argc; i += 2) {
     std::string f = argv[i], v = argv[i + 1];
     if (f == "--data") dir = v;
@@ -64,6 +68,7 @@ int main(int argc, char** argv) {
     else if (f == "--batch-size") batch = std::stoll(v);
     else if (f == "--limit") limit = std::stoll(v);
     else if (f == "--threads") threads = std::stoll(v);
+    else if (f == "--amp" && (v == "bf16" || v == "none")) amp = v == "bf16";
     else {
       std::fprintf(stderr, "mnist_libtorch: unknown option %s\n", f.c_str());
       return 2;
@@ -90,8 +95,23 @@ int main(int argc, char** argv) {
   Net net;
   torch::optim::Adam opt(net->parameters(), torch::optim::AdamOptions(2e-3));
   const int64_t n = train_x.size(0), steps = (n + batch - 1) / batch;
-  std::printf("libtorch %s, %d threads; %lld training images, batch %lld\n", TORCH_VERSION, torch::get_num_threads(),
-              (long long)n, (long long)batch);
+  std::printf("libtorch %s, %d threads; %lld training images, batch %lld%s\n", TORCH_VERSION, torch::get_num_threads(),
+              (long long)n, (long long)batch, amp ? ", CPU autocast bf16" : "");
+  // torch.autocast("cpu", torch.bfloat16) as an RAII guard over the C++ API of LibTorch 1.13
+  struct Autocast {
+    bool on;
+    explicit Autocast(bool enable) : on(enable) {
+      if (!on) return;
+      at::autocast::set_autocast_cpu_dtype(at::kBFloat16);
+      at::autocast::set_cpu_enabled(true);
+      at::autocast::increment_nesting();
+    }
+    ~Autocast() {
+      if (!on) return;
+      if (at::autocast::decrement_nesting() == 0) at::autocast::clear_cache();
+      at::autocast::set_cpu_enabled(false);
+    }
+  };
   for (int64_t epoch = 0; epoch < epochs; ++epoch) {
     net->train();
     const double t0 = now();
@@ -101,7 +121,11 @@ int main(int argc, char** argv) {
       torch::Tensor idx = perm.narrow(0, s * batch, std::min(batch, n - s * batch));
       torch::Tensor x = train_x.index_select(0, idx), y = train_y.index_select(0, idx);
       opt.zero_grad();
-      torch::Tensor loss = torch::nn::functional::cross_entropy(net->forward(x), y);
+      torch::Tensor loss;
+      {
+        Autocast ac(amp);
+        loss = torch::nn::functional::cross_entropy(net->forward(x), y);
+      }
       loss.backward();
       opt.step();
       loss_sum += loss.item<double>();
@@ -111,6 +135,7 @@ int main(int argc, char** argv) {
     for (auto& g : opt.param_groups()) static_cast<torch::optim::AdamOptions&>(g.options()).lr(
         static_cast<torch::optim::AdamOptions&>(g.options()).lr() * 0.4);
     torch::NoGradGuard no_grad;
+    Autocast ac(amp);
     net->eval();
     int64_t correct = 0;
     for (int64_t s = 0; s < test_x.size(0); s += 1000) {

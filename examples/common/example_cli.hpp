@@ -4,12 +4,14 @@
 // the h:mm:ss clock, and the test-set evaluation. Not part of the library.
 
 #include <algorithm>
+#include <cctype>
 #include <chrono>
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
 #include <initializer_list>
 #include <iostream>
+#include <optional>
 #include <string>
 
 #include <nabla/data.hpp>
@@ -68,6 +70,38 @@ class Options {
   char** argv_;
   int i_ = 0;
 };
+
+// "4GiB", "512MiB", "100MB", "1.5G", "65536" -> bytes (KiB/MiB/GiB/TiB and K/M/G/T are powers of
+// 1024, KB/MB/GB/TB powers of 1000, as memory is usually written); nullopt when unreadable.
+inline std::optional<size_t> parse_bytes(const std::string& text) {
+  char* end = nullptr;
+  const double v = std::strtod(text.c_str(), &end);
+  if (end == text.c_str() || !std::isfinite(v) || v < 0) return std::nullopt;
+  std::string unit(end);
+  for (char& c : unit) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+  double mult = 1;
+  const char* units[] = {"k", "m", "g", "t"};
+  if (!unit.empty() && unit != "b") {
+    bool found = false;
+    for (int i = 0; i < 4 && !found; ++i) {
+      const std::string u = units[i];
+      const double bin = std::pow(1024.0, i + 1), dec = std::pow(1000.0, i + 1);
+      if (unit == u || unit == u + "ib") mult = bin, found = true;
+      else if (unit == u + "b") mult = dec, found = true;
+    }
+    if (!found) return std::nullopt;
+  }
+  const double bytes = v * mult;
+  if (bytes >= 1.8e19) return std::nullopt;
+  return static_cast<size_t>(bytes);
+}
+
+inline std::string bytes_str(size_t bytes) {
+  char buf[64];
+  if (bytes >= (size_t{1} << 30)) std::snprintf(buf, sizeof buf, "%.2f GiB", static_cast<double>(bytes) / (1 << 30));
+  else std::snprintf(buf, sizeof buf, "%.1f MiB", static_cast<double>(bytes) / (1 << 20));
+  return buf;
+}
 
 inline std::string clock_str(double seconds) {
   const long s = std::lround(std::max(0.0, seconds));

@@ -14,6 +14,7 @@
 #include <iostream>
 #include <map>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -33,7 +34,9 @@ namespace {
 
 struct Args {
   std::string model = "cnn", device = "auto", optimizer = "adam", data, checkpoint = "mnist_checkpoint.safetensors",
-              csv = "mnist_metrics.csv";
+              csv = "mnist_metrics.csv", amp = "none";
+  size_t memory_limit = 0;
+  bool checkpointing = false;
   int64_t epochs = 3, batch_size = 64, test_batch_size = 1000, limit = 0, test_limit = 0, seed = 1, checkpoint_every = 0, threads = 0, max_steps = 0;
   double lr = -1, gamma = 0.4;
   bool resume = false, progress = true;
@@ -61,6 +64,12 @@ Trains a classifier on MNIST and reports test accuracy after each epoch.
   --max-steps N             stop after training step N, as if killed (tests --resume; default 0: no limit)
   --csv PATH                per-epoch metrics as CSV (default mnist_metrics.csv)
   --threads N               CPU threads (default: OpenMP's default, all cores)
+  --amp {none,bf16,f16}     mixed precision: autocast to bfloat16 or float16 (f16 adds a GradScaler);
+                            weights and optimizer stay float32 (default none)
+  --checkpointing           gradient checkpointing: keep only the inputs of each segment of layers and
+                            recompute the rest in backward (less memory, more compute)
+  --memory-limit SIZE       fail with a clear error instead of allocating past SIZE on the training device
+                            (e.g. 4GiB, 512MiB, 100MB; default: no limit)
   --no-progress             plain progress lines even on a terminal
   --help                    this text
 )";
@@ -90,6 +99,14 @@ Args parse(int argc, char** argv) {
     else if (f == "--data") a.data = o.value();
     else if (f == "--checkpoint") a.checkpoint = o.value();
     else if (f == "--csv") a.csv = o.value();
+    else if (f == "--amp") a.amp = o.choice({"none", "bf16", "f16"});
+    else if (f == "--checkpointing") a.checkpointing = true;
+    else if (f == "--memory-limit") {
+      const std::string v = o.value();
+      const std::optional<size_t> bytes = nabla_example::parse_bytes(v);
+      if (!bytes || *bytes == 0) o.error("--memory-limit expects a size such as 4GiB, 512MiB or 100MB, got \"" + v + "\"");
+      a.memory_limit = *bytes;
+    }
     else if (f == "--resume") a.resume = true;
     else if (f == "--no-progress") a.progress = false;
     else o.error("unknown option \"" + f + "\"");
@@ -140,6 +157,12 @@ int run(const Args& a) {
                 "mnist: --device cuda, but no CUDA device is usable (no GPU, no driver, or built without nabla::cuda)");
     device = nb::Device::cuda(0);
   }
+  if (a.memory_limit > 0) nb::set_memory_limit(device, a.memory_limit);
+  // Mixed precision as PyTorch's recipe: autocast around forward and loss; float16 also scales
+  // the loss (GradScaler) so small gradients survive; bfloat16 has float32's range and needs none.
+  const bool use_amp = a.amp != "none";
+  const nb::DType amp_dtype = a.amp == "f16" ? nb::kFloat16 : nb::kBFloat16;
+  nb::amp::GradScaler scaler(nb::amp::GradScalerOptions().enabled(a.amp == "f16"));
   const std::string dir = find_data_dir(a.data);
   auto train_set = nb::data::mnist_dataset(dir, true);
   auto test_set = nb::data::mnist_dataset(dir, false);
@@ -174,7 +197,7 @@ int run(const Args& a) {
   if (a.resume) {
     NABLA_CHECK(std::filesystem::exists(a.checkpoint), nb::IOError, "mnist: --resume: no checkpoint at ", a.checkpoint);
     nb::io::Metadata meta;
-    step = nb::io::load_checkpoint(a.checkpoint, *model, opt.get(), &schedule, &meta);
+    step = nb::io::load_checkpoint(a.checkpoint, *model, opt.get(), &schedule, &meta, &scaler);
     if (meta.count("steps_per_epoch"))
       NABLA_CHECK(std::stoll(meta.at("steps_per_epoch")) == steps_per_epoch, nb::ValueError, "mnist: --resume: ",
                   a.checkpoint, " was written with ", meta.at("steps_per_epoch"), " steps per epoch, this run has ",
@@ -190,13 +213,15 @@ int run(const Args& a) {
     std::printf("the checkpoint is already at the end of epoch %lld; nothing to do\n", (long long)a.epochs);
     return 0;
   }
-  std::printf("model %s, %lld parameters; device %s; optimizer %s lr %g; %lld training images, batch %lld\n",
+  std::printf("model %s, %lld parameters; device %s%s%s; optimizer %s lr %g; %lld training images, batch %lld\n",
               a.model.c_str(), (long long)[&] {
                 int64_t n = 0;
                 for (const auto& p : model->parameters()) n += p.numel();
                 return n;
               }(),
-              device.str().c_str(), a.optimizer.c_str(), a.lr, (long long)train_set->size(), (long long)a.batch_size);
+              device.str().c_str(), use_amp ? (", amp " + a.amp).c_str() : "",
+              a.checkpointing ? ", checkpointing" : "", a.optimizer.c_str(), a.lr, (long long)train_set->size(),
+              (long long)a.batch_size);
 
   const bool fresh_csv = !a.resume || !std::filesystem::exists(a.csv);
   std::ofstream csv(a.csv, fresh_csv ? std::ios::trunc : std::ios::app);
@@ -208,7 +233,8 @@ int run(const Args& a) {
     auto [seed, offset] = nb::default_generator().state();
     nb::io::save_checkpoint(a.checkpoint, *model, opt.get(), &schedule, at_step,
                             {{"rng_seed", std::to_string(seed)}, {"rng_offset", std::to_string(offset)},
-                             {"model", a.model}, {"steps_per_epoch", std::to_string(steps_per_epoch)}});
+                             {"model", a.model}, {"steps_per_epoch", std::to_string(steps_per_epoch)}},
+                            &scaler);
   };
   const bool tty = a.progress && isatty(fileno(stdout));
   const double t_start = Progress::now();
@@ -223,9 +249,19 @@ int run(const Args& a) {
     for (auto it = train.begin(); it != train.end(); ++it) {
       nb::data::Batch& b = *it;
       opt->zero_grad();
-      nb::Tensor loss = nb::cross_entropy(model->forward(b.data), b.target);
-      loss.backward();
-      opt->step();
+      nb::Tensor loss;
+      {
+        std::optional<nb::amp::autocast> autocast;
+        if (use_amp) autocast.emplace(device.type, amp_dtype);
+        // checkpointing: segments of two layers keep only their input; the last segment (the
+        // classifier) runs normally, as checkpoint_sequential does
+        nb::Tensor logits = a.checkpointing ? nb::checkpoint_sequential(model, a.model == "cnn" ? 4 : 3, b.data)
+                                            : model->forward(b.data);
+        loss = nb::cross_entropy(logits, b.target);
+      }
+      scaler.scale(loss).backward();
+      scaler.step(*opt);  // opt->step() unless the scaled gradients overflowed (f16)
+      scaler.update();
       ++step, ++batches, images += b.target.size(0);
       loss_sum.add_(loss.detach());
       if (bar.due(it.index() + 1)) bar.update(it.index() + 1, loss_sum.item<double>() / static_cast<double>(batches), images);
@@ -239,7 +275,11 @@ int run(const Args& a) {
     const double seconds = Progress::now() - t0;
     const double train_loss = loss_sum.item<double>() / static_cast<double>(std::max<int64_t>(1, batches));
     schedule.step();
-    last = evaluate(*model, test);
+    {
+      std::optional<nb::amp::autocast> autocast;
+      if (use_amp) autocast.emplace(device.type, amp_dtype);
+      last = evaluate(*model, test);
+    }
     save(step);
     std::printf("epoch %lld: train loss %.4f, test loss %.4f, test accuracy %.2f%% (%lld/%lld), %.1f s, %.0f img/s\n",
                 (long long)epoch + 1, train_loss, last.loss, 100 * last.accuracy,
@@ -251,6 +291,10 @@ int run(const Args& a) {
   }
   std::printf("test accuracy %.2f%% after %lld epochs; total time %.1f s; checkpoint %s, metrics %s\n",
               100 * last.accuracy, (long long)a.epochs, Progress::now() - t_start, a.checkpoint.c_str(), a.csv.c_str());
+  const nb::MemoryStats mem = nb::memory_stats(device);
+  std::printf("peak memory on %s: %s (%zu bytes) held by tensors%s\n", device.str().c_str(),
+              nabla_example::bytes_str(mem.peak).c_str(), mem.peak,
+              a.memory_limit ? (", limit " + nabla_example::bytes_str(a.memory_limit)).c_str() : "");
   return 0;
 }
 

@@ -16,6 +16,7 @@
 #include <fstream>
 #include <iostream>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -38,7 +39,9 @@ namespace {
 
 struct Args {
   std::string arch = "resnet18", device = "auto", schedule = "onecycle", data, checkpoint = "resnet_checkpoint.safetensors",
-              csv = "resnet_metrics.csv";
+              csv = "resnet_metrics.csv", amp = "none";
+  size_t memory_limit = 0;
+  bool checkpointing = false;
   int64_t epochs = 15, batch_size = 128, test_batch_size = 500, limit = 0, test_limit = 0, seed = 1, checkpoint_every = 0,
           threads = 0, max_steps = 0, image_size = 224;
   double lr = 0.1, momentum = 0.9, weight_decay = 5e-4, label_smoothing = 0.1;
@@ -78,6 +81,11 @@ with --synthetic, times the training step on random ImageNet-shaped data instead
   --max-steps N             stop after training step N, as if killed (tests --resume; default 0: no limit)
   --csv PATH                per-epoch metrics as CSV (default resnet_metrics.csv)
   --threads N               CPU threads (default: OpenMP's default, all cores)
+  --amp {none,bf16,f16}     mixed precision: autocast to bfloat16 or float16 (f16 adds a GradScaler);
+                            weights and optimizer stay float32 (default none)
+  --checkpointing           gradient checkpointing per residual block (recomputed in backward)
+  --memory-limit SIZE       fail with a clear error instead of allocating past SIZE on the training device
+                            (e.g. 4GiB, 512MiB; default: no limit)
   --no-progress             plain progress lines even on a terminal
   --help                    this text
 )";
@@ -116,6 +124,14 @@ Args parse(int argc, char** argv) {
     else if (f == "--no-progress") a.progress = false;
     else if (f == "--no-augment") a.augment = false;
     else if (f == "--synthetic") a.synthetic = true;
+    else if (f == "--amp") a.amp = o.choice({"none", "bf16", "f16"});
+    else if (f == "--checkpointing") a.checkpointing = true;
+    else if (f == "--memory-limit") {
+      const std::string v = o.value();
+      const std::optional<size_t> bytes = nabla_example::parse_bytes(v);
+      if (!bytes || *bytes == 0) o.error("--memory-limit expects a size such as 4GiB or 512MiB, got \"" + v + "\"");
+      a.memory_limit = *bytes;
+    }
     else o.error("unknown option \"" + f + "\"");
   }
   if (a.momentum >= 1) o.error("--momentum must be below 1");
@@ -208,6 +224,11 @@ int run(const Args& a) {
   nb::manual_seed(static_cast<uint64_t>(a.seed));
   auto model = make_model(a, classes);
   model->to(device);
+  if (a.checkpointing) model->gradient_checkpointing_enable();
+  if (a.memory_limit > 0) nb::set_memory_limit(device, a.memory_limit);
+  const bool use_amp = a.amp != "none";
+  const nb::DType amp_dtype = a.amp == "f16" ? nb::kFloat16 : nb::kBFloat16;
+  nb::amp::GradScaler scaler(nb::amp::GradScalerOptions().enabled(a.amp == "f16"));
   nb::optim::SGD opt(model->parameters(),
                      nb::optim::SGDOptions(a.lr).momentum(a.momentum).nesterov(true).weight_decay(a.weight_decay));
   const int64_t steps_per_epoch = train.size(), total_steps = a.epochs * steps_per_epoch;
@@ -226,7 +247,7 @@ int run(const Args& a) {
       NABLA_CHECK(!meta.count(key) || meta.at(key) == now, nb::ValueError, "resnet: --resume: ", a.checkpoint,
                   " was written with ", key, " ", meta.at(key), ", this run has ", now,
                   " (resume with the same --arch, stem, --epochs, --schedule, --batch-size and --limit)");
-    step = nb::io::load_checkpoint(a.checkpoint, *model, &opt, schedule.get());
+    step = nb::io::load_checkpoint(a.checkpoint, *model, &opt, schedule.get(), nullptr, &scaler);
     start_epoch = step / steps_per_epoch, skip = step % steps_per_epoch;
     std::printf("resumed from %s at step %lld (epoch %lld, batch %lld)\n", a.checkpoint.c_str(), (long long)step,
                 (long long)start_epoch + 1, (long long)skip);
@@ -237,9 +258,10 @@ int run(const Args& a) {
   }
   int64_t params = 0;
   for (const auto& p : model->parameters()) params += p.numel();
-  std::printf("model %s%s, %lld parameters; device %s; SGD nesterov lr %g (%s) wd %g, label smoothing %g; "
+  std::printf("model %s%s, %lld parameters; device %s%s%s; SGD nesterov lr %g (%s) wd %g, label smoothing %g; "
               "%lld training images%s, batch %lld\n",
-              a.arch.c_str(), a.cifar_stem ? " (CIFAR stem)" : "", (long long)params, device.str().c_str(), a.lr,
+              a.arch.c_str(), a.cifar_stem ? " (CIFAR stem)" : "", (long long)params, device.str().c_str(),
+              use_amp ? (", amp " + a.amp).c_str() : "", a.checkpointing ? ", checkpointing" : "", a.lr,
               a.schedule.c_str(), a.weight_decay, a.label_smoothing, (long long)train_set->size(),
               a.synthetic ? " (synthetic)" : "", (long long)a.batch_size);
 
@@ -253,7 +275,8 @@ int run(const Args& a) {
     nb::io::save_checkpoint(a.checkpoint, *model, &opt, schedule.get(), at_step,
                             {{"rng_seed", std::to_string(seed)}, {"rng_offset", std::to_string(offset)}, {"arch", a.arch},
                              {"cifar_stem", std::to_string(a.cifar_stem)}, {"epochs", std::to_string(a.epochs)},
-                             {"schedule", a.schedule}, {"steps_per_epoch", std::to_string(steps_per_epoch)}});
+                             {"schedule", a.schedule}, {"steps_per_epoch", std::to_string(steps_per_epoch)}},
+                            &scaler);
   };
   nb::CrossEntropyOptions ce;
   ce.label_smoothing = a.label_smoothing;
@@ -273,9 +296,15 @@ int run(const Args& a) {
       nd::Batch& b = *it;
       const double s0 = Progress::now();
       opt.zero_grad();
-      nb::Tensor loss = nb::cross_entropy(model->forward(b.data), b.target, ce);
-      loss.backward();
-      opt.step();
+      nb::Tensor loss;
+      {
+        std::optional<nb::amp::autocast> autocast;
+        if (use_amp) autocast.emplace(device.type, amp_dtype);
+        loss = nb::cross_entropy(model->forward(b.data), b.target, ce);
+      }
+      scaler.scale(loss).backward();
+      scaler.step(opt);  // opt.step() unless the scaled gradients overflowed (f16)
+      scaler.update();
       schedule->step();
       ++step, ++batches, images += b.target.size(0);
       loss_sum.add_(loss.detach());
@@ -293,14 +322,16 @@ int run(const Args& a) {
     const double seconds = Progress::now() - t0;
     const double train_loss = loss_sum.item<double>() / static_cast<double>(std::max<int64_t>(1, batches));
     if (a.synthetic) {
-      std::printf("train step: %.1f img/s over %lld images after one warm-up batch (%s, %lldx%lld, batch %lld); peak RSS %.0f MiB",
+      std::printf("train step: %.1f img/s over %lld images after one warm-up batch (%s, %lldx%lld, batch %lld%s%s); "
+                  "peak RSS %.0f MiB; peak %s memory %.0f MiB\n",
                   timed_images / std::max(timed_seconds, 1e-9), (long long)timed_images, a.arch.c_str(),
-                  (long long)a.image_size, (long long)a.image_size, (long long)a.batch_size, peak_rss_mib());
-      if (device.is_cuda())
-        std::printf("; peak GPU memory %.0f MiB", static_cast<double>(nb::cuda::memory_stats(device.index).peak) / (1 << 20));
-      std::printf("\n");
+                  (long long)a.image_size, (long long)a.image_size, (long long)a.batch_size,
+                  use_amp ? (", amp " + a.amp).c_str() : "", a.checkpointing ? ", checkpointing" : "", peak_rss_mib(),
+                  device.is_cuda() ? "GPU" : "tensor", static_cast<double>(nb::memory_stats(device).peak) / (1 << 20));
       last = {train_loss, 0};
     } else {
+      std::optional<nb::amp::autocast> autocast;
+      if (use_amp) autocast.emplace(device.type, amp_dtype);
       last = evaluate(*model, *test);
     }
     save(step);

@@ -138,6 +138,14 @@ class ResNet : public nn::Module {
   }
   std::string type_name() const override { return "ResNet"; }
 
+  // Gradient checkpointing per residual block (Hugging Face's name for it): each block of
+  // layer1..layer4 keeps only its input and is recomputed in backward (nabla::checkpoint), so the
+  // activations held at once shrink to one block's plus the blocks' inputs.
+  void gradient_checkpointing_enable(bool on = true) {
+    for (const auto& stage : {layer1, layer2, layer3, layer4})
+      for (size_t i = 0; i < stage->size(); ++i) (*stage)[i]->gradient_checkpointing(on);
+  }
+
  private:
   explicit ResNet(const ResNetOptions& o) : options(o) {
     NABLA_CHECK(o.num_classes > 0 && o.groups > 0 && o.width_per_group > 0, ValueError,
