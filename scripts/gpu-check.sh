@@ -9,6 +9,8 @@
 #   2. the test suite (CPU + CUDA column), --gtest_brief=1, counted from its XML report
 #   3. GPU benchmarks, nabla and PyTorch on the same shapes, same GPU, one run: ratios
 #   4. MNIST (cnn, batch 64, Adam) on the GPU, nabla's example beside the PyTorch twin
+#   4a. the same under --amp bf16 and f16 beside PyTorch's AMP recipe, and f16 + checkpointing
+#      under a 1 GiB --memory-limit
 #   4b. the ResNet train step (ResNet-50 224px batch 64, ResNet-18 CIFAR stem batch 128; float32)
 #      on synthetic data, nabla's example beside benchmarks/gpu/resnet_torch.py
 #   5. compute-sanitizer memcheck over the CUDA tests (not the deliberate out-of-memory test)
@@ -242,6 +244,23 @@ if [ $has_gpu = 1 ] && [ -n "$mnist_bin" ]; then
   note "mnist epoch: $(epoch_times "$logs/mnist_nabla.log")(PyTorch $(epoch_times "$logs/mnist_torch.log")); epochs 1 and 2, cnn, batch 64, Adam; test accuracy $(acc "$logs/mnist_nabla.log") (PyTorch $(acc "$logs/mnist_torch.log"))"
 else
   note "mnist epoch: not run (no GPU) (PyTorch not run)"
+fi
+# 4a. the same under autocast (bf16, then f16 with a GradScaler) beside PyTorch's AMP recipe, and a
+# float16 run held to a 1 GiB budget with checkpointing (the limit must hold: no OutOfMemory)
+if [ $has_gpu = 1 ] && [ -n "$mnist_bin" ]; then
+  for amp in bf16 f16; do
+    run_step mnist_nabla_$amp 75 "$mnist_bin" --device cuda --epochs 2 --batch-size 64 --data "$mnist_data" --no-progress \
+      --amp $amp --checkpoint /tmp/nabla_mnist_$amp.safetensors --csv "$logs/mnist_nabla_$amp.csv"
+    run_step mnist_torch_$amp 45 python3 "$root/benchmarks/gpu/mnist_torch.py" --epochs 2 --batch-size 64 \
+      --data "$mnist_data" --amp $amp
+    note "mnist amp $amp: $(epoch_times "$logs/mnist_nabla_$amp.log")(PyTorch AMP $(epoch_times "$logs/mnist_torch_$amp.log")); test accuracy $(acc "$logs/mnist_nabla_$amp.log") (PyTorch $(acc "$logs/mnist_torch_$amp.log"))"
+  done
+  run_step mnist_nabla_budget 75 "$mnist_bin" --device cuda --epochs 1 --batch-size 64 --data "$mnist_data" \
+    --no-progress --amp f16 --checkpointing --memory-limit 1GiB --checkpoint /tmp/nabla_mnist_b.safetensors \
+    --csv /tmp/nabla_mnist_b.csv
+  note "mnist f16 + checkpointing + 1 GiB limit: $(grep -oE 'peak memory on [^:]*: [0-9.]+ [MG]iB' "$logs/mnist_nabla_budget.log" || echo failed)"
+else
+  note "mnist amp: not run (no GPU)"
 fi
 
 # ---- 4b. ResNet train step beside PyTorch (synthetic data, float32, TF32 off on both sides) -----

@@ -4,7 +4,10 @@ on the GPU and batches gathered there, as the nabla example does. Prints the sam
 ("epoch N: train loss ..., test accuracy ...%, X s, Y img/s"), so scripts/gpu-check.sh reads
 both the same way. Only the training loop is timed (not the evaluation), as in the example.
 
-    python3 benchmarks/gpu/mnist_torch.py --data DIR [--epochs 2] [--batch-size 64]
+    python3 benchmarks/gpu/mnist_torch.py --data DIR [--epochs 2] [--batch-size 64] [--amp none|bf16|f16]
+
+--amp: torch.autocast("cuda", dtype) around forward and loss, and torch.amp.GradScaler for f16, as
+the nabla example's --amp does (PyTorch's AMP recipe).
 """
 import argparse
 import gzip
@@ -51,6 +54,7 @@ def main():
     p.add_argument("--lr", type=float, default=2e-3)
     p.add_argument("--gamma", type=float, default=0.4)
     p.add_argument("--seed", type=int, default=1)
+    p.add_argument("--amp", choices=["none", "bf16", "f16"], default="none")
     a = p.parse_args()
     dev = torch.device("cuda")
     torch.manual_seed(a.seed)
@@ -59,6 +63,8 @@ def main():
     model = make_model().to(dev)
     opt = torch.optim.Adam(model.parameters(), lr=a.lr)
     sched = torch.optim.lr_scheduler.StepLR(opt, 1, a.gamma)
+    amp_dtype = {"bf16": torch.bfloat16, "f16": torch.float16}.get(a.amp)
+    scaler = torch.amp.GradScaler("cuda", enabled=a.amp == "f16")
     n = x.shape[0]
     print(f"model cnn, {sum(q.numel() for q in model.parameters())} parameters; device {torch.cuda.get_device_name()}; "
           f"torch {torch.__version__}; cudnn {torch.backends.cudnn.version()}; batch {a.batch_size}", flush=True)
@@ -72,9 +78,11 @@ def main():
         for i in range(0, n, a.batch_size):
             idx = perm[i:i + a.batch_size]
             opt.zero_grad()
-            loss = F.cross_entropy(model(x[idx]), y[idx])
-            loss.backward()
-            opt.step()
+            with torch.autocast("cuda", dtype=amp_dtype or torch.float16, enabled=amp_dtype is not None):
+                loss = F.cross_entropy(model(x[idx]), y[idx])
+            scaler.scale(loss).backward()
+            scaler.step(opt)
+            scaler.update()
             loss_sum += loss.detach()
             batches += 1
         train_loss = loss_sum.item() / batches  # synchronises: the epoch's work is done
@@ -82,7 +90,7 @@ def main():
         sched.step()
         model.eval()
         correct, tl = 0, 0.0
-        with torch.no_grad():
+        with torch.no_grad(), torch.autocast("cuda", dtype=amp_dtype or torch.float16, enabled=amp_dtype is not None):
             for i in range(0, xt.shape[0], 1000):
                 out = model(xt[i:i + 1000])
                 tl += F.cross_entropy(out, yt[i:i + 1000], reduction="sum").item()

@@ -60,17 +60,17 @@ inline Tensor linear(const Tensor& x, const Tensor& weight, const Tensor& bias) 
 // y = x @ w^T + b, with PyTorch's layout: w is [out_features, in_features], b is [out_features].
 // x may have any number of leading dims ([..., in_features] -> [..., out_features]).
 inline Tensor linear(const Tensor& x, const Tensor& weight, const Tensor& bias = Tensor()) {
-  detail::check_defined(x, "linear");
-  detail::check_defined(weight, "linear");
+  nabla::detail::check_defined(x, "linear");
+  nabla::detail::check_defined(weight, "linear");
   if (auto ac = NABLA_AUTOCAST(linear, x, weight, bias)) return linear(ac[0], ac[1], ac[2]);
   NABLA_CHECK(weight.dim() == 2, ShapeError, "linear: weight must be [out_features, in_features], got ",
-              detail::describe(weight));
-  NABLA_CHECK(x.dim() >= 1 && x.size(-1) == weight.size(1), ShapeError, "linear: input ", detail::describe(x),
-              " has ", x.dim() >= 1 ? x.size(-1) : 0, " features but weight ", detail::describe(weight), " expects ",
+              nabla::detail::describe(weight));
+  NABLA_CHECK(x.dim() >= 1 && x.size(-1) == weight.size(1), ShapeError, "linear: input ", nabla::detail::describe(x),
+              " has ", x.dim() >= 1 ? x.size(-1) : 0, " features but weight ", nabla::detail::describe(weight), " expects ",
               weight.size(1));
   if (bias.defined()) {
-    NABLA_CHECK(bias.dim() == 1 && bias.size(0) == weight.size(0), ShapeError, "linear: bias ", detail::describe(bias),
-                " must be [", weight.size(0), "] for weight ", detail::describe(weight));
+    NABLA_CHECK(bias.dim() == 1 && bias.size(0) == weight.size(0), ShapeError, "linear: bias ", nabla::detail::describe(bias),
+                " must be [", weight.size(0), "] for weight ", nabla::detail::describe(weight));
     Tensor y = fused::linear(x, weight, bias);
     if (y.defined()) return y;
   }
@@ -92,17 +92,17 @@ inline Tensor batch_norm(const Tensor& input, const Tensor& running_mean, const 
 // then applies the optional elementwise affine weight and bias (both of normalized_shape).
 inline Tensor layer_norm(const Tensor& x, const Shape& normalized_shape, const Tensor& weight = Tensor(),
                          const Tensor& bias = Tensor(), double eps = 1e-5) {
-  detail::check_defined(x, "layer_norm");
+  nabla::detail::check_defined(x, "layer_norm");
   if (auto ac = NABLA_AUTOCAST(layer_norm, x, weight, bias)) return layer_norm(ac[0], normalized_shape, ac[1], ac[2], eps);
   const int64_t k = static_cast<int64_t>(normalized_shape.size());
   NABLA_CHECK(k >= 1 && x.dim() >= k, ShapeError, "layer_norm: normalized_shape ", shape_str(normalized_shape),
-              " does not fit input ", detail::describe(x));
+              " does not fit input ", nabla::detail::describe(x));
   for (int64_t i = 0; i < k; ++i)
-    NABLA_CHECK(x.size(x.dim() - k + i) == normalized_shape[i], ShapeError, "layer_norm: input ", detail::describe(x),
+    NABLA_CHECK(x.size(x.dim() - k + i) == normalized_shape[i], ShapeError, "layer_norm: input ", nabla::detail::describe(x),
                 " does not end in normalized_shape ", shape_str(normalized_shape));
   for (const Tensor* p : {&weight, &bias})
     NABLA_CHECK(!p->defined() || p->sizes() == normalized_shape, ShapeError, "layer_norm: weight/bias ",
-                detail::describe(*p), " must have shape ", shape_str(normalized_shape));
+                nabla::detail::describe(*p), " must have shape ", shape_str(normalized_shape));
   if (x.dtype() == kFloat16 || x.dtype() == kBFloat16) {
     // as PyTorch's kernels: computed in float32, the result in the input's dtype, also with
     // float32 weight and bias (the mixed types autocast produces)
@@ -131,9 +131,9 @@ inline Tensor dropout_mask(const Shape& shape, double p, Device device = Device:
 // Zeroes each element with probability p and scales the rest by 1 / (1 - p) in training;
 // the identity otherwise. The gradient is mask * 1 / (1 - p) (it flows through the product).
 inline Tensor dropout(const Tensor& x, double p = 0.5, bool training = true) {
-  detail::check_defined(x, "dropout");
+  nabla::detail::check_defined(x, "dropout");
   NABLA_CHECK(p >= 0.0 && p <= 1.0, ValueError, "dropout: probability must be in [0, 1], got ", p);
-  NABLA_CHECK(x.is_floating_point(), DTypeError, "dropout: expected a floating-point input, got ", detail::describe(x));
+  NABLA_CHECK(x.is_floating_point(), DTypeError, "dropout: expected a floating-point input, got ", nabla::detail::describe(x));
   if (!training || p == 0.0) return x;
   if (p == 1.0) return x * 0;
   // The scaled keep-mask (0 or 1 / (1 - p), same elements as dropout_mask) in one pass.
@@ -145,11 +145,11 @@ inline Tensor dropout(const Tensor& x, double p = 0.5, bool training = true) {
 // torch.nn.functional.dropout2d: zeroes whole channels, x [N, C, H, W] (or [C, H, W]), each with
 // probability p, and scales the kept ones by 1 / (1 - p) in training; the identity otherwise.
 inline Tensor dropout2d(const Tensor& x, double p = 0.5, bool training = true) {
-  detail::check_defined(x, "dropout2d");
+  nabla::detail::check_defined(x, "dropout2d");
   NABLA_CHECK(p >= 0.0 && p <= 1.0, ValueError, "dropout2d: probability must be in [0, 1], got ", p);
   NABLA_CHECK(x.dim() == 3 || x.dim() == 4, ShapeError, "dropout2d: expected a 3-D or 4-D input, got ",
-              detail::describe(x));
-  NABLA_CHECK(x.is_floating_point(), DTypeError, "dropout2d: expected a floating-point input, got ", detail::describe(x));
+              nabla::detail::describe(x));
+  NABLA_CHECK(x.is_floating_point(), DTypeError, "dropout2d: expected a floating-point input, got ", nabla::detail::describe(x));
   if (!training || p == 0.0) return x;
   if (p == 1.0) return x * 0;
   Shape channels = x.dim() == 4 ? Shape{x.size(0), x.size(1), 1, 1} : Shape{x.size(0), 1, 1};
@@ -162,16 +162,16 @@ inline Tensor dropout2d(const Tensor& x, double p = 0.5, bool training = true) {
 // result indices.shape + [dim]. The gradient reaches weight through index_select's backward
 // (an index_add of the output gradient), summing over repeated indices.
 inline Tensor embedding(const Tensor& indices, const Tensor& weight) {
-  detail::check_defined(indices, "embedding");
-  detail::check_defined(weight, "embedding");
+  nabla::detail::check_defined(indices, "embedding");
+  nabla::detail::check_defined(weight, "embedding");
   NABLA_CHECK(weight.dim() == 2, ShapeError, "embedding: weight must be [num_embeddings, embedding_dim], got ",
-              detail::describe(weight));
+              nabla::detail::describe(weight));
   NABLA_CHECK(indices.dtype() == kInt64 || indices.dtype() == kInt32, DTypeError,
-              "embedding: indices must be int64 or int32, got ", detail::describe(indices));
+              "embedding: indices must be int64 or int32, got ", nabla::detail::describe(indices));
   if (indices.numel() > 0) {
     int64_t lo = indices.min().to(kInt64).item<int64_t>(), hi = indices.max().to(kInt64).item<int64_t>();
     NABLA_CHECK(lo >= 0 && hi < weight.size(0), IndexError, "embedding: indices must be in [0, ", weight.size(0),
-                "), got values in [", lo, ", ", hi, "] for weight ", detail::describe(weight));
+                "), got values in [", lo, ", ", hi, "] for weight ", nabla::detail::describe(weight));
   }
   Shape out = indices.sizes();
   out.push_back(weight.size(1));
@@ -179,7 +179,7 @@ inline Tensor embedding(const Tensor& indices, const Tensor& weight) {
 }
 
 inline Tensor flatten(const Tensor& x, int64_t start_dim = 1, int64_t end_dim = -1) {
-  detail::check_defined(x, "flatten");
+  nabla::detail::check_defined(x, "flatten");
   return x.flatten(start_dim, end_dim);
 }
 
