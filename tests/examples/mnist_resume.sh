@@ -4,7 +4,9 @@
 #  2. a run stopped mid-epoch (--max-steps, as if killed) and continued with --resume ends with
 #     a checkpoint byte-identical to an uninterrupted run's: same weights, optimizer state,
 #     schedule, step and RNG state;
-#  3. a missing data folder and a corrupt file give one clear error line and exit code 1.
+#  3. a missing data folder and a corrupt file give one clear error line and exit code 1;
+#  4. --amp bf16 with --checkpointing learns; --amp f16 resumes byte-identically (GradScaler state
+#     in the checkpoint); a --memory-limit below what training needs is one OutOfMemory line.
 # Usage: mnist_resume.sh <path to the mnist program>. Needs $NABLA_DATA/mnist (skips otherwise).
 set -euo pipefail
 mnist=$1
@@ -54,4 +56,30 @@ rc=$?
 set -e
 cat err.txt
 test $rc -eq 1 && grep -q "train-images-idx3-ubyte" err.txt && test "$(wc -l < err.txt)" -eq 1
+echo "== 4. mixed precision, checkpointing and the memory budget"
+# bfloat16 autocast with checkpointing learns as well
+"$mnist" --data "$data" --limit 3200 --no-progress --epochs 1 --amp bf16 --checkpointing --checkpoint b.safetensors \
+  --csv b.csv | tee b.log
+acc=$(sed -n 's/^epoch 1: .*test accuracy \([0-9.]*\)%.*/\1/p' b.log)
+awk -v a="$acc" 'BEGIN { print "accuracy (bf16, checkpointing)", a; exit (a != "" && a + 0 >= 85.0) ? 0 : 1 }'
+grep -q "^peak memory on cpu: " b.log
+# float16 with its GradScaler: an interrupted run resumes to the uninterrupted one's bytes (the
+# scale and its growth counter are in the checkpoint)
+"$mnist" "${common[@]}" --epochs 2 --amp f16 --checkpoint f16full.safetensors --csv f16full.csv >/dev/null
+set +e
+"$mnist" "${common[@]}" --epochs 2 --amp f16 --checkpoint-every 7 --max-steps 30 --checkpoint f16part.safetensors \
+  --csv f16part.csv >/dev/null
+rc=$?
+set -e
+test $rc -eq 3
+"$mnist" "${common[@]}" --epochs 2 --amp f16 --resume --checkpoint f16part.safetensors --csv f16part.csv >/dev/null
+cmp f16full.safetensors f16part.safetensors
+echo "f16 resumed run's checkpoint (with the GradScaler) is byte-identical to the uninterrupted run's"
+# a budget that holds the data set (220 MB) but not a training step: one clear OutOfMemory line, exit 1
+set +e
+"$mnist" "${common[@]}" --epochs 1 --memory-limit 240MB --checkpoint m.safetensors --csv m.csv >out.txt 2>err.txt
+rc=$?
+set -e
+cat err.txt
+test $rc -eq 1 && grep -q "memory limit" err.txt && test "$(wc -l < err.txt)" -eq 1
 echo "PASS"
