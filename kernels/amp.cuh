@@ -7,7 +7,7 @@
 // device-resident state. Neither reads anything back to the host.
 
 #include "common.cuh"
-#include "optim.cuh"  // MtaChunk, kMtaChunk, kMtaThreads
+#include "optim.cuh"  // MtaChunk, kMtaChunk, kMtaThreads, upload_mta_tables
 
 namespace nabla {
 namespace cuda {
@@ -77,15 +77,10 @@ inline bool launch_amp_unscale(const TensorList& grads, const Tensor& found_inf,
     for (int64_t c = 0; c * kMtaChunk < n; ++c) chunks.push_back({idx, static_cast<int32_t>(c)});
   }
   if (chunks.empty()) return true;
-  const size_t tensor_bytes = tensors.size() * sizeof(AmpTensor), chunk_bytes = chunks.size() * sizeof(MtaChunk);
-  std::vector<unsigned char> host(tensor_bytes + chunk_bytes);
-  std::memcpy(host.data(), tensors.data(), tensor_bytes);
-  std::memcpy(host.data() + tensor_bytes, chunks.data(), chunk_bytes);
-  Storage meta = detail::allocate(host.size(), device);
+  const AmpTensor* dev_tensors = nullptr;
+  const MtaChunk* dev_chunks = nullptr;
+  Storage meta = upload_mta_tables(tensors, chunks, device, dev_tensors, dev_chunks);
   const cudaStream_t st = detail::stream(device);
-  detail::pinned_ring(device).copy_to_device(meta->data, host.data(), host.size(), st);
-  const auto* dev_tensors = static_cast<const AmpTensor*>(meta->data);
-  const auto* dev_chunks = reinterpret_cast<const MtaChunk*>(static_cast<const unsigned char*>(meta->data) + tensor_bytes);
   const int64_t nchunks = static_cast<int64_t>(chunks.size());
   const unsigned grid = static_cast<unsigned>(std::min<int64_t>(nchunks, int64_t{1} << 30));
   float* flag = static_cast<float*>(found_inf.data_ptr());

@@ -103,6 +103,23 @@ inline bool mta_lists_ok(const TensorList& params, std::initializer_list<const T
   return true;
 }
 
+// The tensor table and the chunk table of a multi-tensor launch, in one device buffer (tensors,
+// then chunks; both tables' types are 8-aligned), copied in one asynchronous transfer through the
+// pinned ring. The returned storage is freed stream-ordered, after the kernels that read it.
+template <class TensorEntry>
+Storage upload_mta_tables(const std::vector<TensorEntry>& tensors, const std::vector<MtaChunk>& chunks, int device,
+                          const TensorEntry*& dev_tensors, const MtaChunk*& dev_chunks) {
+  const size_t tensor_bytes = tensors.size() * sizeof(TensorEntry), chunk_bytes = chunks.size() * sizeof(MtaChunk);
+  std::vector<unsigned char> host(tensor_bytes + chunk_bytes);
+  std::memcpy(host.data(), tensors.data(), tensor_bytes);
+  std::memcpy(host.data() + tensor_bytes, chunks.data(), chunk_bytes);
+  Storage meta = detail::allocate(host.size(), device);
+  detail::pinned_ring(device).copy_to_device(meta->data, host.data(), host.size(), detail::stream(device));
+  dev_tensors = static_cast<const TensorEntry*>(meta->data);
+  dev_chunks = reinterpret_cast<const MtaChunk*>(static_cast<const unsigned char*>(meta->data) + tensor_bytes);
+  return meta;
+}
+
 // Builds the tensor and chunk tables, copies them to the device in one asynchronous transfer
 // and launches one kernel. `state(i, k)` is the k-th state pointer of tensor i (or null).
 template <class Op, class StateFn>
@@ -125,16 +142,10 @@ void launch_multi_tensor(const TensorList& params, const TensorList& grads, int 
     for (int64_t c = 0; c * kMtaChunk < n; ++c) chunks.push_back({idx, static_cast<int32_t>(c)});
   }
   if (chunks.empty()) return;
-  // one buffer: [tensors | chunks], the chunk table aligned to 8 bytes (MtaTensor is 8-aligned)
-  const size_t tensor_bytes = tensors.size() * sizeof(MtaTensor), chunk_bytes = chunks.size() * sizeof(MtaChunk);
-  std::vector<unsigned char> host(tensor_bytes + chunk_bytes);
-  std::memcpy(host.data(), tensors.data(), tensor_bytes);
-  std::memcpy(host.data() + tensor_bytes, chunks.data(), chunk_bytes);
-  Storage meta = detail::allocate(host.size(), device);
+  const MtaTensor* dev_tensors = nullptr;
+  const MtaChunk* dev_chunks = nullptr;
+  Storage meta = upload_mta_tables(tensors, chunks, device, dev_tensors, dev_chunks);
   const cudaStream_t st = detail::stream(device);
-  detail::pinned_ring(device).copy_to_device(meta->data, host.data(), host.size(), st);
-  const auto* dev_tensors = static_cast<const MtaTensor*>(meta->data);
-  const auto* dev_chunks = reinterpret_cast<const MtaChunk*>(static_cast<const unsigned char*>(meta->data) + tensor_bytes);
   const int64_t nchunks = static_cast<int64_t>(chunks.size());
   const unsigned grid = static_cast<unsigned>(std::min<int64_t>(nchunks, int64_t{1} << 30));
   multi_tensor_apply_kernel<Op><<<grid, kMtaThreads, 0, st>>>(dev_tensors, dev_chunks, nchunks, op);

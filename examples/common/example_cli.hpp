@@ -19,6 +19,31 @@
 
 namespace nabla_example {
 
+// "4GiB", "512MiB", "100MB", "1.5G", "65536" -> bytes (KiB/MiB/GiB/TiB and K/M/G/T are powers of
+// 1024, KB/MB/GB/TB powers of 1000, as memory is usually written); nullopt when unreadable.
+inline std::optional<size_t> parse_bytes(const std::string& text) {
+  char* end = nullptr;
+  const double v = std::strtod(text.c_str(), &end);
+  if (end == text.c_str() || !std::isfinite(v) || v < 0) return std::nullopt;
+  std::string unit(end);
+  for (char& c : unit) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+  double mult = 1;
+  const char* units[] = {"k", "m", "g", "t"};
+  if (!unit.empty() && unit != "b") {
+    bool found = false;
+    for (int i = 0; i < 4 && !found; ++i) {
+      const std::string u = units[i];
+      const double bin = std::pow(1024.0, i + 1), dec = std::pow(1000.0, i + 1);
+      if (unit == u || unit == u + "ib") mult = bin, found = true;
+      else if (unit == u + "b") mult = dec, found = true;
+    }
+    if (!found) return std::nullopt;
+  }
+  const double bytes = v * mult;
+  if (bytes >= 1.8e19) return std::nullopt;
+  return static_cast<size_t>(bytes);
+}
+
 // argv walked front to back; each accessor consumes the flag's value or exits with status 2 and
 // a one-line message naming the flag, as a command-line tool does.
 class Options {
@@ -55,6 +80,13 @@ class Options {
     }
     return x;
   }
+  // A size such as 4GiB, 512MiB or 100MB (parse_bytes below), > 0.
+  size_t bytes() {
+    const std::string f = argv_[i_], v = value();
+    const std::optional<size_t> b = parse_bytes(v);
+    if (!b || *b == 0) error(f + " expects a size such as 4GiB, 512MiB or 100MB, got \"" + v + "\"");
+    return *b;
+  }
   std::string choice(std::initializer_list<const char*> ok) {
     const std::string f = argv_[i_], v = value();
     for (const char* o : ok)
@@ -70,31 +102,6 @@ class Options {
   char** argv_;
   int i_ = 0;
 };
-
-// "4GiB", "512MiB", "100MB", "1.5G", "65536" -> bytes (KiB/MiB/GiB/TiB and K/M/G/T are powers of
-// 1024, KB/MB/GB/TB powers of 1000, as memory is usually written); nullopt when unreadable.
-inline std::optional<size_t> parse_bytes(const std::string& text) {
-  char* end = nullptr;
-  const double v = std::strtod(text.c_str(), &end);
-  if (end == text.c_str() || !std::isfinite(v) || v < 0) return std::nullopt;
-  std::string unit(end);
-  for (char& c : unit) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
-  double mult = 1;
-  const char* units[] = {"k", "m", "g", "t"};
-  if (!unit.empty() && unit != "b") {
-    bool found = false;
-    for (int i = 0; i < 4 && !found; ++i) {
-      const std::string u = units[i];
-      const double bin = std::pow(1024.0, i + 1), dec = std::pow(1000.0, i + 1);
-      if (unit == u || unit == u + "ib") mult = bin, found = true;
-      else if (unit == u + "b") mult = dec, found = true;
-    }
-    if (!found) return std::nullopt;
-  }
-  const double bytes = v * mult;
-  if (bytes >= 1.8e19) return std::nullopt;
-  return static_cast<size_t>(bytes);
-}
 
 inline std::string bytes_str(size_t bytes) {
   char buf[64];

@@ -101,12 +101,7 @@ Args parse(int argc, char** argv) {
     else if (f == "--csv") a.csv = o.value();
     else if (f == "--amp") a.amp = o.choice({"none", "bf16", "f16"});
     else if (f == "--checkpointing") a.checkpointing = true;
-    else if (f == "--memory-limit") {
-      const std::string v = o.value();
-      const std::optional<size_t> bytes = nabla_example::parse_bytes(v);
-      if (!bytes || *bytes == 0) o.error("--memory-limit expects a size such as 4GiB, 512MiB or 100MB, got \"" + v + "\"");
-      a.memory_limit = *bytes;
-    }
+    else if (f == "--memory-limit") a.memory_limit = o.bytes();
     else if (f == "--resume") a.resume = true;
     else if (f == "--no-progress") a.progress = false;
     else o.error("unknown option \"" + f + "\"");

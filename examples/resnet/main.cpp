@@ -126,12 +126,7 @@ Args parse(int argc, char** argv) {
     else if (f == "--synthetic") a.synthetic = true;
     else if (f == "--amp") a.amp = o.choice({"none", "bf16", "f16"});
     else if (f == "--checkpointing") a.checkpointing = true;
-    else if (f == "--memory-limit") {
-      const std::string v = o.value();
-      const std::optional<size_t> bytes = nabla_example::parse_bytes(v);
-      if (!bytes || *bytes == 0) o.error("--memory-limit expects a size such as 4GiB or 512MiB, got \"" + v + "\"");
-      a.memory_limit = *bytes;
-    }
+    else if (f == "--memory-limit") a.memory_limit = o.bytes();
     else o.error("unknown option \"" + f + "\"");
   }
   if (a.momentum >= 1) o.error("--momentum must be below 1");

@@ -225,14 +225,18 @@ inline void check_autocast_dtype(DeviceType device_type, DType dtype) {
 }
 
 // Autocast off for both device types while it lives: the backward pass (its ops run in the
-// dtypes autocast chose for the forward ones, as PyTorch's do) and code that must not be cast.
+// dtypes autocast chose for the forward ones, as PyTorch's do), and an op on no list built from
+// ops on one (NABLA_NO_AUTOCAST). Free when autocast is off.
 class AutocastExcluded {
  public:
-  AutocastExcluded() : saved_(state().excluded) {
+  AutocastExcluded() : active_(state().any_active) {
+    if (!active_) return;
+    saved_ = state().excluded;
     state().excluded = {true, true};
     state().refresh();
   }
   ~AutocastExcluded() {
+    if (!active_) return;
     state().excluded = saved_;
     state().refresh();
   }
@@ -240,7 +244,8 @@ class AutocastExcluded {
   AutocastExcluded& operator=(const AutocastExcluded&) = delete;
 
  private:
-  std::array<bool, 2> saved_;
+  bool active_;
+  std::array<bool, 2> saved_{};
 };
 }  // namespace detail
 

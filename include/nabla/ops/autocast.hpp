@@ -142,30 +142,6 @@ class AutocastArgs {
   DeviceType device_ = DeviceType::CPU;
 };
 
-// Autocast off while it lives, for an op on no list that is built from ops on a list (var from
-// sum, adaptive pooling from matmul): PyTorch runs a native kernel for such an op, in its inputs'
-// dtype, so its building blocks must not be cast one by one. Free when autocast is off.
-class AutocastPause {
- public:
-  AutocastPause() : active_(state().any_active) {
-    if (!active_) return;
-    saved_ = state().excluded;
-    state().excluded = {true, true};
-    state().refresh();
-  }
-  ~AutocastPause() {
-    if (!active_) return;
-    state().excluded = saved_;
-    state().refresh();
-  }
-  AutocastPause(const AutocastPause&) = delete;
-  AutocastPause& operator=(const AutocastPause&) = delete;
-
- private:
-  bool active_;
-  std::array<bool, 2> saved_{};
-};
-
 }  // namespace detail
 }  // namespace amp
 }  // namespace nabla
@@ -173,8 +149,10 @@ class AutocastPause {
 // `if (auto ac = NABLA_AUTOCAST(op, tensors...)) return op(ac[0], ..., other args);`
 // `op` is aten's name of the op (its entry in the tables of amp/autocast.hpp). Arguments are
 // Tensors or one std::vector<Tensor> (ac.list()).
-// The first line of an op on no autocast list that is a composite of ops on one.
-#define NABLA_NO_AUTOCAST() const ::nabla::amp::detail::AutocastPause nabla_autocast_pause_
+// The first line of an op on no autocast list that is a composite of ops on one (var from sum,
+// adaptive pooling from matmul): PyTorch runs a native kernel for such an op, in its inputs'
+// dtype, so its building blocks must not be cast one by one.
+#define NABLA_NO_AUTOCAST() const ::nabla::amp::detail::AutocastExcluded nabla_autocast_excluded_
 
 #define NABLA_AUTOCAST(op, ...)                                                                  \
   ::nabla::amp::detail::AutocastArgs(std::integral_constant<uint16_t, ::nabla::amp::detail::op_policies(#op)>{}, #op, \
