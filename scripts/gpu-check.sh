@@ -289,7 +289,7 @@ fi
 cs=$(command -v compute-sanitizer || ls /usr/local/cuda/bin/compute-sanitizer 2>/dev/null)
 # not under memcheck: the deliberate out-of-memory test, and tests whose point is a 17 GB matmul or
 # ten 8192^3 matmuls to keep the device busy (hours when every access is instrumented)
-cuda_tests='Cuda*:CudaFused*:*CudaMatchesCpu*-Cuda.OutOfMemoryThrowsAndTheProcessKeepsWorking:CudaBackend.MatmulWithNPastIntMaxIsExact:CudaSync.IndexOpsAndLossesDoNotWaitForTheDevice:CudaSync.ClipGradNormQueuesTheClippingAndMatchesTheCpu'
+cuda_tests='Cuda*:CudaFused*:*CudaMatchesCpu*:AutocastCuda.*:GradScalerCuda.*:GradientCheckpoint.OnTheGpu*-Cuda.OutOfMemoryThrowsAndTheProcessKeepsWorking:CudaBackend.MatmulWithNPastIntMaxIsExact:CudaSync.IndexOpsAndLossesDoNotWaitForTheDevice:CudaSync.ClipGradNormQueuesTheClippingAndMatchesTheCpu'
 race_tests='*CudaMatchesCpu/sum*:*CudaMatchesCpu/mean*:*CudaMatchesCpu/softmax*:*CudaMatchesCpu/log_softmax*:*CudaMatchesCpu/logsumexp*:*CudaMatchesCpu/var*:*CudaMatchesCpu/std*:*CudaMatchesCpu/amax*:*CudaMatchesCpu/argmax*:*CudaMatchesCpu/batch_norm*:*CudaMatchesCpu/layer_norm*:CudaFused.BatchNorm*:CudaFused.AdamStep*:CudaFused.SgdStep*:CudaKernels.RowReductions*:CudaKernels.OnePassSoftmax*'
 if [ $has_gpu = 1 ] && [ -n "$cs" ] && [ -n "$tests_bin" ]; then
   api=()
