@@ -1,5 +1,5 @@
 #pragma once
-// What the training examples (examples/mnist, examples/resnet) share: option parsing with one-line
+// What the training examples (examples/mnist, examples/resnet, examples/gpt) share: option parsing with one-line
 // usage errors, the progress bar (img/s and ETA; plain lines when stdout is not a terminal), and
 // the h:mm:ss clock, and the test-set evaluation. Not part of the library.
 
@@ -121,8 +121,12 @@ inline std::string clock_str(double seconds) {
 // One line per epoch, redrawn in place on a terminal; on a pipe or file, a plain line every 10%.
 class Progress {
  public:
-  Progress(int64_t epoch, int64_t epochs, int64_t steps, int64_t first, bool tty)
-      : epoch_(epoch), epochs_(epochs), steps_(steps), first_(first), tty_(tty), start_(now()) {}
+  // label "epoch": "epoch 3/15 [...]"; an empty label leaves the "label i/n" part out. unit: what
+  // update()'s count is counted in ("img/s", "tok/s").
+  Progress(int64_t epoch, int64_t epochs, int64_t steps, int64_t first, bool tty, std::string label = "epoch",
+           std::string unit = "img/s")
+      : epoch_(epoch), epochs_(epochs), steps_(steps), first_(first), tty_(tty), start_(now()), label_(std::move(label)),
+        unit_(std::move(unit)) {}
 
   // Whether update() would draw now (reading the loss back from a GPU is a synchronisation,
   // so the caller only does it when it is shown). step: 1-based, within the epoch.
@@ -131,6 +135,7 @@ class Progress {
     return tty_ ? now() - start_ - drawn_ >= 0.1 : step * 10 / steps_ != shown_ * 10 / steps_;
   }
 
+  // images: what was processed since the bar started (images, tokens), in the constructor's unit.
   void update(int64_t step, double loss, int64_t images) {
     const double t = now() - start_;
     const bool last = step == steps_;
@@ -139,9 +144,10 @@ class Progress {
     char line[256];
     const int width = 24, filled = static_cast<int>(width * step / steps_);
     std::string bar = std::string(filled, '=') + (filled < width ? ">" : "") + std::string(width - std::min(width, filled + 1), ' ');
-    std::snprintf(line, sizeof line, "epoch %lld/%lld [%s] %lld/%lld  loss %.4f  %.0f img/s  %s %s", (long long)epoch_,
-                  (long long)epochs_, bar.c_str(), (long long)step, (long long)steps_, loss, rate,
-                  last ? "took" : "ETA", clock_str(last ? t : eta).c_str());
+    char head[64] = "";
+    if (!label_.empty()) std::snprintf(head, sizeof head, "%s %lld/%lld ", label_.c_str(), (long long)epoch_, (long long)epochs_);
+    std::snprintf(line, sizeof line, "%s[%s] %lld/%lld  loss %.4f  %.0f %s  %s %s", head, bar.c_str(), (long long)step,
+                  (long long)steps_, loss, rate, unit_.c_str(), last ? "took" : "ETA", clock_str(last ? t : eta).c_str());
     if (tty_) std::printf("\r%s\033[K%s", line, last ? "\n" : "");
     else std::printf("%s\n", line);
     std::fflush(stdout);
@@ -154,6 +160,7 @@ class Progress {
   bool tty_;
   double start_, drawn_ = -1;
   int64_t shown_ = 0;
+  std::string label_, unit_;
 };
 
 // Mean cross entropy and accuracy of a classifier over a loader, in eval mode (train mode after).
