@@ -1,10 +1,12 @@
 #pragma once
-// CUDA reductions, arg-reductions and softmax. The host side moves the reduced dims (or the
+// CUDA reductions, arg-reductions, softmax and cumsum. The host side moves the reduced dims (or the
 // softmax dim) last and makes the input dense, so every kernel works on rows of a [K, R]
 // matrix: blocks stride over rows, long rows are split into chunks whose partial results a
 // second pass combines (a row in one chunk is finished in place). Rows whose start is 16-byte
 // aligned are read 16 bytes per load, several loads in flight per thread. Accumulation is in
 // float for 16-bit and 32-bit floats.
+
+#include <cub/block/block_scan.cuh>
 
 #include "elementwise.cuh"
 
@@ -232,7 +234,50 @@ __global__ void softmax_rows_cached_kernel(const T* __restrict__ in, T* __restri
   }
 }
 
+// Inclusive prefix sums of rows of length R (reverse: from the row's end), one block per row:
+// tiles of kThreads * ITEMS elements are scanned with cub::BlockScan and carried into the next.
+template <class T, int ITEMS>
+__global__ void cumsum_rows_kernel(const T* __restrict__ in, T* __restrict__ out, int64_t K, int64_t R, bool reverse) {
+  using A = typename dev_acc<T>::type;
+  using Scan = cub::BlockScan<A, kThreads>;
+  __shared__ typename Scan::TempStorage scratch;
+  constexpr int64_t kTile = int64_t(kThreads) * ITEMS;
+  for (int64_t row = blockIdx.x; row < K; row += gridDim.x) {
+    const T* x = in + row * R;
+    T* y = out + row * R;
+    A carry = A(0);
+    for (int64_t base = 0; base < R; base += kTile) {
+      A v[ITEMS];
+#pragma unroll
+      for (int i = 0; i < ITEMS; ++i) {
+        const int64_t j = base + int64_t(threadIdx.x) * ITEMS + i;
+        v[i] = j < R ? static_cast<A>(static_cast<compute_t<T>>(x[reverse ? R - 1 - j : j])) : A(0);
+      }
+      A tile_sum;
+      Scan(scratch).InclusiveSum(v, v, tile_sum);
+      __syncthreads();  // scratch is reused by the next tile
+#pragma unroll
+      for (int i = 0; i < ITEMS; ++i) {
+        const int64_t j = base + int64_t(threadIdx.x) * ITEMS + i;
+        if (j < R) y[reverse ? R - 1 - j : j] = static_cast<T>(static_cast<compute_t<T>>(v[i] + carry));
+      }
+      carry += tile_sum;
+    }
+  }
+}
+
 // ---- host side ----------------------------------------------------------------------------------
+
+// The permutation that moves the last dim of a tensor of rank `rank` back to `dim` (the inverse
+// of move_dims_last for one dim).
+inline Dims last_dim_back(int64_t rank, int64_t dim) {
+  Dims inverse(Dims::Base(static_cast<size_t>(rank), 0));
+  int64_t pos = 0;
+  for (int64_t d = 0; d < rank; ++d)
+    if (d != dim) inverse[d] = pos++;
+  inverse[dim] = rank - 1;
+  return inverse;
+}
 
 // in with `last` dims moved to the end (keeping order within each group), made dense.
 inline Tensor move_dims_last(const Tensor& in, const std::vector<bool>& last) {
@@ -355,13 +400,28 @@ inline void launch_softmax(const Tensor& out, const Tensor& in, int64_t dim, boo
   });
   NABLA_CUDA_LAUNCH_CHECK();
   if (direct) return;
-  // move the softmax dim back to where it was
-  Dims inverse(Dims::Base(static_cast<size_t>(in.dim()), 0));
-  int64_t pos = 0;
-  for (int64_t d = 0; d < in.dim(); ++d)
-    if (d != dim) inverse[d] = pos++;
-  inverse[dim] = in.dim() - 1;
-  launch_copy(out, result.permute(inverse));
+  launch_copy(out, result.permute(last_dim_back(in.dim(), dim)));  // the softmax dim back where it was
+}
+
+inline void launch_cumsum(const Tensor& out, const Tensor& in, int64_t dim, bool reverse) {
+  NoGradGuard no_grad;
+  std::vector<bool> last(static_cast<size_t>(in.dim()), false);
+  last[dim] = true;
+  Tensor dense = move_dims_last(in.detach(), last);
+  const bool direct = dim == in.dim() - 1 && out.is_contiguous();
+  Tensor result = direct ? out : empty(dense.sizes(), dense.options());
+  const int64_t R = in.size(dim), K = in.numel() / R;
+  const int dev = out.device().index;
+  const int64_t cap = static_cast<int64_t>(detail::device_state(dev).sm_count) * 32;
+  const unsigned blocks = static_cast<unsigned>(K < cap ? K : cap);
+  dispatch_numeric(in.dtype(), "cumsum", [&](auto tag) {
+    using T = typename decltype(tag)::type;
+    if constexpr (!std::is_same_v<T, bool>)
+      cumsum_rows_kernel<T, 4><<<blocks, kThreads, 0, detail::stream(dev)>>>(
+          static_cast<const T*>(dense.data_ptr()), static_cast<T*>(result.data_ptr()), K, R, reverse);
+  });
+  NABLA_CUDA_LAUNCH_CHECK();
+  if (!direct) launch_copy(out, result.permute(last_dim_back(in.dim(), dim)));
 }
 
 }  // namespace cuda

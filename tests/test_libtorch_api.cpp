@@ -123,6 +123,26 @@ TEST(LibTorchApi, SameCallSameResult) {
   SAME1(avg_pool2d_no_pad_count, img);
   const nabla::Tensor lw = nabla::randn({5, 6}, nabla::kFloat64), lb = nabla::randn({5}, nabla::kFloat64);
   SAME3(linear_fn, x, lw, lb);
+
+  SAME1(sort_default_values, x);
+  SAME1(sort_dim_desc_indices, x);
+  SAME1(sort_stable_indices, x);
+  SAME1(argsort_dim_desc, x);
+  SAME1(topk_default_values, x);
+  SAME1(topk_smallest_dim0_indices, x);
+  SAME1(cumsum_dim, x);
+  SAME1(cumsum_dtype, x);
+  SAME1(cumsum_bool_int64, x);
+  SAME1(tril_default, x);
+  SAME1(triu_below, x);
+  SAME1(tril_inplace, x);
+  SAME1(bmm_batch, x);
+  SAME1(addmm_beta_alpha, x);
+  SAME1(addmm_method_default, x);
+  SAME1(baddbmm_beta_alpha, x);
+  SAME1(embedding_padding_grad, x);
+  SAME1(embedding_module_padding_row, x);
+  SAME1(multinomial_one_hot, x);
 }
 
 #endif  // NABLA_HAVE_LIBTORCH

@@ -42,6 +42,22 @@ class Backend {
   virtual void arg_reduce(ArgReduceOp op, const Tensor& out, const Tensor& in, int64_t dim) = 0;
   virtual void softmax(const Tensor& out, const Tensor& in, int64_t dim, bool log) = 0;
 
+  // Inclusive prefix sums along dim; out and in share shape and dtype (not bool). reverse: from
+  // the end (out[i] = sum of in[i:]), what cumsum's backward needs. 16-bit floats accumulate in
+  // float32 or wider.
+  virtual void cumsum(const Tensor& out, const Tensor& in, int64_t dim, bool reverse) = 0;
+
+  // Order along dim, as PyTorch orders: NaN above every number, -0.0 equal to 0.0, and always
+  // stable (equal values keep their input order). sort: values (in's dtype) and int64 indices
+  // shaped like in. topk: the k largest (smallest) in order, ties by lower index; values and
+  // indices have k at dim (0 < k <= in.size(dim)).
+  virtual void sort(const Tensor& values, const Tensor& indices, const Tensor& in, int64_t dim, bool descending) = 0;
+  virtual void topk(const Tensor& values, const Tensor& indices, const Tensor& in, int64_t dim, int64_t k,
+                    bool largest) = 0;
+  // out [R, S] (int64) = insertion points of values [R, S] in the ascending rows of sorted [R, C]:
+  // how many are <= the value (right) or < it (left). All dense, sorted and values of one dtype.
+  virtual void searchsorted(const Tensor& out, const Tensor& sorted, const Tensor& values, bool right) = 0;
+
   // out[..., M, N] = a[..., M, K] @ b[..., K, N]; all three have the same batch dims (a and b
   // may carry stride-0 batch dims from broadcasting) and one dtype.
   virtual void matmul(const Tensor& out, const Tensor& a, const Tensor& b) = 0;

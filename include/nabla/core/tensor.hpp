@@ -5,6 +5,7 @@
 
 #include <concepts>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <optional>
 #include <string>
@@ -23,6 +24,7 @@ namespace nabla {
 namespace autograd {
 struct Node;
 }
+class Generator;  // core/random.hpp
 struct TensorImpl;
 template <class T, size_t N>
 class TensorAccessor;
@@ -195,6 +197,8 @@ class Tensor {
   Tensor logical_and(const Tensor& other) const;
   Tensor logical_or(const Tensor& other) const;
   Tensor masked_fill(const Tensor& mask, Scalar value) const;
+  Tensor tril(int64_t diagonal = 0) const;
+  Tensor triu(int64_t diagonal = 0) const;
 
   // in place: the result is written into this tensor's memory
   const Tensor& add_(const Tensor& other, Scalar alpha = 1) const;
@@ -216,6 +220,8 @@ class Tensor {
   const Tensor& relu_() const;
   const Tensor& clamp_(std::optional<Scalar> min, std::optional<Scalar> max = std::nullopt) const;
   const Tensor& masked_fill_(const Tensor& mask, Scalar value) const;
+  const Tensor& tril_(int64_t diagonal = 0) const;
+  const Tensor& triu_(int64_t diagonal = 0) const;
 
   // ---- reductions -----------------------------------------------------------------------------
   Tensor sum() const;
@@ -259,10 +265,28 @@ class Tensor {
   Tensor logsumexp(const Dims& dims, bool keepdim = false) const;
   Tensor softmax(int64_t dim) const;
   Tensor log_softmax(int64_t dim) const;
+  Tensor cumsum(int64_t dim, ::std::optional<DType> dtype = ::std::nullopt) const;
+
+  // ---- ordering and sampling (ops/sort.hpp) -------------------------------------------------
+  // LibTorch's overloads: sort(dim, descending) and sort(stable, dim, descending); argsort(1)
+  // means dim 1 (an integral argument is a dim, a bool is `stable`).
+  ::std::tuple<Tensor, Tensor> sort(int64_t dim = -1, bool descending = false) const;
+  ::std::tuple<Tensor, Tensor> sort(::std::optional<bool> stable, int64_t dim = -1, bool descending = false) const;
+  Tensor argsort(int64_t dim = -1, bool descending = false) const;
+  Tensor argsort(bool stable, int64_t dim = -1, bool descending = false) const;
+  template <class I>
+    requires(::std::integral<I> && !::std::same_as<I, bool>)
+  Tensor argsort(I dim, bool descending = false) const { return argsort(static_cast<int64_t>(dim), descending); }
+  ::std::tuple<Tensor, Tensor> topk(int64_t k, int64_t dim = -1, bool largest = true, bool sorted = true) const;
+  Tensor multinomial(int64_t num_samples, bool replacement = false,
+                     ::std::optional<::std::reference_wrapper<Generator>> generator = ::std::nullopt) const;
 
   // ---- linear algebra and indexing ------------------------------------------------------------
   Tensor matmul(const Tensor& other) const;
   Tensor mm(const Tensor& other) const;
+  Tensor bmm(const Tensor& mat2) const;
+  Tensor addmm(const Tensor& mat1, const Tensor& mat2, Scalar beta = 1, Scalar alpha = 1) const;
+  Tensor baddbmm(const Tensor& batch1, const Tensor& batch2, Scalar beta = 1, Scalar alpha = 1) const;
   Tensor index_select(int64_t dim, const Tensor& index) const;
   Tensor gather(int64_t dim, const Tensor& index) const;
   Tensor scatter_add(int64_t dim, const Tensor& index, const Tensor& src) const;

@@ -163,6 +163,16 @@ inline Tensor log_softmax(const Tensor& input, const LogSoftmaxFuncOptions& o) {
   return nabla::log_softmax(input, o.dim());
 }
 
+// ---- embedding --------------------------------------------------------------------------------
+// F::embedding(input, weight, F::EmbeddingFuncOptions().padding_idx(0)). Of LibTorch's options only
+// padding_idx exists (no max_norm, scale_grad_by_freq or sparse).
+struct EmbeddingFuncOptions {
+  NABLA_ARG(std::optional<int64_t>, padding_idx) = std::nullopt;
+};
+inline Tensor embedding(const Tensor& input, const Tensor& weight, const EmbeddingFuncOptions& o) {
+  return embedding(input, weight, o.padding_idx());
+}
+
 // ---- losses -----------------------------------------------------------------------------------
 using MSELossFuncOptions = MSELossOptions;
 using L1LossFuncOptions = L1LossOptions;

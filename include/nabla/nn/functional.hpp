@@ -4,6 +4,7 @@
 // come from those ops' rules; linear with a bias records one node over a fused GEMM + bias.
 
 #include <cmath>
+#include <optional>
 #include <vector>
 
 #include "../backend/kernel_table.hpp"
@@ -159,23 +160,46 @@ inline Tensor dropout2d(const Tensor& x, double p = 0.5, bool training = true) {
 }
 
 // Rows of weight [num_embeddings, dim] picked by integer indices of any shape:
-// result indices.shape + [dim]. The gradient reaches weight through index_select's backward
-// (an index_add of the output gradient), summing over repeated indices.
-inline Tensor embedding(const Tensor& indices, const Tensor& weight) {
+// result indices.shape + [dim]. The gradient (EmbeddingBackward0) is an index_add of the output
+// gradient into weight's shape, summing over repeated indices; with a padding_idx (negative counts
+// from the end, as in PyTorch) that row gets no gradient, whatever its value.
+inline Tensor embedding(const Tensor& indices, const Tensor& weight, std::optional<int64_t> padding_idx = std::nullopt) {
   nabla::detail::check_defined(indices, "embedding");
   nabla::detail::check_defined(weight, "embedding");
   NABLA_CHECK(weight.dim() == 2, ShapeError, "embedding: weight must be [num_embeddings, embedding_dim], got ",
               nabla::detail::describe(weight));
   NABLA_CHECK(indices.dtype() == kInt64 || indices.dtype() == kInt32, DTypeError,
               "embedding: indices must be int64 or int32, got ", nabla::detail::describe(indices));
+  const int64_t num = weight.size(0), dim = weight.size(1);
+  if (padding_idx) {
+    NABLA_CHECK(*padding_idx >= -num && *padding_idx < num, IndexError, "embedding: padding_idx ", *padding_idx,
+                " must be within num_embeddings (", num, ") for weight ", nabla::detail::describe(weight));
+    if (*padding_idx < 0) *padding_idx += num;
+  }
   if (indices.numel() > 0) {
     int64_t lo = indices.min().to(kInt64).item<int64_t>(), hi = indices.max().to(kInt64).item<int64_t>();
-    NABLA_CHECK(lo >= 0 && hi < weight.size(0), IndexError, "embedding: indices must be in [0, ", weight.size(0),
-                "), got values in [", lo, ", ", hi, "] for weight ", nabla::detail::describe(weight));
+    NABLA_CHECK(lo >= 0 && hi < num, IndexError, "embedding: indices must be in [0, ", num, "), got values in [", lo,
+                ", ", hi, "] for weight ", nabla::detail::describe(weight));
   }
-  Shape out = indices.sizes();
-  out.push_back(weight.size(1));
-  return weight.index_select(0, indices.reshape({-1})).reshape(out);
+  const Tensor flat = indices.reshape({-1}).to(kInt64);
+  Shape shape = indices.sizes();
+  shape.push_back(dim);
+  Tensor rows;
+  {
+    NoGradGuard no_grad;
+    rows = weight.index_select(0, flat);
+  }
+  Tensor out = nabla::detail::make_tensor(rows.storage(), 0, shape, contiguous_strides(shape), rows.dtype());
+  if (autograd::needs_grad(weight))
+    autograd::record("EmbeddingBackward0", out, {weight},
+                     [i = autograd::save(flat), num, dim, padding_idx](const Tensor& g, autograd::NeedsGrad) {
+                       const Tensor idx = i.unpack();
+                       Tensor g2 = g.reshape({-1, dim});
+                       if (padding_idx)
+                         g2 = where(idx.eq(*padding_idx).unsqueeze(1), nabla::detail::scalar_to_tensor(0, g2.dtype()), g2);
+                       return TensorList{zeros({num, dim}, g.options()).index_add(0, idx, g2)};
+                     });
+  return out;
 }
 
 inline Tensor flatten(const Tensor& x, int64_t start_dim = 1, int64_t end_dim = -1) {

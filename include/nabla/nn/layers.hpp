@@ -2,12 +2,13 @@
 // Layers: Linear Embedding LayerNorm Dropout Dropout2d ReLU LeakyReLU GELU Tanh Sigmoid Flatten
 // Identity, each a Module over the functions of functional.hpp, initialised as PyTorch
 // initialises them, with LibTorch's options where it has them (LinearOptions, DropoutOptions,
-// LeakyReLUOptions).
+// LeakyReLUOptions, EmbeddingOptions).
 // New layers (Conv2d, BatchNorm2d, pools) follow the same pattern: register parameters and
 // buffers in the constructor, reset_parameters() with PyTorch's init, forward via functional.
 
 #include <cmath>
 #include <functional>
+#include <optional>
 #include <string>
 
 #include "functional.hpp"
@@ -69,21 +70,51 @@ class Linear : public Module {
   }
 };
 
-// A lookup table: forward(indices) -> indices.shape + [embedding_dim]. weight ~ N(0, 1).
+// LibTorch's torch::nn::EmbeddingOptions(num_embeddings, embedding_dim).padding_idx(i).
+struct EmbeddingOptions {
+  EmbeddingOptions(int64_t num_embeddings, int64_t embedding_dim)
+      : num_embeddings_(num_embeddings), embedding_dim_(embedding_dim) {}
+  NABLA_ARG(int64_t, num_embeddings);
+  NABLA_ARG(int64_t, embedding_dim);
+  NABLA_ARG(std::optional<int64_t>, padding_idx) = std::nullopt;
+};
+
+// A lookup table: forward(indices) -> indices.shape + [embedding_dim]. weight ~ N(0, 1). With a
+// padding_idx (negative counts from the end), that row starts at zero and gets no gradient.
 class Embedding : public Module {
  public:
   NABLA_MODULE_ARROW(Embedding)
   Tensor weight;
   int64_t num_embeddings = 0, embedding_dim = 0;
+  std::optional<int64_t> padding_idx;
 
-  Embedding(int64_t num, int64_t dim, TensorOptions options = {}) : num_embeddings(num), embedding_dim(dim) {
-    weight = register_parameter("weight", empty({num, dim}, options.requires_grad(false)));
+  Embedding(int64_t num, int64_t dim, TensorOptions options = {}) : Embedding(EmbeddingOptions(num, dim), options) {}
+  explicit Embedding(const EmbeddingOptions& o, TensorOptions options = {})
+      : num_embeddings(o.num_embeddings()), embedding_dim(o.embedding_dim()), padding_idx(o.padding_idx()) {
+    NABLA_CHECK(num_embeddings >= 0 && embedding_dim >= 0, ValueError, "nn::Embedding: sizes must be non-negative, got ",
+                num_embeddings, " and ", embedding_dim);
+    if (padding_idx) {
+      NABLA_CHECK(*padding_idx >= -num_embeddings && *padding_idx < num_embeddings, ValueError, "nn::Embedding: padding_idx ",
+                  *padding_idx, " must be within num_embeddings (", num_embeddings, ")");
+      if (*padding_idx < 0) *padding_idx += num_embeddings;
+    }
+    weight = register_parameter("weight", empty({num_embeddings, embedding_dim}, options.requires_grad(false)));
     reset_parameters();
   }
-  void reset_parameters() { init::normal_(weight, 0.0, 1.0); }
-  Tensor forward(const Tensor& indices) override { return functional::embedding(indices, weight); }
+  void reset_parameters() {
+    init::normal_(weight, 0.0, 1.0);
+    if (padding_idx) {
+      NoGradGuard no_grad;
+      weight[*padding_idx].fill_(0);
+    }
+  }
+  Tensor forward(const Tensor& indices) override { return functional::embedding(indices, weight, padding_idx); }
   std::string type_name() const override { return "Embedding"; }
-  std::string extra_repr() const override { return nabla::detail::cat(num_embeddings, ", ", embedding_dim); }
+  std::string extra_repr() const override {
+    std::string s = nabla::detail::cat(num_embeddings, ", ", embedding_dim);
+    if (padding_idx) s += nabla::detail::cat(", padding_idx=", *padding_idx);
+    return s;
+  }
 };
 
 // Normalises over the trailing normalized_shape dims; weight = 1, bias = 0 initially.

@@ -16,5 +16,6 @@
 #include "print.hpp"
 #include "reduce.hpp"
 #include "softmax.hpp"
+#include "sort.hpp"
 #include "unary.hpp"
 #include "view.hpp"

@@ -1,7 +1,8 @@
 #pragma once
 // Binary elementwise ops with NumPy broadcasting and PyTorch type promotion: add sub mul div
-// pow maximum minimum, comparisons, logical and/or, where and masked_fill, plus their in-place
-// forms. Gradients come back in the broadcast shape; the engine sums them to each input's shape.
+// pow maximum minimum, comparisons, logical and/or, where, masked_fill and tril / triu (a where
+// against a triangular mask), plus their in-place forms. Gradients come back in the broadcast
+// shape; the engine sums them to each input's shape.
 
 #include "autocast.hpp"
 #include "copy.hpp"
@@ -176,6 +177,42 @@ inline Tensor masked_fill(const Tensor& x, const Tensor& mask, Scalar value) {
   return where(mask, detail::scalar_to_tensor(value, x.dtype()), x);
 }
 
+namespace detail {
+// x with the elements above (lower: tril) or below (upper: triu) the `diagonal`-th diagonal of
+// its last two dims set to zero: one `where` against a [rows, cols] mask of column - row offsets.
+inline Tensor triangle(const Tensor& x, int64_t diagonal, bool lower, const char* name) {
+  check_defined(x, name);
+  NABLA_CHECK(x.dim() >= 2, ShapeError, name, ": input tensor must have at least 2 dimensions, got ", describe(x));
+  Tensor out = empty(x.sizes(), x.options());
+  if (out.numel() == 0) return out;
+  const int64_t rows = x.size(-2), cols = x.size(-1);
+  const TensorOptions index = TensorOptions(kInt64).device(x.device());
+  const Tensor offset = arange(0, cols, 1, index) - arange(0, rows, 1, index).reshape({rows, 1});
+  const Tensor keep = lower ? offset.le(diagonal) : offset.ge(diagonal);
+  backend(x.device()).where(out, keep, x, scalar_to_tensor(0, x.dtype()));
+  return out;
+}
+}  // namespace detail
+
+// torch::tril / torch::triu: the lower (upper) triangle of the last two dims, from the
+// `diagonal`-th diagonal (0 the main one, > 0 above it, < 0 below), the rest zero.
+inline Tensor tril(const Tensor& x, int64_t diagonal = 0) {
+  Tensor out = detail::triangle(x, diagonal, true, "tril");
+  if (autograd::needs_grad(x))
+    autograd::record("TrilBackward0", out, {x}, [diagonal](const Tensor& g, autograd::NeedsGrad) {
+      return TensorList{tril(g, diagonal)};
+    });
+  return out;
+}
+inline Tensor triu(const Tensor& x, int64_t diagonal = 0) {
+  Tensor out = detail::triangle(x, diagonal, false, "triu");
+  if (autograd::needs_grad(x))
+    autograd::record("TriuBackward0", out, {x}, [diagonal](const Tensor& g, autograd::NeedsGrad) {
+      return TensorList{triu(g, diagonal)};
+    });
+  return out;
+}
+
 // ---- in-place ------------------------------------------------------------------------------
 
 namespace detail {
@@ -238,6 +275,25 @@ inline const Tensor& Tensor::div_(Scalar other) const { return div_(detail::wrap
 inline const Tensor& Tensor::pow_(Scalar e) const {
   return detail::binary_inplace(*this, detail::wrap(e), BinaryOp::Pow, "pow_",
                                 [e](const Tensor& a, const Tensor&) { return nabla::pow(a, e); });
+}
+inline Tensor Tensor::tril(int64_t diagonal) const { return nabla::tril(*this, diagonal); }
+inline Tensor Tensor::triu(int64_t diagonal) const { return nabla::triu(*this, diagonal); }
+namespace detail {
+template <class OutOfPlace>
+const Tensor& triangle_inplace(const Tensor& self, const char* name, OutOfPlace f) {
+  check_inplace(self, name);
+  if (GradMode::is_enabled() && self.requires_grad()) return commit_inplace(self, f(self.clone()), name);
+  Tensor r = f(self);
+  copy_backend(self, r).copy(self, r);
+  bump_version(self);
+  return self;
+}
+}  // namespace detail
+inline const Tensor& Tensor::tril_(int64_t diagonal) const {
+  return detail::triangle_inplace(*this, "tril_", [diagonal](const Tensor& x) { return nabla::tril(x, diagonal); });
+}
+inline const Tensor& Tensor::triu_(int64_t diagonal) const {
+  return detail::triangle_inplace(*this, "triu_", [diagonal](const Tensor& x) { return nabla::triu(x, diagonal); });
 }
 inline const Tensor& Tensor::masked_fill_(const Tensor& mask, Scalar value) const {
   detail::check_inplace(*this, "masked_fill_");

@@ -1,6 +1,7 @@
 #pragma once
 // Reductions over one or several dims, with keepdim: sum mean prod amax amin max min argmax
-// argmin var std logsumexp, and sum_to (the inverse of broadcasting, used by the engine).
+// argmin var std logsumexp, the scan cumsum, and sum_to (the inverse of broadcasting, used by
+// the engine).
 // var, std and logsumexp are composites, so their gradients come for free.
 
 #include <cmath>
@@ -264,6 +265,41 @@ inline Tensor logsumexp(const Tensor& x, const Dims& dims, bool keepdim = false)
   return out.reshape(s);
 }
 
+// ---- cumsum ---------------------------------------------------------------------------------
+
+namespace detail {
+// Inclusive prefix sums along d (from the end when reverse). The backward of one direction is
+// the other, so cumsum is differentiable to any order.
+inline Tensor cumsum_along(const Tensor& x, int64_t d, bool reverse) {
+  Tensor out = empty(x.sizes(), x.options());
+  if (out.numel() > 0) {
+    if (x.dim() == 0) backend(x.device()).copy(out, x);  // one element is its own prefix sum
+    else backend(x.device()).cumsum(out, x, d, reverse);
+  }
+  if (autograd::needs_grad(x))
+    autograd::record("CumsumBackward0", out, {x}, [d, reverse](const Tensor& g, autograd::NeedsGrad) {
+      return TensorList{cumsum_along(g, d, !reverse)};
+    });
+  return out;
+}
+}  // namespace detail
+
+// torch::cumsum: out[..., i, ...] = sum of x[..., :i+1, ...] along dim. The result has `dtype`
+// when given (x is converted first), else x's dtype, or int64 for integer and bool inputs.
+inline Tensor cumsum(const Tensor& x, int64_t dim, std::optional<DType> dtype = std::nullopt) {
+  detail::check_defined(x, "cumsum");
+  if (!dtype) {  // fp32_set_opt_dtype: autocast decides only when the caller did not
+    if (auto ac = NABLA_AUTOCAST(cumsum, x)) return cumsum(ac[0], dim, dtype);
+  }
+  const int64_t d = wrap_dim(dim, x.dim(), "cumsum");
+  const DType dt = dtype.value_or(is_floating_point(x.dtype()) ? x.dtype() : kInt64);
+  if (dt == kBool) {  // a running logical or
+    NoGradGuard no_grad;
+    return ne(cumsum(x, d, kInt64), detail::scalar_to_tensor(0, kInt64));
+  }
+  return detail::cumsum_along(x.to(dt), d, false);  // to(): the gradient returns in x's dtype
+}
+
 // Sums g over broadcast dims so that it has `shape` (g's shape must be a broadcast of it).
 inline Tensor sum_to(const Tensor& g, const Shape& shape) {
   if (g.sizes() == shape) return g;
@@ -300,6 +336,7 @@ inline Tensor Tensor::std(const Dims& dims, std::optional<int64_t> correction, b
   return nabla::std(*this, dims, correction, keepdim);
 }
 inline Tensor Tensor::logsumexp(const Dims& dims, bool keepdim) const { return nabla::logsumexp(*this, dims, keepdim); }
+inline Tensor Tensor::cumsum(int64_t dim, std::optional<DType> dtype) const { return nabla::cumsum(*this, dim, dtype); }
 
 // ---- norm, all / any, isclose / allclose / equal (LibTorch's names and defaults) ------------------
 

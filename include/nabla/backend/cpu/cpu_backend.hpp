@@ -10,6 +10,7 @@
 #include "gemm_bf16.hpp"
 #include "index.hpp"
 #include "reduce.hpp"
+#include "sort.hpp"
 
 namespace nabla {
 namespace cpu {
@@ -60,6 +61,22 @@ class CpuBackend final : public Backend {
 
   void softmax(const Tensor& out, const Tensor& in, int64_t dim, bool log) override {
     dispatch_floating(in.dtype(), "softmax", [&](auto tag) { softmax_loop<typename decltype(tag)::type>(out, in, dim, log); });
+  }
+
+  void cumsum(const Tensor& out, const Tensor& in, int64_t dim, bool reverse) override {
+    dispatch_numeric(in.dtype(), "cumsum", [&](auto tag) { cumsum_loop<typename decltype(tag)::type>(out, in, dim, reverse); });
+  }
+
+  void sort(const Tensor& values, const Tensor& indices, const Tensor& in, int64_t dim, bool descending) override {
+    dispatch_all(in.dtype(), "sort", [&](auto tag) { sort_loop<typename decltype(tag)::type>(values, indices, in, dim, descending); });
+  }
+  void topk(const Tensor& values, const Tensor& indices, const Tensor& in, int64_t dim, int64_t k, bool largest) override {
+    dispatch_all(in.dtype(), "topk", [&](auto tag) { topk_loop<typename decltype(tag)::type>(values, indices, in, dim, k, largest); });
+  }
+  void searchsorted(const Tensor& out, const Tensor& sorted, const Tensor& values, bool right) override {
+    dispatch_numeric(sorted.dtype(), "searchsorted", [&](auto tag) {
+      searchsorted_loop<typename decltype(tag)::type>(out, sorted, values, right);
+    });
   }
 
   void matmul(const Tensor& out, const Tensor& a, const Tensor& b) override {

@@ -1,5 +1,6 @@
 #pragma once
-// CPU reductions (sum, mean, prod, max, min over any set of dims), arg-reductions and softmax.
+// CPU reductions (sum, mean, prod, max, min over any set of dims), arg-reductions, softmax and
+// cumsum.
 // Two loop shapes cover the cases that matter: "inner" (the reduced elements of one output are
 // contiguous: lane-parallel accumulators) and "outer" (reducing over leading dims: whole rows
 // of contiguous outputs accumulate at once). Sums accumulate in double for float inputs.
@@ -7,6 +8,7 @@
 #include <algorithm>
 #include <atomic>
 #include <cmath>
+#include <cstdlib>
 #include <limits>
 #include <vector>
 
@@ -278,6 +280,46 @@ void softmax_loop(const Tensor& out, const Tensor& in, int64_t dim, bool log) {
       } else {
         C inv = C(1) / sum;
         for (int64_t k = 0; k < D; ++k) *reinterpret_cast<T*>(y + k * so) = static_cast<T>(FastExp{}(xv(k) - mx) * inv);
+      }
+    }
+  }, std::max<int64_t>(1, kParallelGrain / std::max<int64_t>(D, 1)));
+}
+
+// Inclusive prefix sums along dim (reverse: from the end, out[i] = sum of in[i:]), accumulated in
+// acc_t<T> (double for float inputs, as PyTorch's CPU kernel). Rows far apart in memory (the dim
+// is the innermost one) are scanned one at a time; rows next to each other (a leading dim) are
+// scanned a block of rows at a time, so the inner loop runs over contiguous memory.
+template <class T>
+void cumsum_loop(const Tensor& out, const Tensor& in, int64_t dim, bool reverse) {
+  using A = acc_t<T>;
+  const int64_t D = in.size(dim), es = static_cast<int64_t>(sizeof(T));
+  const int64_t si = in.stride(dim) * es, so = out.stride(dim) * es;
+  Tensor orow = row_starts(out, dim), irow = row_starts(in, dim);
+  auto L = make_loop<2>({&orow, &irow}, orow.sizes());
+  auto at = [](const char* p) { return static_cast<A>(static_cast<compute_t<T>>(*reinterpret_cast<const T*>(p))); };
+  run<2>(L, [&](char* const* p, const int64_t* s, int64_t n) {
+    const int64_t first = reverse ? D - 1 : 0, step = reverse ? -1 : 1;
+    if (std::abs(s[1]) <= std::abs(si)) {  // neighbouring rows are closer than a row's elements
+      constexpr int64_t kBlock = 256;
+      A acc[kBlock];
+      for (int64_t b = 0; b < n; b += kBlock) {
+        const int64_t m = std::min(kBlock, n - b);
+        std::fill(acc, acc + m, A(0));
+        for (int64_t k = first, c = 0; c < D; k += step, ++c)
+          for (int64_t i = 0; i < m; ++i) {
+            acc[i] += at(p[1] + (b + i) * s[1] + k * si);
+            *reinterpret_cast<T*>(p[0] + (b + i) * s[0] + k * so) = static_cast<T>(acc[i]);
+          }
+      }
+      return;
+    }
+    for (int64_t i = 0; i < n; ++i) {
+      const char* x = p[1] + i * s[1];
+      char* y = p[0] + i * s[0];
+      A acc = 0;
+      for (int64_t k = first, c = 0; c < D; k += step, ++c) {
+        acc += at(x + k * si);
+        *reinterpret_cast<T*>(y + k * so) = static_cast<T>(acc);
       }
     }
   }, std::max<int64_t>(1, kParallelGrain / std::max<int64_t>(D, 1)));

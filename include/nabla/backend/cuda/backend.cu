@@ -22,6 +22,7 @@
 #include <kernels/index.cuh>
 #include <kernels/matmul.cuh>
 #include <kernels/reduce.cuh>
+#include <kernels/sort.cuh>
 #include <kernels/conv.cuh>
 #include <kernels/linear.cuh>
 #include <kernels/norm.cuh>
@@ -93,6 +94,22 @@ class CudaBackend final : public Backend {
   void softmax(const Tensor& out, const Tensor& in, int64_t dim, bool log) override {
     detail::DeviceGuard g(out.device().index);
     launch_softmax(out, in, dim, log);
+  }
+  void cumsum(const Tensor& out, const Tensor& in, int64_t dim, bool reverse) override {
+    detail::DeviceGuard g(out.device().index);
+    launch_cumsum(out, in, dim, reverse);
+  }
+  void sort(const Tensor& values, const Tensor& indices, const Tensor& in, int64_t dim, bool descending) override {
+    detail::DeviceGuard g(in.device().index);
+    launch_sort(values, indices, in, dim, in.size(dim), descending);
+  }
+  void topk(const Tensor& values, const Tensor& indices, const Tensor& in, int64_t dim, int64_t k, bool largest) override {
+    detail::DeviceGuard g(in.device().index);
+    launch_sort(values, indices, in, dim, k, largest);
+  }
+  void searchsorted(const Tensor& out, const Tensor& sorted, const Tensor& values, bool right) override {
+    detail::DeviceGuard g(out.device().index);
+    launch_searchsorted(out, sorted, values, right);
   }
   void matmul(const Tensor& out, const Tensor& a, const Tensor& b) override {
     detail::DeviceGuard g(out.device().index);
