@@ -36,6 +36,7 @@
 #include "io/json.hpp"
 #include "io/safetensors.hpp"
 #include "io/checkpoint.hpp"
+#include "text/gpt2_tokenizer.hpp"
 #include "data.hpp"
 
 // LibTorch's macro spellings, for code ported with `namespace torch = nabla;` (defined only

@@ -18,6 +18,7 @@ Layers, lowest first. Within a layer any order is allowed as long as there is no
   4 ops/
   5 autograd/engine.hpp, autograd/gradcheck.hpp: they run ops
   6 nn/   7 optim/   7.5 amp/ (GradScaler: steps optimizers)   8 data/   9 io/
+  9.2 text/ (tokenizers; read their files with io/json)
   9.5 models/ (built from all of those)
  10 the fused kernels that fill an op's slots (backend/cpu files with NABLA_FILL_KERNELS and
     kernels/*.cuh): they implement an op, so they sit above it, and nothing includes them but
@@ -58,6 +59,8 @@ def layer(rel, text):
     for i, d in enumerate(("nn/", "optim/", "data/", "io/")):
         if p.startswith(d):
             return 6 + i
+    if p.startswith("text/"):
+        return 9.2
     if p.startswith("models/"):
         return 9.5
     raise SystemExit(f"include_layers.py: {rel} is in no layer; add its directory to the list")
