@@ -89,6 +89,29 @@ void softmax_16M(benchmark::State& state) {
   bytes(state, 8);
 }
 
+// ---- (d) attention: GPT-2-small-shaped heads, causal, forward + backward ------------------------
+// scaled_dot_product_attention's fused flash kernels against its composite (matmul, masked
+// softmax, matmul), q/k/v [8, 12, T, 64] with T = range(0).
+void sdpa(benchmark::State& state, bool fused) {
+  const int64_t T = state.range(0);
+  auto q = nb::randn({8, 12, T, 64}).requires_grad_(), k = nb::randn({8, 12, T, 64}).requires_grad_(),
+       v = nb::randn({8, 12, T, 64}).requires_grad_();
+  auto g = nb::randn({8, 12, T, 64});
+  nb::FusedKernelsGuard guard(fused);
+  const size_t base = nb::memory_stats(nb::Device::cpu()).in_use;
+  nb::reset_peak_memory_stats(nb::Device::cpu());
+  for (auto _ : state) {
+    nb::Tensor y = nb::scaled_dot_product_attention(q, k, v, {}, 0.0, true);
+    y.backward(g);
+    benchmark::DoNotOptimize(q.grad().data_ptr());
+  }
+  state.SetItemsProcessed(int64_t(state.iterations()) * 8 * T);  // tokens
+  // tensor memory a forward + backward needed beyond its inputs (and their gradients)
+  state.counters["peak_MiB"] = static_cast<double>(nb::memory_stats(nb::Device::cpu()).peak - base) / (1 << 20);
+}
+void sdpa_fused(benchmark::State& state) { sdpa(state, true); }
+void sdpa_composite(benchmark::State& state) { sdpa(state, false); }
+
 // Real (wall) time everywhere: the big cases run on OpenMP threads.
 BENCHMARK(tiny_add)->UseRealTime();
 BENCHMARK(tiny_mul)->UseRealTime();
@@ -102,5 +125,7 @@ BENCHMARK(mul_16M)->UseRealTime()->Unit(benchmark::kMillisecond);
 BENCHMARK(exp_16M)->UseRealTime()->Unit(benchmark::kMillisecond);
 BENCHMARK(sum_16M)->UseRealTime()->Unit(benchmark::kMillisecond);
 BENCHMARK(softmax_16M)->UseRealTime()->Unit(benchmark::kMillisecond);
+BENCHMARK(sdpa_fused)->Arg(256)->Arg(1024)->UseRealTime()->Unit(benchmark::kMillisecond);
+BENCHMARK(sdpa_composite)->Arg(256)->Arg(1024)->UseRealTime()->Unit(benchmark::kMillisecond);
 
 }  // namespace

@@ -13,6 +13,8 @@
 #      under a 1 GiB --memory-limit
 #   4b. the ResNet train step (ResNet-50 224px batch 64, ResNet-18 CIFAR stem batch 128; float32)
 #      on synthetic data, nabla's example beside benchmarks/gpu/resnet_torch.py
+#   4c. the GPT-2 train step (124M shape, context 1024, batch 8, bf16 autocast) on tiny
+#      Shakespeare, `gpt train` beside benchmarks/gpu/gpt_torch.py
 #   5. compute-sanitizer memcheck over the CUDA tests (not the deliberate out-of-memory test)
 #   6. compute-sanitizer racecheck over the reduction, softmax, batch-norm and optimizer tests
 # Writes under $OUT (default build-gpu-check/): summary.md and gpu-check-logs.tar.gz (every log,
@@ -283,6 +285,25 @@ if [ $has_gpu = 1 ] && [ -n "$resnet_bin" ] && [ "$rounds" = 0 ]; then
   done
 elif [ "$rounds" = 0 ]; then
   note "resnet: not run ($([ $has_gpu = 0 ] && echo 'no GPU' || echo 'no resnet binary'))"
+fi
+
+# ---- 4c. GPT-2 train step beside PyTorch (GPT-2 124M shape, context 1024, bf16 autocast) --------
+gpt_bin=$(find_bin gpt)
+gpt_text=$prep/data/tinyshakespeare/input.txt
+[ -f "$gpt_text" ] || gpt_text=${NABLA_DATA:-$root/../shared/data}/tinyshakespeare/input.txt
+tok_s() { grep -E '^step 40:' "$1" | grep -oE '[0-9.]+ tok/s' | grep -oE '[0-9.]+' | head -1; }
+if [ $has_gpu = 1 ] && [ -n "$gpt_bin" ] && [ -f "$gpt_text" ] && [ "$rounds" = 0 ]; then
+  # 12 layers, 12 heads, 768 wide, context 1024 (GPT-2 124M's body; characters, so vocab 65),
+  # batch 8; 40 steps, tokens/s of steps 31-40 (the first 30 are warm-up)
+  shape=(--n-layer 12 --n-head 12 --n-embd 768 --block-size 1024 --batch-size 8 --max-steps 40 --eval-interval 10)
+  run_step gpt_nabla 150 "$gpt_bin" train --device cuda --data "$gpt_text" --out /tmp/nabla_gpt "${shape[@]}" \
+    --eval-iters 1 --amp bf16 --sample-tokens 0 --no-progress
+  run_step gpt_torch 120 python3 "$root/benchmarks/gpu/gpt_torch.py" --data "$gpt_text" "${shape[@]}" --amp bf16
+  n=$(tok_s "$logs/gpt_nabla.log"); t=$(tok_s "$logs/gpt_torch.log")
+  ratio=$(python3 -c "import sys; n, t = sys.argv[1:]; print(f'{float(n) / float(t):.2f}x')" "${n:-0}" "${t:-1}" 2>/dev/null)
+  note "gpt 124M-shape context 1024 batch 8 bf16: nabla ${n:-failed} tok/s, PyTorch eager (SDPA) ${t:-failed} tok/s: ${ratio:-?} of PyTorch's rate"
+elif [ "$rounds" = 0 ]; then
+  note "gpt: not run ($([ $has_gpu = 0 ] && echo 'no GPU' || echo 'no gpt binary or no tiny Shakespeare in the prep folder'))"
 fi
 
 # ---- 5-6. compute-sanitizer --------------------------------------------------------------------

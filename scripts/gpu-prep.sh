@@ -42,7 +42,7 @@ grep -q "with cuDNN" "$cmake_dir/configure.log" || die "configured without cuDNN
 
 step "build (nabla_tests, nabla_bench_gpu, mnist; -j $jobs)"
 targets=(nabla_tests nabla_bench_gpu mnist)
-for t in resnet gpt2; do   # the larger examples, once they exist
+for t in resnet gpt; do   # the larger examples, once they exist
   grep -qs "add_executable($t " "$root/examples/CMakeLists.txt" && targets+=("$t")
 done
 cmake --build "$cmake_dir" -j "$jobs" --target "${targets[@]}"
@@ -78,6 +78,11 @@ for l in libgomp.so.1 libz.so.1; do
   [ -n "$p" ] && cp -L "$p" "$out/lib/"
 done
 cp "$data"/mnist/*-ubyte.gz "$data/mnist/MD5SUMS" "$out/data/mnist/"
+# tiny Shakespeare (1.1 MB) for the GPT-2 step, when the shared data has it
+if [ -f "$data/tinyshakespeare/input.txt" ]; then
+  mkdir -p "$out/data/tinyshakespeare"
+  cp "$data/tinyshakespeare/input.txt" "$out/data/tinyshakespeare/"
+fi
 
 step "checks"
 # cuobjdump: the toolkit's, else NVIDIA's pip wheel of it (this machine's toolkit may lack it)

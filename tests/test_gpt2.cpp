@@ -4,6 +4,7 @@
 // (prefix or not, attn.bias buffers, float16, missing lm_head.weight); checkpointing; learning.
 
 #include <cmath>
+#include <cstdlib>
 #include <filesystem>
 #include <fstream>
 #include <sstream>
@@ -253,6 +254,34 @@ TEST(GPT2, LearnsASequence) {
   }
   EXPECT_GT(first, 3.0);  // ~ln 37 at the start
   EXPECT_LT(last, 0.5);
+}
+
+// tests/gpt2/run.sh (ctest gpt2_hf_numpy): $NABLA_GPT2_NUMPY_DIR/hf is a random GPT-2 that numpy
+// wrote as transformers does, with numpy's float64 logits; nabla loads it and must agree, then
+// writes $NABLA_GPT2_NUMPY_DIR/nabla (save_pretrained + its logits) for numpy to read back.
+TEST(GPT2Numpy, LoadsAHuggingFaceFolderNumpyWroteAndWritesOneBack) {
+  const char* env = std::getenv("NABLA_GPT2_NUMPY_DIR");
+  if (!env) GTEST_SKIP() << "run by ctest gpt2_hf_numpy (tests/gpt2/run.sh), which sets NABLA_GPT2_NUMPY_DIR";
+  const fs::path dir(env);
+  auto m = GPT2LMHeadModel::from_pretrained((dir / "hf").string());
+  m->eval();
+  io::SafetensorsFile ref = io::load_safetensors((dir / "hf" / "ref.safetensors").string());
+  const Tensor ids = ref.tensors.at("ids"), want = ref.tensors.at("logits");
+  const Tensor got = m->forward(ids).detach();
+  ASSERT_EQ(got.sizes(), want.sizes());
+  const double rel = (got.to(kFloat64) - want).abs().max().item<double>() / want.abs().max().item<double>();
+  std::printf("nabla (float32) vs numpy (float64) logits on the numpy-written folder: max rel %.2e\n", rel);
+  EXPECT_LT(rel, 1e-5);
+
+  m->save_pretrained((dir / "nabla").string());
+  auto back = GPT2LMHeadModel::from_pretrained((dir / "nabla").string());
+  back->eval();
+  EXPECT_TRUE(back->forward(ids).equal(got)) << "save_pretrained -> from_pretrained is bit-exact";
+  for (const auto& [name, t] : m->state_dict()) EXPECT_TRUE(back->state_dict().at(name).equal(t)) << name;
+  nn::OrderedDict<Tensor> io;
+  io.insert("ids", ids);
+  io.insert("logits", got);
+  io::save_safetensors((dir / "nabla" / "io.safetensors").string(), io);
 }
 
 }  // namespace

@@ -5,7 +5,7 @@
 // A run folder (--out) is a Hugging Face folder: config.json + model.safetensors (save_pretrained)
 // + the tokenizer (vocab.json + merges.txt, or chars.json for a character-level model), plus
 // checkpoint.safetensors (model, optimizer, step) that --resume continues from exactly. So
-// `--from` takes a run folder or a Hugging Face GPT-2 folder alike. See docs/gpt2.md.
+// `--from` takes a run folder or a Hugging Face GPT-2 folder alike. See docs/gpt.md.
 
 #include <unistd.h>
 
@@ -289,9 +289,10 @@ int64_t pick(std::vector<float> logits, const Args& a, std::mt19937_64& rng) {
   return order[keep - 1];
 }
 
-// Generates a.max_new_tokens after `prompt`, streaming the text to stdout; returns ms per token.
+// Generates new_tokens after the prompt `ids`, streaming the text to stdout; returns the ms per
+// new token (prefill_ms: the prompt's forward).
 double generate(nb::models::GPT2LMHeadModel& model, const Tokenizer& tok, std::vector<int64_t> ids, int64_t new_tokens,
-                const Args& a, std::mt19937_64& rng, nb::Device device) {
+                const Args& a, std::mt19937_64& rng, nb::Device device, double& prefill_ms) {
   nb::NoGradGuard no_grad;
   model.eval();
   const int64_t ctx = model.config.n_positions;
@@ -302,15 +303,19 @@ double generate(nb::models::GPT2LMHeadModel& model, const Tokenizer& tok, std::v
   };
   // a prompt longer than the context keeps its last ctx - 1 tokens
   std::vector<int64_t> window(ids.end() - std::min<int64_t>(static_cast<int64_t>(ids.size()), ctx - 1), ids.end());
-  std::string shown = tok.decode(ids);
-  std::fwrite(shown.data(), 1, shown.size(), stdout);
+  const std::string prompt_text = tok.decode(ids);
+  std::fwrite(prompt_text.data(), 1, prompt_text.size(), stdout);
   std::fflush(stdout);
-  const double t0 = Progress::now();
+  std::vector<int64_t> gen;  // the new tokens, decoded as a whole (a BPE token may end mid-character)
+  std::string shown;
+  const double t_prompt = Progress::now();
   std::vector<float> logits = feed(window);
+  const double t0 = Progress::now();  // the per-token figure: after the prompt's one forward
+  prefill_ms = 1000.0 * (t0 - t_prompt);
   for (int64_t i = 0; i < new_tokens; ++i) {
     const int64_t next = pick(logits, a, rng);
-    ids.push_back(next);
-    const std::string text = tok.decode(std::vector<int64_t>(ids.begin(), ids.end()));
+    ids.push_back(next), gen.push_back(next);
+    const std::string text = tok.decode(gen);
     if (text.size() > shown.size() && text.compare(0, shown.size(), shown) == 0) {
       std::fwrite(text.data() + shown.size(), 1, text.size() - shown.size(), stdout);
       std::fflush(stdout);
@@ -514,7 +519,8 @@ int train(Args a) {
     std::printf("---- sample (%lld tokens, temperature %g, top-k %lld) ----\n", (long long)a.sample_tokens, a.temperature,
                 (long long)a.top_k);
     std::mt19937_64 rng(static_cast<uint64_t>(a.seed));
-    generate(*model, *tok, tok->default_prompt(), a.sample_tokens, a, rng, device);
+    double prefill_ms = 0;
+    generate(*model, *tok, tok->default_prompt(), a.sample_tokens, a, rng, device, prefill_ms);
   }
   return 0;
 }
@@ -531,9 +537,10 @@ int sample(const Args& a) {
   std::mt19937_64 rng(static_cast<uint64_t>(a.seed));
   for (int64_t s = 0; s < a.num_samples; ++s) {
     if (a.num_samples > 1) std::printf("---- sample %lld ----\n", (long long)s + 1);
-    const double ms = generate(*model, tok, prompt, a.max_new_tokens, a, rng, device);
-    std::fprintf(stderr, "[%lld prompt tokens, %lld new: %.2f ms/token on %s]\n", (long long)prompt.size(),
-                 (long long)a.max_new_tokens, ms, device.str().c_str());
+    double prefill_ms = 0;
+    const double ms = generate(*model, tok, prompt, a.max_new_tokens, a, rng, device, prefill_ms);
+    std::fprintf(stderr, "[%lld prompt tokens in %.1f ms, then %lld new: %.2f ms/token on %s]\n", (long long)prompt.size(),
+                 prefill_ms, (long long)a.max_new_tokens, ms, device.str().c_str());
   }
   return 0;
 }

@@ -17,6 +17,7 @@
 #include "ops/conv.hpp"
 #include "ops/norm.hpp"
 #include "ops/pool.hpp"
+#include "ops/attention.hpp"
 #include "autograd/engine.hpp"
 #include "autograd/function.hpp"
 #include "autograd/gradcheck.hpp"

@@ -14,7 +14,7 @@ namespace nabla {
 #define NABLA_UNARY_PARAM_OPS(X) X(LeakyRelu) X(Clamp)
 #define NABLA_UNARY_FLOAT_OPS(X) \
   X(Exp) X(Log) X(Log1p) X(Expm1) X(Sqrt) X(Rsqrt) X(Reciprocal) X(Sin) X(Cos) X(Tanh) X(Sigmoid) \
-  X(Gelu) X(GeluTanh) X(Silu) X(Erf)
+  X(Gelu) X(GeluTanh) X(GeluGrad) X(GeluTanhGrad) X(Silu) X(Erf)
 #define NABLA_UNARY_OPS(X) NABLA_UNARY_ANY_OPS(X) NABLA_UNARY_PARAM_OPS(X) NABLA_UNARY_FLOAT_OPS(X)
 
 #define NABLA_BINARY_OPS(X) \

@@ -4,6 +4,7 @@
 
 #include <string>
 
+#include "../backend/kernel_table.hpp"
 #include "binary.hpp"
 
 namespace nabla {
@@ -205,6 +206,8 @@ inline Tensor gelu(const Tensor& x, const std::string& approximate = "none") {
   Tensor out = detail::unary_forward(tanh_form ? UnaryOp::GeluTanh : UnaryOp::Gelu, "gelu", x);
   detail::record_unary("GeluBackward0", out, x, [s = detail::save(x), tanh_form](const Tensor& g, detail::NeedsGrad) {
     Tensor xv = s.unpack();
+    if (!GradMode::is_enabled() && fused_kernels_enabled())  // one pass; the composite below is for double backward
+      return TensorList{g * detail::unary_forward(tanh_form ? UnaryOp::GeluTanhGrad : UnaryOp::GeluGrad, "gelu_backward", xv)};
     if (!tanh_form) {
       Tensor cdf = ((xv * 0.7071067811865476).erf() + 1) * 0.5;
       Tensor pdf = (xv * xv * -0.5).exp() * 0.3989422804014327;  // 1 / sqrt(2 pi)

@@ -1,7 +1,7 @@
 #pragma once
 // nabla::text::GPT2Tokenizer: GPT-2's byte-level BPE over a vocab.json + merges.txt pair (OpenAI's
 // files, or what Hugging Face tokenizers saves), giving the ids Hugging Face's GPT2TokenizerFast
-// gives; and gpt2_pre_tokenize, the split of text into words that BPE runs on. See docs/gpt2.md.
+// gives; and gpt2_pre_tokenize, the split of text into words that BPE runs on. See docs/gpt.md.
 
 #include <algorithm>
 #include <array>

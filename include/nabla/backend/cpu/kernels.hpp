@@ -9,6 +9,7 @@
 #include "cpu_backend.hpp"
 
 #include "amp.hpp"     // GradScaler's unscale and scale update
+#include "attention.hpp"  // scaled_dot_product_attention
 #include "conv.hpp"    // conv2d, sliding_windows
 #include "linear.hpp"  // linear
 #include "norm.hpp"    // batch_norm
