@@ -72,7 +72,7 @@ struct TwinImpl : torch::nn::Module {
   TwinImpl(int64_t V, int64_t P, int64_t C, int64_t H, int64_t L) {
     wte = register_module("wte", torch::nn::Embedding(V, C));
     wpe = register_module("wpe", torch::nn::Embedding(P, C));
-    for (int64_t i = 0; i < L; ++i) blocks.push_back(register_module("h" + std::to_string(i), Block(C, H)));
+    for (int64_t i = 0; i < L; ++i) blocks.push_back(register_module(std::string("h").append(std::to_string(i)), Block(C, H)));
     ln_f = register_module("ln_f", torch::nn::LayerNorm(torch::nn::LayerNormOptions({C})));
   }
   torch::Tensor forward(const torch::Tensor& ids) {

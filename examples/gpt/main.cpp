@@ -58,12 +58,12 @@ train / finetune:
   --n-layer N --n-head N --n-embd N --block-size N --dropout P
                             train only: model shape (default 4, 4, 128, 64, 0.0: a CPU-sized model)
   --batch-size N            sequences per step (default 12)
-  --max-steps N             training steps (default 2000)
+  --max-steps N             training steps (default 5000)
   --lr X --min-lr X         peak and final learning rate (default 1e-3, 1e-4); linear warm-up, cosine decay
   --warmup N                warm-up steps (default 100)
   --weight-decay X          AdamW's, on matrices only (default 0.1)
   --grad-clip X             clip the gradient norm (default 1.0; 0: off)
-  --eval-interval N         evaluate, log and checkpoint every N steps (default 250)
+  --eval-interval N         evaluate, log and checkpoint every N steps (default 500)
   --eval-iters N            batches per loss estimate (default 20)
   --resume                  continue from --out's checkpoint.safetensors
   --stop-after N            stop after step N as if killed, without a checkpoint (tests --resume)
@@ -84,8 +84,8 @@ struct Args {
   std::string mode, data, out = "gpt_run", from, tokenizer = "char", device = "auto", amp = "none",
                     prompt;
   bool prompt_set = false, resume = false, checkpointing = false, progress = true;
-  int64_t n_layer = 4, n_head = 4, n_embd = 128, block_size = 64, batch_size = 12, max_steps = 2000, warmup = 100,
-          eval_interval = 250, eval_iters = 20, stop_after = 0, sample_tokens = 200, max_new_tokens = 200, top_k = 200,
+  int64_t n_layer = 4, n_head = 4, n_embd = 128, block_size = 64, batch_size = 12, max_steps = 5000, warmup = 100,
+          eval_interval = 500, eval_iters = 20, stop_after = 0, sample_tokens = 200, max_new_tokens = 200, top_k = 200,
           num_samples = 1, seed = 1, threads = 0;
   double dropout = 0.0, lr = 1e-3, min_lr = 1e-4, weight_decay = 0.1, grad_clip = 1.0, temperature = 0.8, top_p = 1.0;
 };

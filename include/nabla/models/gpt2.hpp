@@ -132,6 +132,7 @@ struct GPT2Config {
   json::Value to_json() const {
     using json::Value;
     json::Object o;
+    o.reserve(19);
     o.emplace_back("activation_function", Value::string(activation_function));
     o.emplace_back("architectures", Value::array({Value::string("GPT2LMHeadModel")}));
     o.emplace_back("attn_pdrop", Value::number(attn_pdrop));
