@@ -77,21 +77,23 @@ inline Tensor sdpa_bias(const Tensor& q, const Tensor& k, const Tensor& attn_mas
   return attn_mask.dtype() == q.dtype() ? attn_mask : attn_mask.to(q.dtype());
 }
 
-// Attention probabilities softmax(q k^T scale + bias) with fully masked rows as zeros.
-inline Tensor sdpa_probs(const Tensor& q, const Tensor& k, const Tensor& bias, double scale) {
+// Attention probabilities softmax(q k^T scale + bias) with fully masked rows as zeros. Only a
+// user's mask can hide every key of a row (causal rows always see key 0), so only then is the
+// safe form computed; it reads nothing back to the host (no device sync).
+inline Tensor sdpa_probs(const Tensor& q, const Tensor& k, const Tensor& bias, double scale, bool user_mask) {
   Tensor scores = matmul(q, k.transpose(-2, -1)) * scale;
   if (!bias.defined()) return softmax(scores, -1);
   scores = scores + bias;
+  if (!user_mask) return softmax(scores, -1);
   // _safe_softmax: a row that is -inf everywhere would be NaN; it is computed as a uniform row
   // (finite, so its gradient is too) and then zeroed.
   Tensor dead = (scores == -std::numeric_limits<double>::infinity()).all(-1, true);
-  if (!dead.any().item<bool>()) return softmax(scores, -1);
   return softmax(scores.masked_fill(dead, 0.0), -1).masked_fill(dead, 0.0);
 }
 
 inline Tensor sdpa_composite(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& bias, double dropout_p,
-                             double scale) {
-  Tensor p = sdpa_probs(q, k, bias, scale);
+                             double scale, bool user_mask) {
+  Tensor p = sdpa_probs(q, k, bias, scale, user_mask);
   if (dropout_p > 0) {
     Tensor keep = rand(p.sizes(), TensorOptions(kFloat32).device(p.device())) >= dropout_p;
     p = dropout_p >= 1 ? p * 0.0 : p * keep.to(p.dtype()) * (1.0 / (1.0 - dropout_p));
@@ -179,8 +181,9 @@ inline Tensor scaled_dot_product_attention(const Tensor& query, const Tensor& ke
   const SdpaKernels* k = detail::sdpa_fusable(query, key, value, attn_mask, dropout_p)
                              ? sdpa_kernels().find(query.device(), query.dtype())
                              : nullptr;
-  if (!k || !k->forward) return detail::sdpa_composite(query, key, value, detail::sdpa_bias(query, key, attn_mask, is_causal),
-                                                       dropout_p, sc);
+  if (!k || !k->forward)
+    return detail::sdpa_composite(query, key, value, detail::sdpa_bias(query, key, attn_mask, is_causal), dropout_p, sc,
+                                  attn_mask.defined());
 
   const bool four = query.dim() == 4;
   SdpaShape s;
@@ -195,7 +198,8 @@ inline Tensor scaled_dot_product_attention(const Tensor& query, const Tensor& ke
   TensorOptions plain = query.options().requires_grad(false);
   Tensor out = empty(out_shape, plain), lse = empty({s.B * s.H, s.L}, plain);
   if (!k->forward(out, lse, qc, kc, vc, detail::sdpa_mask_view(mask, s, four), s))
-    return detail::sdpa_composite(query, key, value, detail::sdpa_bias(query, key, attn_mask, is_causal), dropout_p, sc);
+    return detail::sdpa_composite(query, key, value, detail::sdpa_bias(query, key, attn_mask, is_causal), dropout_p, sc,
+                                  attn_mask.defined());
   sdpa_kernels().count(query.device());
   if (!autograd::needs_grad(query, key, value)) return out;
   autograd::record(
@@ -214,7 +218,7 @@ inline Tensor scaled_dot_product_attention(const Tensor& query, const Tensor& ke
         }
         // In nabla ops (so it is differentiable again): P recomputed from q and k, then
         // dV = P^T dO, dS = P (dO V^T - rowsum(dO o O)), dQ = dS K scale, dK = dS^T Q scale.
-        Tensor p = detail::sdpa_probs(q, kk, detail::sdpa_bias(q, kk, mask, is_causal), s.scale);
+        Tensor p = detail::sdpa_probs(q, kk, detail::sdpa_bias(q, kk, mask, is_causal), s.scale, mask.defined());
         Tensor o = matmul(p, v);
         Tensor dv = matmul(p.transpose(-2, -1), g);
         Tensor dp = matmul(g, v.transpose(-2, -1));
