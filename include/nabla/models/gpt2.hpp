@@ -228,6 +228,7 @@ class GPT2Attention : public nn::Module {
     if (c.scale_attn_by_inverse_layer_idx) scale /= static_cast<double>(layer + 1);
   }
 
+  Tensor forward(const Tensor& x) override { return forward(x, nullptr); }
   // x [B, T, C]; with a cache, attends to the cached tokens too and appends this step's.
   Tensor forward(const Tensor& x, KVCache* cache) {
     const int64_t B = x.size(0), T = x.size(1);

@@ -204,14 +204,16 @@ inline Tensor scaled_dot_product_attention(const Tensor& query, const Tensor& ke
   if (!autograd::needs_grad(query, key, value)) return out;
   autograd::record(
       "ScaledDotProductFlashAttentionForCpuBackward0", out, {query, key, value},
-      [qs = autograd::save(query), ks = autograd::save(key), vs = autograd::save(value), mask, out_saved = out, lse, s,
-       four, k, is_causal](const Tensor& g, autograd::NeedsGrad) -> TensorList {
+      [qs = autograd::save(query), ks = autograd::save(key), vs = autograd::save(value), mask,
+       os = autograd::save_output(out), lse, s, four, k, is_causal](const Tensor& g, autograd::NeedsGrad) -> TensorList {
         Tensor q = qs.unpack(), kk = ks.unpack(), v = vs.unpack();
+        const Tensor out_saved = os.unpack();  // (saved as the output: no reference cycle through its node)
         if (!GradMode::is_enabled() && fused_kernels_enabled() && k->backward) {
           TensorOptions o = g.options().requires_grad(false);
           TensorList grads{empty(q.sizes(), o), empty(kk.sizes(), o), empty(v.sizes(), o)};
           if (k->backward(grads[0], grads[1], grads[2], g.contiguous(), q.detach().contiguous(), kk.detach().contiguous(),
-                          v.detach().contiguous(), out_saved, lse, detail::sdpa_mask_view(mask, s, four), s)) {
+                          v.detach().contiguous(), out_saved.detach().contiguous(), lse,
+                          detail::sdpa_mask_view(mask, s, four), s)) {
             sdpa_kernels().count(g.device());
             return grads;
           }

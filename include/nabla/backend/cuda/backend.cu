@@ -18,6 +18,7 @@
 // The primitives' kernels, then each fused op's (every kernels/*.cuh of a fused op ends by
 // filling that op's CUDA slots: see backend/kernel_table.hpp).
 #include <kernels/amp.cuh>
+#include <kernels/attention.cuh>
 #include <kernels/elementwise.cuh>
 #include <kernels/index.cuh>
 #include <kernels/matmul.cuh>
