@@ -81,7 +81,7 @@ template <class T, int HD>
 __global__ void __launch_bounds__(kRows) sdpa_forward_kernel(T* __restrict__ out, T* __restrict__ lse,
                                                              const T* __restrict__ q, const T* __restrict__ k,
                                                              const T* __restrict__ v, Args a) {
-  extern __shared__ unsigned char smem_raw[];
+  extern __shared__ __align__(16) unsigned char smem_raw[];
   T* Ks = reinterpret_cast<T*>(smem_raw);
   T* Vs = Ks + a.tile * a.E;
   const int64_t bh = blockIdx.y, b = bh / a.H, h = bh % a.H;
@@ -141,7 +141,7 @@ __global__ void __launch_bounds__(kRows) sdpa_backward_q_kernel(T* __restrict__ 
                                                                 const T* __restrict__ k, const T* __restrict__ v,
                                                                 const T* __restrict__ out, const T* __restrict__ lse,
                                                                 Args a) {
-  extern __shared__ unsigned char smem_raw[];
+  extern __shared__ __align__(16) unsigned char smem_raw[];
   T* Ks = reinterpret_cast<T*>(smem_raw);
   T* Vs = Ks + a.tile * a.E;
   const int64_t bh = blockIdx.y, b = bh / a.H, h = bh % a.H;
@@ -197,7 +197,7 @@ __global__ void __launch_bounds__(kRows) sdpa_backward_kv_kernel(T* __restrict__
                                                                  const T* __restrict__ k, const T* __restrict__ v,
                                                                  const T* __restrict__ lse, const T* __restrict__ Dbuf,
                                                                  Args a) {
-  extern __shared__ unsigned char smem_raw[];
+  extern __shared__ __align__(16) unsigned char smem_raw[];
   T* Qs = reinterpret_cast<T*>(smem_raw);
   T* dOs = Qs + a.tile * a.E;
   T* Ls = dOs + a.tile * a.Ev;

@@ -6,7 +6,8 @@
 #  2. a run stopped after step 9 (--stop-after, as if killed) and resumed from its step-8
 #     checkpoint ends with files byte-identical to an uninterrupted run's (weights, AdamW state,
 #     step; batches and dropout masks are keyed on seed and step);
-#  3. finetune --from the run folder continues training on another text;
+#  3. finetune --from the run folder continues training on another text, and a stopped fine-tune
+#     resumes to the same bytes;
 #  4. bad input gives one clear error line and exit code 1.
 # Usage: gpt_resume.sh <path to the gpt program>. Needs $NABLA_DATA/tinyshakespeare (skips otherwise).
 set -euo pipefail
@@ -55,6 +56,18 @@ head -c 20000 "$text" | tr 'a-z' 'A-Z' > upper.txt
   --max-steps 20 --eval-interval 10 --lr 1e-3 --sample-tokens 0 | tee ft.log
 grep -q "^step 20: " ft.log
 test -s ft/model.safetensors
+# and a fine-tune stopped after step 13 resumes from its step-10 checkpoint to the same bytes
+ftflags=(--from a --data upper.txt --batch-size 8 --eval-iters 2 --no-progress --threads 2 --max-steps 20
+         --eval-interval 10 --lr 1e-3 --sample-tokens 0)
+set +e
+"$gpt" finetune "${ftflags[@]}" --out ft2 --stop-after 13 >/dev/null
+rc=$?
+set -e
+test $rc -eq 3
+"$gpt" finetune "${ftflags[@]}" --out ft2 --resume | grep -q "resumed from ft2/checkpoint.safetensors at step 10"
+cmp ft/checkpoint.safetensors ft2/checkpoint.safetensors
+cmp ft/model.safetensors ft2/model.safetensors
+echo "resumed fine-tune's files are byte-identical to the uninterrupted fine-tune's"
 
 echo "== 4. bad input gives one clear error line"
 expect_one_line() {  # expect_one_line <fragment> <args...>
