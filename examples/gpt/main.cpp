@@ -539,6 +539,7 @@ int sample(const Args& a) {
     if (a.num_samples > 1) std::printf("---- sample %lld ----\n", (long long)s + 1);
     double prefill_ms = 0;
     const double ms = generate(*model, tok, prompt, a.max_new_tokens, a, rng, device, prefill_ms);
+    std::fflush(stdout);  // the text's last line before the timing line on stderr
     std::fprintf(stderr, "[%lld prompt tokens in %.1f ms, then %lld new: %.2f ms/token on %s]\n", (long long)prompt.size(),
                  prefill_ms, (long long)a.max_new_tokens, ms, device.str().c_str());
   }
