@@ -37,6 +37,22 @@
 namespace nabla {
 namespace models {
 
+namespace detail {
+// A JSON file of a Hugging Face folder, parsed; IOError naming the file when it cannot be opened
+// or parsed.
+inline json::Value read_json_file(const std::string& path) {
+  std::ifstream f(path, std::ios::binary);
+  NABLA_CHECK(f.good(), IOError, path, ": cannot open the file");
+  std::stringstream ss;
+  ss << f.rdbuf();
+  try {
+    return json::parse(ss.str());
+  } catch (const json::ParseError& e) {
+    throw IOError(path + ": " + e.what());
+  }
+}
+}  // namespace detail
+
 // transformers' GPT2Config: the fields GPT-2 uses, with its defaults (the 124M "gpt2").
 struct GPT2Config {
   int64_t vocab_size = 50257;
@@ -115,17 +131,7 @@ struct GPT2Config {
     return c;
   }
   static GPT2Config from_json_file(const std::string& path) {
-    std::ifstream f(path, std::ios::binary);
-    NABLA_CHECK(f.good(), IOError, path, ": cannot open the config file");
-    std::stringstream ss;
-    ss << f.rdbuf();
-    json::Value v;
-    try {
-      v = json::parse(ss.str());
-    } catch (const json::ParseError& e) {
-      throw IOError(path + ": " + e.what());
-    }
-    return from_json(v, path);
+    return from_json(detail::read_json_file(path), path);
   }
 
   // transformers' config.json for this configuration (what save_pretrained writes).
@@ -488,16 +494,7 @@ class GPT2LMHeadModel : public nn::Module {
     return s.size() >= suffix.size() && s.compare(s.size() - suffix.size(), suffix.size(), suffix) == 0;
   }
   static std::vector<std::string> shards(const std::filesystem::path& index) {
-    std::ifstream f(index, std::ios::binary);
-    NABLA_CHECK(f.good(), IOError, index.string(), ": cannot open");
-    std::stringstream ss;
-    ss << f.rdbuf();
-    json::Value v;
-    try {
-      v = json::parse(ss.str());
-    } catch (const json::ParseError& e) {
-      throw IOError(index.string() + ": " + e.what());
-    }
+    const json::Value v = detail::read_json_file(index.string());
     const json::Value* map = v.get("weight_map");
     NABLA_CHECK(map && map->is_object(), IOError, index.string(), ": no \"weight_map\" object");
     std::vector<std::string> out;
