@@ -12,13 +12,9 @@ set -euo pipefail
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 tests_bin=$1 work=$2
 shift 2
-python=""
-for py in ${NABLA_PYTHON:-} python3 "$@"; do
-  if command -v "$py" >/dev/null 2>&1 && "$py" -c 'import safetensors, numpy' >/dev/null 2>&1; then
-    python=$py
-    break
-  fi
-done
+# shellcheck source=../support/find_python.sh
+source "$here/../support/find_python.sh"
+python=$(find_python "safetensors, numpy" "$@")
 if [ -z "$python" ]; then
   echo "SKIPPED: no python3 with safetensors and numpy (pip install safetensors numpy; .ci/run puts them in build/python)"
   exit 77

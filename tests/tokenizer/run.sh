@@ -14,13 +14,9 @@ here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 tests_bin=$1 work=$2
 shift 2
 
-python=""
-for py in ${NABLA_PYTHON:-} python3 "$@"; do
-  if command -v "$py" >/dev/null 2>&1 && "$py" -c 'import tokenizers' >/dev/null 2>&1; then
-    python=$py
-    break
-  fi
-done
+# shellcheck source=../support/find_python.sh
+source "$here/../support/find_python.sh"
+python=$(find_python "tokenizers" "$@")
 if [ -z "$python" ]; then
   echo "SKIPPED: no python3 with the tokenizers package (pip install tokenizers; .ci/run puts it in build/python)"
   exit 77
