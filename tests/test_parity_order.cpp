@@ -20,7 +20,7 @@ std::vector<std::pair<double, int64_t>> ref_row(const Ref& a, Shape idx, int64_t
 // Stable sort of every row along dim (NaN largest), keeping the first k (k < 0: all); indices
 // instead of values when `want_indices`.
 Ref ref_order(const Ref& a, int64_t dim, bool descending, int64_t k, bool want_indices) {
-  if (a.dim() == 0) return want_indices ? Ref(Shape{}, {0.0}) : a;
+  if (a.dim() == 0) return want_indices ? Ref(Shape{}, std::vector<double>{0.0}) : a;
   const int64_t d = ref_wrap(dim, a.dim());
   Shape s = a.shape;
   if (k >= 0) s[d] = k;
