@@ -22,7 +22,7 @@ export OMP_WAIT_POLICY=${OMP_WAIT_POLICY:-passive}  # shared machines: do not sp
 step() { printf '\n==== %s ====\n' "$*"; }
 
 # ---- dependencies -------------------------------------------------------------------------------
-packages=(cmake g++ make libgtest-dev libbenchmark-dev libopenblas-dev zlib1g-dev python3 python3-venv
+packages=(cmake g++ make libgtest-dev libbenchmark-dev libopenblas-dev zlib1g-dev python3 python3-venv openmpi-bin libopenmpi-dev
           clang libclang-rt-14-dev libomp-dev)  # clang: the sanitizer build and the fuzzers
 [ "${NABLA_WITH_LIBTORCH:-1}" = 1 ] && packages+=(libtorch-dev)
 missing=()
@@ -161,6 +161,13 @@ for mode in package subdirectory fetchcontent; do
   cmake --build "$build/consumer-$mode" -j "$jobs" >/dev/null
   "$build/consumer-$mode/consumer"
 done
+if command -v mpirun >/dev/null; then
+  step "consumer with find_package(nabla COMPONENTS distributed), run on 2 ranks"
+  cmake -S "$root/tests/consumer" -B "$build/consumer-distributed" -DCMAKE_BUILD_TYPE=Release -DNABLA_CONSUMER_DISTRIBUTED=ON \
+    -DCMAKE_PREFIX_PATH="$build/install" -DNABLA_WITH_CUDA=OFF >/dev/null
+  cmake --build "$build/consumer-distributed" -j "$jobs" >/dev/null
+  bash "$root/tests/distributed/mpirun.sh" -np 2 "$build/consumer-distributed/distributed_consumer"
+fi
 if command -v nvcc >/dev/null || [ -x /usr/local/cuda/bin/nvcc ]; then
   # CUDA found but only nabla::nabla linked: the CUDA backend must not be compiled (it is
   # EXCLUDE_FROM_ALL; a FetchContent hello-world used to spend minutes in nvcc)

@@ -11,6 +11,7 @@
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
+#include <functional>
 #include <iostream>
 #include <map>
 #include <memory>
@@ -24,6 +25,9 @@
 
 #include <nabla/data.hpp>
 #include <nabla/nabla.hpp>
+#if defined(NABLA_EXAMPLE_DISTRIBUTED)  // linked with nabla::distributed (MPI found at build time)
+#include <nabla/distributed.hpp>
+#endif
 
 #include "../common/example_cli.hpp"
 
@@ -39,7 +43,7 @@ struct Args {
   bool checkpointing = false;
   int64_t epochs = 3, batch_size = 64, test_batch_size = 1000, limit = 0, test_limit = 0, seed = 1, checkpoint_every = 0, threads = 0, max_steps = 0;
   double lr = -1, gamma = 0.4;
-  bool resume = false, progress = true;
+  bool resume = false, progress = true, distributed = false;
 };
 
 const char* kUsage = R"(usage: mnist [options]
@@ -70,6 +74,9 @@ Trains a classifier on MNIST and reports test accuracy after each epoch.
                             recompute the rest in backward (less memory, more compute)
   --memory-limit SIZE       fail with a clear error instead of allocating past SIZE on the training device
                             (e.g. 4GiB, 512MiB, 100MB; default: no limit)
+  --distributed             data-parallel training on every rank of `mpirun -np N mnist --distributed ...`
+                            (DistributedDataParallel over MPI): --batch-size is per rank, so the global
+                            batch is N times it; rank 0 writes the checkpoint and the CSV
   --no-progress             plain progress lines even on a terminal
   --help                    this text
 )";
@@ -104,6 +111,7 @@ Args parse(int argc, char** argv) {
     else if (f == "--memory-limit") a.memory_limit = o.bytes();
     else if (f == "--resume") a.resume = true;
     else if (f == "--no-progress") a.progress = false;
+    else if (f == "--distributed") a.distributed = true;
     else o.error("unknown option \"" + f + "\"");
   }
   if (a.lr < 0) a.lr = a.optimizer == "sgd" ? 0.05 : 2e-3;
@@ -138,6 +146,14 @@ using nabla_example::Progress;
 using nabla_example::Eval;
 using nabla_example::evaluate;
 
+// Ends the process group (if any) before returning rc.
+int finish(int rc) {
+#if defined(NABLA_EXAMPLE_DISTRIBUTED)
+  nb::distributed::destroy_process_group();
+#endif
+  return rc;
+}
+
 int run(const Args& a) {
 #if defined(_OPENMP)
   if (a.threads > 0) omp_set_num_threads(static_cast<int>(a.threads));
@@ -146,11 +162,24 @@ int run(const Args& a) {
   // compute with; as torch.set_flush_denormal(True). After the thread count, so every worker
   // gets the flags.
   nb::set_flush_denormal(true);
+  // --distributed: one process per rank (mpirun); each trains on its share of every batch.
+  int rank = 0, world = 1, local_rank = 0;
+  if (a.distributed) {
+#if defined(NABLA_EXAMPLE_DISTRIBUTED)
+    nb::distributed::init_process_group("mpi");
+    rank = nb::distributed::get_rank(), world = nb::distributed::get_world_size();
+    local_rank = nb::distributed::get_local_rank();
+    NABLA_CHECK(!a.checkpointing, nb::ValueError, "mnist: --checkpointing with --distributed is not supported yet");
+#else
+    throw nb::ValueError("mnist: --distributed: this mnist was built without MPI (install libopenmpi-dev and rebuild)");
+#endif
+  }
+  const bool lead = rank == 0;  // writes the checkpoint and the CSV, prints the progress
   nb::Device device = nb::Device::cpu();
   if (a.device == "cuda" || (a.device == "auto" && nb::cuda::is_available())) {
     NABLA_CHECK(nb::cuda::is_available(), nb::DeviceError,
                 "mnist: --device cuda, but no CUDA device is usable (no GPU, no driver, or built without nabla::cuda)");
-    device = nb::Device::cuda(0);
+    device = nb::Device::cuda(static_cast<int>(local_rank % std::max(1, nb::cuda::device_count())));
   }
   if (a.memory_limit > 0) nb::set_memory_limit(device, a.memory_limit);
   // Mixed precision as PyTorch's recipe: autocast around forward and loss; float16 also scales
@@ -168,22 +197,42 @@ int run(const Args& a) {
   if (a.test_limit > 0 && a.test_limit < test_set->size())
     test_set = std::make_shared<TensorDataset>(test_set->data().narrow(0, 0, a.test_limit),
                                                test_set->target().narrow(0, 0, a.test_limit));
+  const int64_t test_total = test_set->size();
+  // Distributed evaluation: each rank scores its own contiguous slice of the test set; the sums
+  // are added across ranks.
+  if (world > 1) {
+    const int64_t n = test_set->size(), from = n * rank / world, to = n * (rank + 1) / world;
+    test_set = std::make_shared<TensorDataset>(test_set->data().narrow(0, from, to - from),
+                                               test_set->target().narrow(0, from, to - from));
+  }
   // The whole set is 188 MB of float32: on a GPU keep it there, so batches are gathered in place.
   if (device.is_cuda()) {
     train_set = std::make_shared<TensorDataset>(train_set->data().to(device), train_set->target().to(device));
     test_set = std::make_shared<TensorDataset>(test_set->data().to(device), test_set->target().to(device));
   }
 
-  nb::data::DataLoader train(train_set, nb::data::DataLoaderOptions()
-                                            .batch_size(a.batch_size)
-                                            .shuffle(true)
-                                            .seed(static_cast<uint64_t>(a.seed))
-                                            .device(device));
+  auto train_options = nb::data::DataLoaderOptions().batch_size(a.batch_size).seed(static_cast<uint64_t>(a.seed)).device(device);
+  if (a.distributed)  // the same permutation on every rank, each taking every world-th example
+    train_options.sampler(std::make_shared<nb::data::DistributedSampler>(train_set->size(), world, rank, true,
+                                                                         static_cast<uint64_t>(a.seed)));
+  else
+    train_options.shuffle(true);
+  nb::data::DataLoader train(train_set, train_options);
   nb::data::DataLoader test(test_set, nb::data::DataLoaderOptions().batch_size(a.test_batch_size).device(device));
 
   nb::manual_seed(static_cast<uint64_t>(a.seed));
   auto model = make_model(a.model);
   model->to(device);
+  // What training calls: the model, or DistributedDataParallel around it (rank 0's weights on
+  // every rank, gradients averaged across ranks during backward).
+  std::function<nb::Tensor(const nb::Tensor&)> forward = [&](const nb::Tensor& x) { return model->forward(x); };
+#if defined(NABLA_EXAMPLE_DISTRIBUTED)
+  std::shared_ptr<nb::distributed::DistributedDataParallel<nn::Sequential>> ddp;
+  if (a.distributed) {
+    ddp = std::make_shared<nb::distributed::DistributedDataParallel<nn::Sequential>>(model);
+    forward = [&](const nb::Tensor& x) { return ddp->forward(x); };
+  }
+#endif
   auto opt = make_optimizer(a, model->parameters());
   nb::optim::StepLR schedule(*opt, 1, a.gamma);
 
@@ -193,6 +242,9 @@ int run(const Args& a) {
     NABLA_CHECK(std::filesystem::exists(a.checkpoint), nb::IOError, "mnist: --resume: no checkpoint at ", a.checkpoint);
     nb::io::Metadata meta;
     step = nb::io::load_checkpoint(a.checkpoint, *model, opt.get(), &schedule, &meta, &scaler);
+    const int64_t saved_world = meta.count("world_size") ? std::stoll(meta.at("world_size")) : 1;
+    NABLA_CHECK(saved_world == world, nb::ValueError, "mnist: --resume: ", a.checkpoint, " was written by a run of ",
+                saved_world, " rank(s), this one has ", world, " (resume with the same mpirun -np)");
     if (meta.count("steps_per_epoch"))
       NABLA_CHECK(std::stoll(meta.at("steps_per_epoch")) == steps_per_epoch, nb::ValueError, "mnist: --resume: ",
                   a.checkpoint, " was written with ", meta.at("steps_per_epoch"), " steps per epoch, this run has ",
@@ -201,14 +253,18 @@ int run(const Args& a) {
     // Dropout continues with the numbers the interrupted run would have drawn next.
     if (meta.count("rng_seed") && meta.count("rng_offset"))
       nb::default_generator().set_state({std::stoull(meta.at("rng_seed")), std::stoull(meta.at("rng_offset"))});
-    std::printf("resumed from %s at step %lld (epoch %lld, batch %lld)\n", a.checkpoint.c_str(), (long long)step,
-                (long long)start_epoch + 1, (long long)skip);
+    if (lead)
+      std::printf("resumed from %s at step %lld (epoch %lld, batch %lld)\n", a.checkpoint.c_str(), (long long)step,
+                  (long long)start_epoch + 1, (long long)skip);
   }
   if (start_epoch >= a.epochs) {
-    std::printf("the checkpoint is already at the end of epoch %lld; nothing to do\n", (long long)a.epochs);
-    return 0;
+    if (lead) std::printf("the checkpoint is already at the end of epoch %lld; nothing to do\n", (long long)a.epochs);
+    return finish(0);
   }
-  std::printf("model %s, %lld parameters; device %s%s%s; optimizer %s lr %g; %lld training images, batch %lld\n",
+  if (lead && world > 1)
+    std::printf("distributed: %d ranks over MPI, batch %lld per rank (global %lld), %lld training images per rank\n",
+                world, (long long)a.batch_size, (long long)a.batch_size * world, (long long)train.size() * a.batch_size);
+  if (lead) std::printf("model %s, %lld parameters; device %s%s%s; optimizer %s lr %g; %lld training images, batch %lld\n",
               a.model.c_str(), (long long)[&] {
                 int64_t n = 0;
                 for (const auto& p : model->parameters()) n += p.numel();
@@ -219,19 +275,24 @@ int run(const Args& a) {
               (long long)a.batch_size);
 
   const bool fresh_csv = !a.resume || !std::filesystem::exists(a.csv);
-  std::ofstream csv(a.csv, fresh_csv ? std::ios::trunc : std::ios::app);
-  NABLA_CHECK(csv.good(), nb::IOError, "mnist: cannot write the metrics file ", a.csv);
-  if (fresh_csv) csv << "epoch,step,lr,train_loss,test_loss,test_accuracy,epoch_seconds,images_per_second\n";
+  std::ofstream csv;
+  if (lead) {
+    csv.open(a.csv, fresh_csv ? std::ios::trunc : std::ios::app);
+    NABLA_CHECK(csv.good(), nb::IOError, "mnist: cannot write the metrics file ", a.csv);
+    if (fresh_csv) csv << "epoch,step,lr,train_loss,test_loss,test_accuracy,epoch_seconds,images_per_second\n";
+  }
 
   // The checkpoint: model, optimizer, schedule, step, and the RNG state (for dropout).
   auto save = [&](int64_t at_step) {
+    if (!lead) return;
     auto [seed, offset] = nb::default_generator().state();
     nb::io::save_checkpoint(a.checkpoint, *model, opt.get(), &schedule, at_step,
                             {{"rng_seed", std::to_string(seed)}, {"rng_offset", std::to_string(offset)},
-                             {"model", a.model}, {"steps_per_epoch", std::to_string(steps_per_epoch)}},
+                             {"model", a.model}, {"steps_per_epoch", std::to_string(steps_per_epoch)},
+                             {"world_size", std::to_string(world)}},
                             &scaler);
   };
-  const bool tty = a.progress && isatty(fileno(stdout));
+  const bool tty = a.progress && isatty(fileno(stdout)) && lead;
   const double t_start = Progress::now();
   Eval last{0, 0};
   for (int64_t epoch = start_epoch; epoch < a.epochs; ++epoch) {
@@ -251,7 +312,7 @@ int run(const Args& a) {
         // checkpointing: segments of two layers keep only their input; the last segment (the
         // classifier) runs normally, as checkpoint_sequential does
         nb::Tensor logits = a.checkpointing ? nb::checkpoint_sequential(model, a.model == "cnn" ? 4 : 3, b.data)
-                                            : model->forward(b.data);
+                                            : forward(b.data);
         loss = nb::cross_entropy(logits, b.target);
       }
       scaler.scale(loss).backward();
@@ -259,38 +320,59 @@ int run(const Args& a) {
       scaler.update();
       ++step, ++batches, images += b.target.size(0);
       loss_sum.add_(loss.detach());
-      if (bar.due(it.index() + 1)) bar.update(it.index() + 1, loss_sum.item<double>() / static_cast<double>(batches), images);
+      if (lead && bar.due(it.index() + 1)) bar.update(it.index() + 1, loss_sum.item<double>() / static_cast<double>(batches), images);
       if (a.checkpoint_every > 0 && step % a.checkpoint_every == 0 && it.index() + 1 < steps_per_epoch)
         save(step);
       if (a.max_steps > 0 && step >= a.max_steps) {
-        std::printf("\nstopping at step %lld (--max-steps), without a checkpoint of this step\n", (long long)step);
-        return 3;
+        if (lead) std::printf("\nstopping at step %lld (--max-steps), without a checkpoint of this step\n", (long long)step);
+        return finish(3);
       }
     }
     const double seconds = Progress::now() - t0;
-    const double train_loss = loss_sum.item<double>() / static_cast<double>(std::max<int64_t>(1, batches));
+    double train_loss = loss_sum.item<double>() / static_cast<double>(std::max<int64_t>(1, batches));
     schedule.step();
     {
       std::optional<nb::amp::autocast> autocast;
       if (use_amp) autocast.emplace(device.type, amp_dtype);
       last = evaluate(*model, test);
     }
+    double throughput = images / seconds;  // this rank's; the aggregate below
+#if defined(NABLA_EXAMPLE_DISTRIBUTED)
+    if (world > 1) {
+      // sums over the ranks: test loss and hits (each rank scored its slice), throughput, train loss
+      const double n_test = static_cast<double>(test_set->size());
+      nb::Tensor sums = nb::from_vector(std::vector<double>{last.loss * n_test, last.accuracy * n_test, n_test, throughput, train_loss},
+                                        {5}, nb::kFloat64);
+      nb::distributed::all_reduce(sums);
+      auto v = sums.to_vector<double>();
+      const auto& cs = ddp->comm_stats();
+      std::printf("rank %d: %.0f img/s, %.2f s of %.1f s waiting for gradient all-reduces (%.1f%%), %.1f MB all-reduced\n",
+                  rank, throughput, cs.wait_seconds, seconds, 100 * cs.wait_seconds / seconds, cs.bytes / 1e6);
+      std::fflush(stdout);
+      nb::distributed::barrier();
+      last = {v[0] / v[2], v[1] / v[2]};
+      throughput = v[3];
+      train_loss = v[4] / world;
+    }
+#endif
     save(step);
-    std::printf("epoch %lld: train loss %.4f, test loss %.4f, test accuracy %.2f%% (%lld/%lld), %.1f s, %.0f img/s\n",
+    if (lead) std::printf("epoch %lld: train loss %.4f, test loss %.4f, test accuracy %.2f%% (%lld/%lld), %.1f s, %.0f img/s\n",
                 (long long)epoch + 1, train_loss, last.loss, 100 * last.accuracy,
-                (long long)std::llround(last.accuracy * test_set->size()), (long long)test_set->size(), seconds,
-                images / seconds);
-    csv << epoch + 1 << "," << step << "," << lr << "," << train_loss << "," << last.loss
-        << "," << last.accuracy << "," << seconds << "," << images / seconds << "\n";
-    csv.flush();
+                (long long)std::llround(last.accuracy * test_total), (long long)test_total, seconds, throughput);
+    if (lead) {
+      csv << epoch + 1 << "," << step << "," << lr << "," << train_loss << "," << last.loss << "," << last.accuracy << ","
+          << seconds << "," << throughput << "\n";
+      csv.flush();
+    }
   }
+  if (!lead) return finish(0);
   std::printf("test accuracy %.2f%% after %lld epochs; total time %.1f s; checkpoint %s, metrics %s\n",
               100 * last.accuracy, (long long)a.epochs, Progress::now() - t_start, a.checkpoint.c_str(), a.csv.c_str());
   const nb::MemoryStats mem = nb::memory_stats(device);
   std::printf("peak memory on %s: %s (%zu bytes) held by tensors%s\n", device.str().c_str(),
               nabla_example::bytes_str(mem.peak).c_str(), mem.peak,
               a.memory_limit ? (", limit " + nabla_example::bytes_str(a.memory_limit)).c_str() : "");
-  return 0;
+  return finish(0);
 }
 
 }  // namespace
@@ -301,9 +383,15 @@ int main(int argc, char** argv) {
     return run(args);
   } catch (const nb::Error& e) {
     std::cerr << "mnist: error: " << e.what() << "\n";
+#if defined(NABLA_EXAMPLE_DISTRIBUTED)
+    nb::distributed::abort(e.what());  // the other ranks stop with this message instead of timing out
+#endif
     return 1;
   } catch (const std::exception& e) {
     std::cerr << "mnist: unexpected error: " << e.what() << "\n";
+#if defined(NABLA_EXAMPLE_DISTRIBUTED)
+    nb::distributed::abort(e.what());
+#endif
     return 1;
   }
 }

@@ -19,11 +19,12 @@ Layers, lowest first. Within a layer any order is allowed as long as there is no
   5 autograd/engine.hpp, autograd/gradcheck.hpp: they run ops
   6 nn/   7 optim/   7.5 amp/ (GradScaler: steps optimizers)   8 data/   9 io/
   9.2 text/ (tokenizers; read their files with io/json)
+  9.3 distributed/ (collectives over MPI, DistributedDataParallel: wraps nn modules, uses autograd)
   9.5 models/ (built from all of those)
  10 the fused kernels that fill an op's slots (backend/cpu files with NABLA_FILL_KERNELS and
     kernels/*.cuh): they implement an op, so they sit above it, and nothing includes them but
  11 the device translation units and umbrellas: nabla.hpp, data.hpp, backend/cpu/kernels.hpp,
-    backend/cpu/cpu_backend.cpp, backend/cuda/backend.cu
+    backend/cpu/cpu_backend.cpp, backend/cuda/backend.cu, distributed.hpp
 
 usage: include_layers.py <source root>
 """
@@ -39,7 +40,7 @@ def layer(rel, text):
     if rel.startswith("kernels/"):
         return 10
     p = rel[len("include/nabla/"):]
-    if p in ("nabla.hpp", "data.hpp", "backend/cpu/kernels.hpp", "backend/cpu/cpu_backend.cpp",
+    if p in ("nabla.hpp", "data.hpp", "distributed.hpp", "backend/cpu/kernels.hpp", "backend/cpu/cpu_backend.cpp",
              "backend/cuda/backend.cu"):
         return 11
     if p.startswith("core/"):
@@ -61,6 +62,8 @@ def layer(rel, text):
             return 6 + i
     if p.startswith("text/"):
         return 9.2
+    if p.startswith("distributed/"):
+        return 9.3
     if p.startswith("models/"):
         return 9.5
     raise SystemExit(f"include_layers.py: {rel} is in no layer; add its directory to the list")

@@ -4,6 +4,8 @@
 // input its gradient in the input's own shape, dtype and device. Also nabla::autograd::grad,
 // which returns gradients instead of accumulating them into .grad().
 
+#include <atomic>
+#include <functional>
 #include <queue>
 #include <unordered_map>
 #include <unordered_set>
@@ -34,7 +36,47 @@ inline TensorList AccumulateGrad::apply(const Tensor& grad) {
   } else {
     meta.grad.add_(grad);
   }
+  if (!meta.post_accumulate_grad_hooks.empty()) {
+    auto hooks = meta.post_accumulate_grad_hooks;  // a hook may remove itself
+    for (auto& [id, hook] : hooks) hook(variable);
+  }
   return {};
+}
+
+// Runs `hook(leaf)` each time a gradient has been accumulated into leaf.grad() by backward
+// (torch.Tensor.register_post_accumulate_grad_hook); returns a handle for
+// remove_post_accumulate_grad_hook. Only leaves that require grad accumulate gradients.
+inline uint64_t register_post_accumulate_grad_hook(const Tensor& leaf, std::function<void(const Tensor&)> hook) {
+  ::nabla::detail::check_defined(leaf, "register_post_accumulate_grad_hook");
+  NABLA_CHECK(leaf.requires_grad() && leaf.is_leaf(), AutogradError,
+              "register_post_accumulate_grad_hook: only a leaf tensor that requires grad accumulates gradients, got ",
+              ::nabla::detail::describe(leaf), leaf.requires_grad() ? " (not a leaf)" : " (requires_grad is false)");
+  static std::atomic<uint64_t> next_id{1};
+  const uint64_t id = next_id++;
+  leaf.impl()->autograd_meta().post_accumulate_grad_hooks.emplace_back(id, std::move(hook));
+  return id;
+}
+inline void remove_post_accumulate_grad_hook(const Tensor& leaf, uint64_t handle) {
+  if (!leaf.defined() || !leaf.impl()->autograd) return;
+  auto& hooks = leaf.impl()->autograd->post_accumulate_grad_hooks;
+  std::erase_if(hooks, [&](const auto& h) { return h.first == handle; });
+}
+
+namespace detail {
+// The callbacks queued during the backward pass running on this thread (null: none running).
+inline std::vector<std::function<void()>>*& backward_callbacks() {
+  thread_local std::vector<std::function<void()>>* callbacks = nullptr;
+  return callbacks;
+}
+}  // namespace detail
+
+// Queues `callback` to run once the backward pass now running on this thread has finished
+// (PyTorch's Variable._execution_engine.queue_callback; DistributedDataParallel waits for its
+// all-reduces there). Outside a backward pass it is an error.
+inline void queue_callback(std::function<void()> callback) {
+  auto* callbacks = detail::backward_callbacks();
+  NABLA_CHECK(callbacks != nullptr, AutogradError, "autograd::queue_callback: no backward pass is running on this thread");
+  callbacks->push_back(std::move(callback));
 }
 
 namespace detail {
@@ -169,6 +211,14 @@ inline TensorList run_backward(const TensorList& roots, const TensorList& grad_r
     }
   };
 
+  std::vector<std::function<void()>> callbacks;
+  struct CallbackScope {
+    std::vector<std::function<void()>>*& slot;
+    std::vector<std::function<void()>>* prev;
+    ~CallbackScope() { slot = prev; }
+  } callback_scope{detail::backward_callbacks(), detail::backward_callbacks()};
+  detail::backward_callbacks() = &callbacks;
+
   AutoGradMode mode(create_graph);
   // Backward ops run in the dtypes autocast chose for the forward ones, not cast again (PyTorch
   // recommends running backward outside autocast; here it makes no difference where it runs).
@@ -215,6 +265,10 @@ inline TensorList run_backward(const TensorList& roots, const TensorList& grad_r
     }
     if (!retain_graph) node->release_saved();
     deliver(node, grads);
+  }
+  for (size_t i = 0; i < callbacks.size(); ++i) {  // a callback may queue another
+    auto cb = std::move(callbacks[i]);
+    cb();
   }
 
   if (inputs) {

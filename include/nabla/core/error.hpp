@@ -20,6 +20,7 @@ class ValueError : public Error { public: using Error::Error; };       // bad ar
 class AutogradError : public Error { public: using Error::Error; };
 class OutOfMemory : public Error { public: using Error::Error; };
 class IOError : public Error { public: using Error::Error; };          // files: missing, unwritable, corrupt
+class DistributedError : public Error { public: using Error::Error; }; // a collective failed: peer died, timeout, ranks disagree
 
 namespace detail {
 template <class... Args>

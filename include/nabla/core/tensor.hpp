@@ -309,6 +309,9 @@ struct AutogradMeta {
   std::weak_ptr<autograd::Node> grad_accumulator;  // leaves: the node that sums into .grad
   bool requires_grad = false;
   bool retains_grad = false;
+  // Leaves: called after each gradient is accumulated into .grad, in registration order
+  // (autograd::register_post_accumulate_grad_hook; DistributedDataParallel's trigger).
+  std::vector<std::pair<uint64_t, std::function<void(const Tensor&)>>> post_accumulate_grad_hooks;
 };
 
 struct TensorImpl {

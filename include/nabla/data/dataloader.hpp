@@ -27,6 +27,7 @@
 #include "../ops/all.hpp"
 #include "../nn/options.hpp"
 #include "dataset.hpp"
+#include "sampler.hpp"
 #include "transforms.hpp"
 
 // Chainable options as in nn and optim (NABLA_ARG): `DataLoaderOptions().batch_size(128).shuffle(true)`.
@@ -52,21 +53,12 @@ struct DataLoaderOptions {
   NABLA_DATA_OPTION(int, prefetch_threads, 1);  // OpenMP threads for the prefetch thread's ops
   NABLA_DATA_OPTION(Device, device, Device::cpu());  // batches are moved here (after the transform)
   NABLA_DATA_OPTION(Transform, transform, nullptr);  // applied to each batch before the move
+  // Which examples, in what order (e.g. a DistributedSampler): replaces shuffle, which must be
+  // off; the loader asks it for the order of its own epoch.
+  NABLA_DATA_OPTION(std::shared_ptr<const Sampler>, sampler, nullptr);
 };
 
 #undef NABLA_DATA_OPTION
-
-// The order of a dataset's n examples in `epoch`: 0..n-1, or a Fisher-Yates shuffle drawn from
-// Philox keyed on (seed, epoch), identical on every machine and run.
-inline std::vector<int64_t> epoch_order(int64_t n, bool shuffle, uint64_t seed, int64_t epoch) {
-  std::vector<int64_t> order(static_cast<size_t>(n));
-  std::iota(order.begin(), order.end(), int64_t{0});
-  if (shuffle) {
-    BatchRng rng = BatchRng::from_key(detail::philox_key(seed, detail::kShuffleStream, epoch, 0));
-    for (int64_t i = n - 1; i > 0; --i) std::swap(order[static_cast<size_t>(i)], order[static_cast<size_t>(rng.integer(0, i + 1))]);
-  }
-  return order;
-}
 
 namespace detail {
 
@@ -82,8 +74,9 @@ class LoaderRun {
         num_batches_(num_batches),
         next_(first),
         produced_(first) {
-    n_ = dataset_->size();
-    order_ = epoch_order(n_, options_.shuffle(), options_.seed(), epoch_);
+    order_ = options_.sampler() ? options_.sampler()->indices(epoch_)
+                                : epoch_order(dataset_->size(), options_.shuffle(), options_.seed(), epoch_);
+    n_ = static_cast<int64_t>(order_.size());
     if (options_.prefetch() > 0 && first < num_batches_) worker_ = std::thread([this] { work(); });
   }
   ~LoaderRun() {
@@ -260,6 +253,8 @@ class DataLoader {
                 options_.prefetch());
     NABLA_CHECK(dataset_->size() >= 0, ValueError, "data::DataLoader: the dataset reports a negative size ",
                 dataset_->size());
+    NABLA_CHECK(!(options_.sampler() && options_.shuffle()), ValueError,
+                "data::DataLoader: sampler option is mutually exclusive with shuffle (the sampler decides the order)");
   }
 
   const DataLoaderOptions& options() const { return options_; }
@@ -267,7 +262,7 @@ class DataLoader {
 
   // Batches per epoch.
   int64_t size() const {
-    const int64_t n = dataset_->size(), bs = options_.batch_size();
+    const int64_t n = options_.sampler() ? options_.sampler()->size() : dataset_->size(), bs = options_.batch_size();
     return options_.drop_last() ? n / bs : (n + bs - 1) / bs;
   }
 
@@ -283,6 +278,7 @@ class DataLoader {
 
   // The example order of `epoch` (before batching).
   std::vector<int64_t> epoch_indices(int64_t epoch) const {
+    if (options_.sampler()) return options_.sampler()->indices(epoch);
     return epoch_order(dataset_->size(), options_.shuffle(), options_.seed(), epoch);
   }
 

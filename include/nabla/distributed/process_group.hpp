@@ -1,0 +1,887 @@
+#pragma once
+// nabla::distributed's process group and collectives over MPI (torch.distributed's API):
+// init_process_group, get_rank / get_world_size, barrier, all_reduce, broadcast, all_gather,
+// reduce_scatter, each with an async form that returns a Work handle.
+//
+// How it runs. One worker thread per process owns the MPI traffic and runs the collectives in
+// the order they were called (every rank calls them in the same order, so they match up); the
+// caller's thread only enqueues, so an async all-reduce overlaps with the caller's computation
+// (DistributedDataParallel's buckets during backward). Each collective is a non-blocking MPI
+// call the worker polls, which is what makes failures finite:
+//   - a timeout (ProcessGroupOptions::timeout, NABLA_DIST_TIMEOUT seconds) raises
+//     DistributedError naming the collective, the rank and how long it waited;
+//   - a rank that fails with an uncaught exception tells the others over a separate
+//     communicator before it dies (a std::terminate handler installed by init_process_group), and
+//     their pending and later collectives raise DistributedError naming that rank and its error;
+//   - before each collective the ranks exchange a small descriptor (op, dtype, shape, root), so
+//     ranks that call different collectives or pass different shapes raise DistributedError
+//     naming every rank's shape instead of corrupting memory or hanging.
+// After any of these the group is broken: every later collective fails at once with the first
+// error, and the process does not call MPI_Finalize (it would wait for the dead rank).
+//
+// Tensors: CPU tensors of every dtype go to MPI directly (float16 / bfloat16 reduce through
+// user-defined MPI ops computing in float32); CUDA tensors are staged through host memory.
+// Booleans reduce as PyTorch's NCCL does: SUM and MAX are logical or, PRODUCT and MIN logical
+// and. AVG is SUM divided by the world size (integers truncate, as NCCL's ncclAvg).
+
+#include <mpi.h>
+
+#include <atomic>
+#include <chrono>
+#include <condition_variable>
+#include <cstdlib>
+#include <cstring>
+#include <deque>
+#include <exception>
+#include <limits>
+#include <functional>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "../autograd/grad_mode.hpp"
+#include "../core/error.hpp"
+#include "../core/half.hpp"
+#include "../core/tensor.hpp"
+#include "../ops/all.hpp"
+
+namespace nabla {
+namespace distributed {
+
+enum class ReduceOp { SUM, AVG, PRODUCT, MIN, MAX };
+
+inline const char* reduce_op_name(ReduceOp op) {
+  switch (op) {
+    case ReduceOp::SUM: return "SUM";
+    case ReduceOp::AVG: return "AVG";
+    case ReduceOp::PRODUCT: return "PRODUCT";
+    case ReduceOp::MIN: return "MIN";
+    case ReduceOp::MAX: return "MAX";
+  }
+  return "?";
+}
+
+struct ProcessGroupOptions {
+  // How long one collective may wait for the other ranks (PyTorch's default is 30 minutes).
+  // NABLA_DIST_TIMEOUT (seconds) overrides the default when the options leave it unset.
+  std::chrono::milliseconds timeout{0};
+  // Exchange (op, dtype, shape) before each collective and refuse mismatches (a tiny extra
+  // all-gather; off trades that safety for latency).
+  bool check_shapes = true;
+};
+
+// Rank and world size as the launcher's environment gives them (Open MPI, PMI / PMIx, Slurm),
+// or -1 when none is set: what a program can learn before init_process_group.
+namespace detail {
+inline int env_int(std::initializer_list<const char*> names) {
+  for (const char* n : names)
+    if (const char* v = std::getenv(n); v && *v) {
+      char* end = nullptr;
+      long x = std::strtol(v, &end, 10);
+      if (end && *end == '\0' && x >= 0) return static_cast<int>(x);
+    }
+  return -1;
+}
+}  // namespace detail
+inline int env_rank() { return detail::env_int({"OMPI_COMM_WORLD_RANK", "PMIX_RANK", "PMI_RANK", "SLURM_PROCID"}); }
+inline int env_world_size() { return detail::env_int({"OMPI_COMM_WORLD_SIZE", "PMI_SIZE", "SLURM_NTASKS"}); }
+inline int env_local_rank() {
+  return detail::env_int({"OMPI_COMM_WORLD_LOCAL_RANK", "MPI_LOCALRANKID", "SLURM_LOCALID", "LOCAL_RANK"});
+}
+
+// A collective in flight: wait() blocks until it is done (and the result is in the tensors),
+// or throws DistributedError if it failed.
+class Work {
+ public:
+  void wait() {
+    // the result usually arrives within microseconds to milliseconds: spin briefly before sleeping
+    const auto until = std::chrono::steady_clock::now() + std::chrono::milliseconds(2);
+    while (!done_flag_.load(std::memory_order_acquire) && std::chrono::steady_clock::now() < until) std::this_thread::yield();
+    std::unique_lock<std::mutex> lock(mutex_);
+    cv_.wait(lock, [&] { return done_; });
+    if (error_) std::rethrow_exception(error_);
+    if (finish_) {
+      auto f = std::move(finish_);
+      finish_ = nullptr;
+      lock.unlock();
+      f();  // on the waiting thread: copy back into non-contiguous / CUDA tensors
+    }
+  }
+  bool is_completed() const {
+    std::lock_guard<std::mutex> lock(mutex_);
+    return done_;
+  }
+  bool is_success() const {
+    std::lock_guard<std::mutex> lock(mutex_);
+    return done_ && !error_;
+  }
+
+  // The worker's side.
+  void complete(std::exception_ptr error = nullptr) {
+    {
+      std::lock_guard<std::mutex> lock(mutex_);
+      done_ = true;
+      error_ = std::move(error);
+    }
+    done_flag_.store(true, std::memory_order_release);
+    cv_.notify_all();
+  }
+  void on_finish(std::function<void()> f) {
+    std::lock_guard<std::mutex> lock(mutex_);
+    finish_ = std::move(f);
+  }
+
+ private:
+  mutable std::mutex mutex_;
+  std::condition_variable cv_;
+  bool done_ = false;
+  std::atomic<bool> done_flag_{false};
+  std::exception_ptr error_;
+  std::function<void()> finish_;
+};
+using WorkHandle = std::shared_ptr<Work>;
+
+namespace detail {
+
+// While alive, collectives started on this thread may run inline (the synchronous forms).
+struct SyncCall {
+  bool prev;
+  SyncCall();
+  ~SyncCall();
+};
+
+// ---- float16 / bfloat16 reductions as user-defined MPI ops (float32 arithmetic) -------------
+template <class T, int Op>
+void mpi_half_op(void* in, void* inout, int* len, MPI_Datatype*) {
+  const T* a = static_cast<const T*>(in);
+  T* b = static_cast<T*>(inout);
+  for (int i = 0; i < *len; ++i) {
+    float x = static_cast<float>(a[i]), y = static_cast<float>(b[i]);
+    float r = Op == 0 ? x + y : Op == 1 ? x * y : Op == 2 ? (y < x ? y : x) : (y > x ? y : x);
+    b[i] = T(r);
+  }
+}
+
+class ProcessGroup {
+ public:
+  ProcessGroup(const std::string& backend, ProcessGroupOptions options) : backend_(backend), options_(options) {
+    if (options_.timeout.count() <= 0) {
+      options_.timeout = std::chrono::minutes(30);
+      if (const char* v = std::getenv("NABLA_DIST_TIMEOUT"); v && *v) {
+        char* end = nullptr;
+        double s = std::strtod(v, &end);
+        NABLA_CHECK(end && *end == '\0' && s > 0, ValueError, "distributed::init_process_group: NABLA_DIST_TIMEOUT=\"", v,
+                    "\" is not a positive number of seconds");
+        options_.timeout = std::chrono::milliseconds(static_cast<int64_t>(s * 1000));
+      }
+    }
+    int initialized = 0;
+    MPI_Initialized(&initialized);
+    if (!initialized) {
+      int provided = 0;
+      MPI_Init_thread(nullptr, nullptr, MPI_THREAD_SERIALIZED, &provided);
+      owns_mpi_ = true;
+      NABLA_CHECK(provided >= MPI_THREAD_SERIALIZED, DistributedError,
+                  "distributed::init_process_group: this MPI gives thread level ", provided,
+                  "; nabla needs MPI_THREAD_SERIALIZED (its collectives run on a worker thread)");
+    } else {
+      int provided = 0;
+      MPI_Query_thread(&provided);
+      NABLA_CHECK(provided >= MPI_THREAD_SERIALIZED, DistributedError,
+                  "distributed::init_process_group: MPI was initialised with thread level ", provided,
+                  " before init_process_group; initialise it with MPI_Init_thread(..., MPI_THREAD_SERIALIZED or higher)");
+    }
+    MPI_Comm_dup(MPI_COMM_WORLD, &comm_);
+    MPI_Comm_dup(MPI_COMM_WORLD, &abort_comm_);
+    MPI_Comm_set_errhandler(comm_, MPI_ERRORS_RETURN);
+    MPI_Comm_set_errhandler(abort_comm_, MPI_ERRORS_RETURN);
+    MPI_Comm_rank(comm_, &rank_);
+    MPI_Comm_size(comm_, &world_);
+    MPI_Comm local;
+    MPI_Comm_split_type(comm_, MPI_COMM_TYPE_SHARED, rank_, MPI_INFO_NULL, &local);
+    MPI_Comm_rank(local, &local_rank_);
+    MPI_Comm_free(&local);
+    if (int er = env_rank(); er >= 0 && er != rank_ && env_world_size() == world_) {
+      throw DistributedError(::nabla::detail::cat("nabla::distributed::init_process_group: MPI says rank ", rank_,
+                                                  " but the launcher's environment says rank ", er));
+    }
+    MPI_Op_create(&mpi_half_op<Half, 0>, 1, &half_ops_[0]);
+    MPI_Op_create(&mpi_half_op<Half, 1>, 1, &half_ops_[1]);
+    MPI_Op_create(&mpi_half_op<Half, 2>, 1, &half_ops_[2]);
+    MPI_Op_create(&mpi_half_op<Half, 3>, 1, &half_ops_[3]);
+    MPI_Op_create(&mpi_half_op<BFloat16, 0>, 1, &bf16_ops_[0]);
+    MPI_Op_create(&mpi_half_op<BFloat16, 1>, 1, &bf16_ops_[1]);
+    MPI_Op_create(&mpi_half_op<BFloat16, 2>, 1, &bf16_ops_[2]);
+    MPI_Op_create(&mpi_half_op<BFloat16, 3>, 1, &bf16_ops_[3]);
+    MPI_Irecv(abort_msg_, sizeof(abort_msg_) - 1, MPI_CHAR, MPI_ANY_SOURCE, kAbortTag, abort_comm_, &abort_req_);
+    worker_ = std::thread([this] { run(); });
+  }
+
+  ~ProcessGroup() { shutdown(); }
+
+  // Stops the worker (after the queued collectives) and finalizes MPI if this group started it
+  // and nothing went wrong; a broken group leaves MPI as it is (MPI_Finalize would wait for the
+  // failed rank).
+  void shutdown() {
+    {
+      std::lock_guard<std::mutex> lock(queue_mutex_);
+      if (stopping_) return;
+      stopping_ = true;
+    }
+    queue_cv_.notify_all();
+    if (worker_.joinable()) worker_.join();
+    if (broken()) return;
+    {
+      std::lock_guard<std::mutex> lock(mpi_mutex_);
+      // Every rank reaches here in step: the pending abort receive is completed by a message
+      // each rank sends itself, then the communicators go.
+      char bye = 0;
+      MPI_Send(&bye, 1, MPI_CHAR, rank_, kAbortTag, abort_comm_);
+      MPI_Wait(&abort_req_, MPI_STATUS_IGNORE);
+      for (auto* ops : {half_ops_, bf16_ops_})
+        for (int i = 0; i < 4; ++i) MPI_Op_free(&ops[i]);
+      MPI_Comm_free(&comm_);
+      MPI_Comm_free(&abort_comm_);
+      if (owns_mpi_) MPI_Finalize();
+    }
+  }
+
+  int rank() const { return rank_; }
+  int world_size() const { return world_; }
+  int local_rank() const { return local_rank_; }
+  const std::string& backend() const { return backend_; }
+  const ProcessGroupOptions& options() const { return options_; }
+  bool broken() const { return broken_.load(); }
+
+  // Runs `body` on the worker after everything queued before it; the Work completes when it
+  // returns (or with its exception).
+  // A blocking call (inline_allowed(), set by the synchronous forms) runs on the caller's
+  // thread when nothing is queued: no hand-off to the worker and back.
+  WorkHandle enqueue(std::function<void()> body) {
+    auto work = std::make_shared<Work>();
+    {
+      std::unique_lock<std::mutex> lock(queue_mutex_);
+      NABLA_CHECK(!stopping_, DistributedError, "distributed: the process group was destroyed");
+      if (inline_allowed() && queue_.empty() && !running_) {
+        inline_running_ = true;
+        lock.unlock();
+        try {
+          body();
+          work->complete();
+        } catch (...) {
+          work->complete(std::current_exception());
+        }
+        {
+          std::lock_guard<std::mutex> relock(queue_mutex_);
+          inline_running_ = false;
+        }
+        queue_cv_.notify_one();
+        return work;
+      }
+      queue_.push_back({work, std::move(body)});
+    }
+    queue_cv_.notify_one();
+    return work;
+  }
+  static bool& inline_allowed() {
+    thread_local bool allowed = false;
+    return allowed;
+  }
+
+  // ---- the worker's tools ----------------------------------------------------------------
+  // Fails at once when the group is broken.
+  void check_not_broken(const char* op) {
+    if (broken()) {
+      std::lock_guard<std::mutex> lock(error_mutex_);
+      throw DistributedError(::nabla::detail::cat("nabla::distributed::", op, " on rank ", rank_,
+                                                  ": the process group is broken by an earlier failure: ", first_error_));
+    }
+  }
+  // Polls `req` until it completes, a peer reports a failure, or the timeout passes.
+  void wait_request(MPI_Request& req, const char* op) {
+    const auto start = std::chrono::steady_clock::now();
+    const auto deadline = start + options_.timeout;
+    while (true) {
+      int done = 0, aborted = 0;
+      MPI_Status abort_status;
+      {
+        std::lock_guard<std::mutex> lock(mpi_mutex_);
+        int rc = MPI_Test(&req, &done, MPI_STATUS_IGNORE);
+        if (rc != MPI_SUCCESS) fail(::nabla::detail::cat("nabla::distributed::", op, " on rank ", rank_, ": MPI error ", rc));
+        if (!done) MPI_Test(&abort_req_, &aborted, &abort_status);
+      }
+      if (done) return;
+      if (aborted) {
+        abort_msg_[sizeof(abort_msg_) - 1] = '\0';
+        fail(::nabla::detail::cat("nabla::distributed::", op, " on rank ", rank_, " of ", world_, ": rank ",
+                                  abort_status.MPI_SOURCE, " failed: ", abort_msg_));
+      }
+      const auto now = std::chrono::steady_clock::now();
+      if (now > deadline) {
+        fail(::nabla::detail::cat("nabla::distributed::", op, " on rank ", rank_, " of ", world_, " timed out after ",
+                                  std::chrono::duration<double>(now - start).count(),
+                                  " s waiting for the other ranks (a rank may have died, hung, or skipped this collective; "
+                                  "timeout ", options_.timeout.count() / 1000.0, " s: ProcessGroupOptions::timeout or NABLA_DIST_TIMEOUT)"));
+      }
+      // MPI progresses only inside MPI calls: poll hot for the first 20 ms (a collective whose
+      // peers are there finishes well within it), then back off to spare the CPU while a peer
+      // is still computing.
+      if (now - start < std::chrono::milliseconds(2)) continue;  // spin: a yield costs a time slice on a busy machine
+      if (now - start < std::chrono::milliseconds(20)) std::this_thread::yield();
+      else std::this_thread::sleep_for(std::chrono::microseconds(now - start < std::chrono::seconds(1) ? 50 : 500));
+    }
+  }
+  // Starts an MPI non-blocking call under the MPI lock and waits for it.
+  template <class Start>
+  void run_mpi(const char* op, Start&& start) {
+    MPI_Request req;
+    {
+      std::lock_guard<std::mutex> lock(mpi_mutex_);
+      int rc = start(&req);
+      if (rc != MPI_SUCCESS) fail(::nabla::detail::cat("nabla::distributed::", op, " on rank ", rank_, ": MPI error ", rc));
+    }
+    wait_request(req, op);
+  }
+  // The collective itself. Once the descriptor exchange has shown every rank is at this very
+  // collective, it runs as MPI's blocking call (MPI's tuned algorithms, 2-3x faster than the
+  // non-blocking ones for megabytes); without that exchange it is polled like everything else,
+  // so a missing rank still ends in a timeout.
+  template <class Start, class Blocking>
+  void run_collective(const char* op, Start&& start, Blocking&& blocking) {
+    if (options_.check_shapes && world_ > 1) {
+      std::lock_guard<std::mutex> lock(mpi_mutex_);
+      int rc = blocking();
+      if (rc != MPI_SUCCESS) fail(::nabla::detail::cat("nabla::distributed::", op, " on rank ", rank_, ": MPI error ", rc));
+      return;
+    }
+    run_mpi(op, std::forward<Start>(start));
+  }
+  [[noreturn]] void fail(const std::string& message) {
+    {
+      std::lock_guard<std::mutex> lock(error_mutex_);
+      if (first_error_.empty()) first_error_ = message;
+    }
+    broken_ = true;
+    throw DistributedError(message);
+  }
+  MPI_Comm comm() const { return comm_; }
+  MPI_Op half_op(DType dt, int which) const { return dt == kFloat16 ? half_ops_[which] : bf16_ops_[which]; }
+
+  // Tells every other rank that this one failed (best effort: small eager sends, waited on for
+  // at most a second), so their collectives raise instead of waiting out the timeout.
+  void notify_failure(const std::string& what) {
+    if (notified_.exchange(true)) return;
+    std::unique_lock<std::mutex> lock(mpi_mutex_, std::defer_lock);
+    const auto until = std::chrono::steady_clock::now() + std::chrono::seconds(1);
+    while (!lock.try_lock()) {
+      if (std::chrono::steady_clock::now() > until) return;  // the worker is stuck inside MPI
+      std::this_thread::sleep_for(std::chrono::milliseconds(1));
+    }
+    std::string msg = what.substr(0, sizeof(abort_msg_) - 2);
+    std::vector<MPI_Request> reqs;
+    for (int r = 0; r < world_; ++r) {
+      if (r == rank_) continue;
+      reqs.emplace_back();
+      MPI_Isend(msg.c_str(), static_cast<int>(msg.size() + 1), MPI_CHAR, r, kAbortTag, abort_comm_, &reqs.back());
+    }
+    int all = 0;
+    while (!all && std::chrono::steady_clock::now() < until) {
+      MPI_Testall(static_cast<int>(reqs.size()), reqs.data(), &all, MPI_STATUSES_IGNORE);
+      if (!all) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+    }
+    broken_ = true;
+  }
+
+ private:
+  static constexpr int kAbortTag = 7001;
+  struct Item {
+    WorkHandle work;
+    std::function<void()> body;
+  };
+
+  void run() {
+    while (true) {
+      Item item;
+      {
+        std::unique_lock<std::mutex> lock(queue_mutex_);
+        queue_cv_.wait(lock, [&] { return (stopping_ && !inline_running_) || (!queue_.empty() && !inline_running_); });
+        if (queue_.empty()) return;
+        item = std::move(queue_.front());
+        queue_.pop_front();
+        running_ = true;
+      }
+      try {
+        item.body();
+        item.work->complete();
+      } catch (...) {
+        item.work->complete(std::current_exception());
+      }
+      std::lock_guard<std::mutex> lock(queue_mutex_);
+      running_ = false;
+    }
+  }
+
+  std::string backend_;
+  ProcessGroupOptions options_;
+  bool owns_mpi_ = false;
+  MPI_Comm comm_ = MPI_COMM_NULL, abort_comm_ = MPI_COMM_NULL;
+  int rank_ = 0, world_ = 1, local_rank_ = 0;
+  MPI_Op half_ops_[4]{}, bf16_ops_[4]{};
+  MPI_Request abort_req_ = MPI_REQUEST_NULL;
+  char abort_msg_[1024]{};
+  std::mutex mpi_mutex_;  // every MPI call after init holds it (MPI_THREAD_SERIALIZED)
+  std::mutex queue_mutex_;
+  std::condition_variable queue_cv_;
+  std::deque<Item> queue_;
+  bool stopping_ = false, running_ = false, inline_running_ = false;
+  std::thread worker_;
+  std::atomic<bool> broken_{false}, notified_{false};
+  std::mutex error_mutex_;
+  std::string first_error_;
+};
+
+inline SyncCall::SyncCall() : prev(ProcessGroup::inline_allowed()) { ProcessGroup::inline_allowed() = true; }
+inline SyncCall::~SyncCall() { ProcessGroup::inline_allowed() = prev; }
+
+inline std::unique_ptr<ProcessGroup>& default_group() {
+  static std::unique_ptr<ProcessGroup> group;
+  return group;
+}
+inline ProcessGroup& group(const char* op) {
+  auto& g = default_group();
+  NABLA_CHECK(g != nullptr, DistributedError, "distributed::", op,
+              ": the default process group is not initialised; call nabla::distributed::init_process_group(\"mpi\") first");
+  return *g;
+}
+
+inline std::terminate_handler& previous_terminate() {
+  static std::terminate_handler h = nullptr;
+  return h;
+}
+// Installed by init_process_group: a rank dying of an uncaught exception tells the others why.
+inline void terminate_with_notice() {
+  std::string what = "terminated";
+  if (auto e = std::current_exception()) {
+    try {
+      std::rethrow_exception(e);
+    } catch (const std::exception& ex) {
+      what = ::nabla::detail::cat("uncaught exception: ", ex.what());
+    } catch (...) {
+      what = "uncaught exception of unknown type";
+    }
+  }
+  if (auto& g = default_group()) {
+    g->notify_failure(what);
+    // a moment for the others to report the failure before the launcher kills the job
+    std::this_thread::sleep_for(std::min<std::chrono::milliseconds>(g->options().timeout, std::chrono::seconds(5)));
+  }
+  if (auto prev = previous_terminate()) prev();
+  std::abort();
+}
+
+// ---- tensors <-> MPI buffers ------------------------------------------------------------
+inline MPI_Datatype mpi_type(DType dt) {
+  switch (dt) {
+    case kFloat32: return MPI_FLOAT;
+    case kFloat64: return MPI_DOUBLE;
+    case kFloat16:
+    case kBFloat16: return MPI_UINT16_T;
+    case kInt32: return MPI_INT32_T;
+    case kInt64: return MPI_INT64_T;
+    case kUInt8:
+    case kBool: return MPI_UINT8_T;
+  }
+  return MPI_BYTE;
+}
+
+inline MPI_Op mpi_op(const ProcessGroup& g, ReduceOp op, DType dt, const char* name) {
+  if (dt == kBool) {  // as PyTorch's NCCL backend: SUM/MAX = or, PRODUCT/MIN = and
+    NABLA_CHECK(op != ReduceOp::AVG, DTypeError, "distributed::", name, ": AVG is not defined for bool tensors");
+    return op == ReduceOp::SUM || op == ReduceOp::MAX ? MPI_MAX : MPI_MIN;
+  }
+  if (dt == kFloat16 || dt == kBFloat16) {
+    int which = op == ReduceOp::PRODUCT ? 1 : op == ReduceOp::MIN ? 2 : op == ReduceOp::MAX ? 3 : 0;
+    return g.half_op(dt, which);
+  }
+  switch (op) {
+    case ReduceOp::SUM:
+    case ReduceOp::AVG: return MPI_SUM;
+    case ReduceOp::PRODUCT: return MPI_PROD;
+    case ReduceOp::MIN: return MPI_MIN;
+    case ReduceOp::MAX: return MPI_MAX;
+  }
+  return MPI_SUM;
+}
+
+// Divides the n elements at p by `by` (AVG); integers truncate toward zero.
+inline void divide_in_place(void* p, int64_t n, DType dt, int by) {
+  auto each = [&](auto* x) {
+    using T = std::remove_pointer_t<decltype(x)>;
+    for (int64_t i = 0; i < n; ++i) {
+      if constexpr (std::is_integral_v<T>) x[i] = static_cast<T>(x[i] / by);
+      else x[i] = T(static_cast<float>(x[i]) / static_cast<float>(by));
+    }
+  };
+  switch (dt) {
+    case kFloat32: each(static_cast<float*>(p)); break;
+    case kFloat64: {
+      double* x = static_cast<double*>(p);
+      for (int64_t i = 0; i < n; ++i) x[i] /= by;
+      break;
+    }
+    case kFloat16: each(static_cast<Half*>(p)); break;
+    case kBFloat16: each(static_cast<BFloat16*>(p)); break;
+    case kInt32: each(static_cast<int32_t*>(p)); break;
+    case kInt64: each(static_cast<int64_t*>(p)); break;
+    case kUInt8: each(static_cast<uint8_t*>(p)); break;
+    case kBool: break;
+  }
+}
+
+// A contiguous CPU tensor holding t's values (t itself when it already is one).
+inline Tensor staged(const Tensor& t) {
+  if (t.device().is_cpu() && t.is_contiguous()) return t;
+  return t.detach().to(Device::cpu()).contiguous();
+}
+// Copies the staged result back into t when the staging made a copy.
+inline void unstage(const Tensor& t, const Tensor& buf) {
+  if (buf.impl() == t.impl()) return;
+  NoGradGuard no_grad;
+  t.detach().copy_(buf.view(t.sizes()));
+}
+
+inline void check_tensor(const Tensor& t, const char* op, const char* what = "tensor") {
+  NABLA_CHECK(t.defined(), ValueError, "distributed::", op, ": the ", what, " is undefined");
+  NABLA_CHECK(t.numel() <= std::numeric_limits<int>::max(), ValueError, "distributed::", op, ": ", what, " ",
+              ::nabla::detail::describe(t), " has more than 2^31-1 elements, MPI's count limit");
+}
+
+enum class CollectiveKind : int64_t { AllReduce = 1, Broadcast, AllGather, ReduceScatter, Barrier };
+inline const char* kind_name(CollectiveKind k) {
+  switch (k) {
+    case CollectiveKind::AllReduce: return "all_reduce";
+    case CollectiveKind::Broadcast: return "broadcast";
+    case CollectiveKind::AllGather: return "all_gather";
+    case CollectiveKind::ReduceScatter: return "reduce_scatter";
+    case CollectiveKind::Barrier: return "barrier";
+  }
+  return "?";
+}
+
+// What a rank is about to do, as 16 int64: kind, reduce op, dtype, root, ndim, numel, dims.
+struct Descriptor {
+  int64_t v[16]{};
+};
+inline Descriptor describe_call(CollectiveKind kind, int64_t op, const Tensor& t, int64_t root) {
+  Descriptor d;
+  d.v[0] = static_cast<int64_t>(kind);
+  d.v[1] = op;
+  d.v[2] = t.defined() ? static_cast<int64_t>(t.dtype()) : -1;
+  d.v[3] = root;
+  d.v[4] = t.defined() ? t.dim() : -1;
+  d.v[5] = t.defined() ? t.numel() : 0;
+  if (t.defined())
+    for (int64_t i = 0; i < t.dim(); ++i) {
+      if (i < 10) d.v[6 + i] = t.size(i);
+      else d.v[15] = d.v[15] * 31 + t.size(i);  // dims past 10 folded into a hash
+    }
+  return d;
+}
+inline std::string descriptor_str(const Descriptor& d) {
+  std::string s = kind_name(static_cast<CollectiveKind>(d.v[0]));
+  if (d.v[2] >= 0) {
+    s += ::nabla::detail::cat(" of ", dtype_name(static_cast<DType>(d.v[2])), "[");
+    for (int64_t i = 0; i < d.v[4] && i < 10; ++i) s += ::nabla::detail::cat(i ? ", " : "", d.v[6 + i]);
+    s += d.v[4] > 10 ? ", ...]" : "]";
+  }
+  if (static_cast<CollectiveKind>(d.v[0]) == CollectiveKind::AllReduce || static_cast<CollectiveKind>(d.v[0]) == CollectiveKind::ReduceScatter)
+    s += ::nabla::detail::cat(" (", reduce_op_name(static_cast<ReduceOp>(d.v[1])), ")");
+  if (static_cast<CollectiveKind>(d.v[0]) == CollectiveKind::Broadcast) s += ::nabla::detail::cat(" from rank ", d.v[3]);
+  return s;
+}
+// On the worker: every rank's descriptor must equal rank 0's.
+inline void check_descriptors(ProcessGroup& g, const Descriptor& mine, const char* op) {
+  if (!g.options().check_shapes || g.world_size() == 1) return;
+  std::vector<Descriptor> all(static_cast<size_t>(g.world_size()));
+  g.run_mpi(op, [&](MPI_Request* r) {
+    return MPI_Iallgather(mine.v, 16, MPI_INT64_T, all.data(), 16, MPI_INT64_T, g.comm(), r);
+  });
+  bool same = true;
+  for (const auto& d : all) same = same && std::memcmp(d.v, all[0].v, sizeof d.v) == 0;
+  if (same) return;
+  std::string msg = ::nabla::detail::cat("nabla::distributed::", op, " on rank ", g.rank(), ": the ranks called different collectives or passed "
+                                         "different tensors:");
+  for (size_t r = 0; r < all.size(); ++r) msg += ::nabla::detail::cat(r ? "," : "", " rank ", r, " ", descriptor_str(all[r]));
+  g.fail(msg);
+}
+
+}  // namespace detail
+
+// ---- the process group ----------------------------------------------------------------------
+
+// Starts the default process group. backend "mpi": every rank launched by mpirun / srun; the
+// collectives run over MPI (CPU tensors directly, CUDA tensors staged through host memory).
+// "nccl" is accepted only where nabla was built with NCCL (see docs/distributed.md).
+inline void init_process_group(const std::string& backend = "mpi", ProcessGroupOptions options = {}) {
+  NABLA_CHECK(detail::default_group() == nullptr, DistributedError,
+              "distributed::init_process_group: the default process group is already initialised");
+  NABLA_CHECK(backend == "mpi" || backend == "nccl", ValueError, "distributed::init_process_group: unknown backend \"", backend,
+              "\" (expected \"mpi\" or \"nccl\")");
+  NABLA_CHECK(backend != "nccl", DistributedError,
+              "distributed::init_process_group: backend \"nccl\": this nabla has no NCCL backend yet; use \"mpi\" "
+              "(CUDA tensors are staged through host memory)");
+  detail::default_group() = std::make_unique<detail::ProcessGroup>(backend, options);
+  if (!detail::previous_terminate()) detail::previous_terminate() = std::set_terminate(&detail::terminate_with_notice);
+}
+inline void init_process_group(const std::string& backend, std::chrono::milliseconds timeout) {
+  ProcessGroupOptions o;
+  o.timeout = timeout;
+  init_process_group(backend, o);
+}
+
+inline bool is_initialized() { return detail::default_group() != nullptr; }
+inline bool is_available() { return true; }
+inline int get_rank() { return detail::group("get_rank").rank(); }
+inline int get_world_size() { return detail::group("get_world_size").world_size(); }
+// This rank's index among the ranks on its node (choose a GPU with it).
+inline int get_local_rank() { return detail::group("get_local_rank").local_rank(); }
+inline std::string get_backend() { return detail::group("get_backend").backend(); }
+
+// Ends the default process group (waits for queued collectives, finalizes MPI if
+// init_process_group started it). After a failure it only drops the group.
+inline void destroy_process_group() {
+  auto& g = detail::default_group();
+  if (!g) return;
+  g->shutdown();
+  g.reset();
+}
+
+// Tells the other ranks this one failed (their collectives raise DistributedError naming this
+// rank and `reason`) and marks the group broken. For code that catches an error it cannot
+// recover from and wants the peers to stop at once rather than time out.
+inline void abort(const std::string& reason) {
+  if (auto& g = detail::default_group()) g->notify_failure(reason);
+}
+
+// ---- collectives ----------------------------------------------------------------------------
+
+inline WorkHandle barrier_async() {
+  auto& g = detail::group("barrier");
+  return g.enqueue([&g] {
+    g.check_not_broken("barrier");
+    detail::check_descriptors(g, detail::describe_call(detail::CollectiveKind::Barrier, 0, Tensor(), 0), "barrier");
+    g.run_mpi("barrier", [&](MPI_Request* r) { return MPI_Ibarrier(g.comm(), r); });
+  });
+}
+inline void barrier() {
+  WorkHandle w;
+  {
+    detail::SyncCall sync;
+    w = barrier_async();
+  }
+  w->wait();
+}
+
+// tensor <- op over every rank's tensor, in place.
+inline WorkHandle all_reduce_async(const Tensor& tensor, ReduceOp op = ReduceOp::SUM) {
+  auto& g = detail::group("all_reduce");
+  detail::check_tensor(tensor, "all_reduce");
+  MPI_Op mop = detail::mpi_op(g, op, tensor.dtype(), "all_reduce");
+  Tensor buf = detail::staged(tensor);
+  auto d = detail::describe_call(detail::CollectiveKind::AllReduce, static_cast<int64_t>(op), tensor, 0);
+  auto work = g.enqueue([&g, buf, mop, op, d] {
+    g.check_not_broken("all_reduce");
+    detail::check_descriptors(g, d, "all_reduce");
+    const int n = static_cast<int>(buf.numel());
+    g.run_collective(
+        "all_reduce",
+        [&](MPI_Request* r) { return MPI_Iallreduce(MPI_IN_PLACE, buf.data_ptr(), n, detail::mpi_type(buf.dtype()), mop, g.comm(), r); },
+        [&] { return MPI_Allreduce(MPI_IN_PLACE, buf.data_ptr(), n, detail::mpi_type(buf.dtype()), mop, g.comm()); });
+    if (op == ReduceOp::AVG) detail::divide_in_place(buf.data_ptr(), n, buf.dtype(), g.world_size());
+  });
+  work->on_finish([tensor, buf] { detail::unstage(tensor, buf); });
+  return work;
+}
+// PyTorch's form: returns the Work when async_op, else waits and returns null.
+inline WorkHandle all_reduce(const Tensor& tensor, ReduceOp op = ReduceOp::SUM, bool async_op = false) {
+  WorkHandle w;
+  {
+    std::optional<detail::SyncCall> sync;
+    if (!async_op) sync.emplace();
+    w = all_reduce_async(tensor, op);
+  }
+  if (async_op) return w;
+  w->wait();
+  return nullptr;
+}
+
+// tensor <- rank src's tensor.
+inline WorkHandle broadcast_async(const Tensor& tensor, int src) {
+  auto& g = detail::group("broadcast");
+  detail::check_tensor(tensor, "broadcast");
+  NABLA_CHECK(src >= 0 && src < g.world_size(), ValueError, "distributed::broadcast: src ", src, " is not a rank of ",
+              g.world_size());
+  Tensor buf = detail::staged(tensor);
+  auto d = detail::describe_call(detail::CollectiveKind::Broadcast, 0, tensor, src);
+  auto work = g.enqueue([&g, buf, src, d] {
+    g.check_not_broken("broadcast");
+    detail::check_descriptors(g, d, "broadcast");
+    const int n = static_cast<int>(buf.numel());
+    g.run_collective(
+        "broadcast", [&](MPI_Request* r) { return MPI_Ibcast(buf.data_ptr(), n, detail::mpi_type(buf.dtype()), src, g.comm(), r); },
+        [&] { return MPI_Bcast(buf.data_ptr(), n, detail::mpi_type(buf.dtype()), src, g.comm()); });
+  });
+  work->on_finish([tensor, buf] { detail::unstage(tensor, buf); });
+  return work;
+}
+inline WorkHandle broadcast(const Tensor& tensor, int src, bool async_op = false) {
+  WorkHandle w;
+  {
+    std::optional<detail::SyncCall> sync;
+    if (!async_op) sync.emplace();
+    w = broadcast_async(tensor, src);
+  }
+  if (async_op) return w;
+  w->wait();
+  return nullptr;
+}
+
+namespace detail {
+// output (world_size * input.numel() elements, contiguous on the worker) <- every rank's input.
+inline WorkHandle all_gather_flat(const Tensor& input, std::function<void(const Tensor&)> finish) {
+  auto& g = group("all_gather");
+  Tensor in = staged(input);
+  Tensor out = empty({static_cast<int64_t>(g.world_size()) * input.numel()}, TensorOptions().dtype(input.dtype()));
+  auto d = describe_call(CollectiveKind::AllGather, 0, input, 0);
+  auto work = g.enqueue([&g, in, out, d] {
+    g.check_not_broken("all_gather");
+    check_descriptors(g, d, "all_gather");
+    const int n = static_cast<int>(in.numel());
+    const MPI_Datatype t = mpi_type(in.dtype());
+    g.run_collective(
+        "all_gather", [&](MPI_Request* r) { return MPI_Iallgather(in.data_ptr(), n, t, out.data_ptr(), n, t, g.comm(), r); },
+        [&] { return MPI_Allgather(in.data_ptr(), n, t, out.data_ptr(), n, t, g.comm()); });
+  });
+  work->on_finish([out, finish] { finish(out); });
+  return work;
+}
+inline WorkHandle reduce_scatter_flat(const Tensor& output, const Tensor& flat_input, ReduceOp op) {
+  auto& g = group("reduce_scatter");
+  MPI_Op mop = mpi_op(g, op, output.dtype(), "reduce_scatter");
+  Tensor in = staged(flat_input);
+  Tensor out = staged(output);
+  auto d = describe_call(CollectiveKind::ReduceScatter, static_cast<int64_t>(op), output, 0);
+  auto work = g.enqueue([&g, in, out, mop, op, d] {
+    g.check_not_broken("reduce_scatter");
+    check_descriptors(g, d, "reduce_scatter");
+    const int n = static_cast<int>(out.numel());
+    const MPI_Datatype t = mpi_type(out.dtype());
+    g.run_collective(
+        "reduce_scatter",
+        [&](MPI_Request* r) { return MPI_Ireduce_scatter_block(in.data_ptr(), out.data_ptr(), n, t, mop, g.comm(), r); },
+        [&] { return MPI_Reduce_scatter_block(in.data_ptr(), out.data_ptr(), n, t, mop, g.comm()); });
+    if (op == ReduceOp::AVG) divide_in_place(out.data_ptr(), n, out.dtype(), g.world_size());
+  });
+  work->on_finish([output, out] { unstage(output, out); });
+  return work;
+}
+}  // namespace detail
+
+// output_tensors[r] <- rank r's input. output_tensors must hold world_size tensors of the
+// input's shape and dtype, or be empty (it is then filled with new CPU tensors).
+inline WorkHandle all_gather_async(std::vector<Tensor>& output_tensors, const Tensor& input) {
+  auto& g = detail::group("all_gather");
+  detail::check_tensor(input, "all_gather", "input");
+  const size_t w = static_cast<size_t>(g.world_size());
+  if (output_tensors.empty())
+    for (size_t r = 0; r < w; ++r) output_tensors.push_back(empty(input.sizes(), TensorOptions().dtype(input.dtype())));
+  NABLA_CHECK(output_tensors.size() == w, ValueError, "distributed::all_gather: got ", output_tensors.size(),
+              " output tensors for a world of ", w);
+  for (const Tensor& o : output_tensors)
+    NABLA_CHECK(o.defined() && o.sizes() == input.sizes() && o.dtype() == input.dtype(), ShapeError,
+                "distributed::all_gather: every output must match the input ", ::nabla::detail::describe(input), ", got ",
+                ::nabla::detail::describe(o));
+  std::vector<Tensor> outs = output_tensors;
+  const int64_t n = input.numel();
+  return detail::all_gather_flat(input, [outs, n](const Tensor& flat) {
+    NoGradGuard no_grad;
+    for (size_t r = 0; r < outs.size(); ++r)
+      outs[r].detach().copy_(flat.slice(0, static_cast<int64_t>(r) * n, static_cast<int64_t>(r + 1) * n).view(outs[r].sizes()));
+  });
+}
+inline WorkHandle all_gather(std::vector<Tensor>& output_tensors, const Tensor& input, bool async_op = false) {
+  WorkHandle w;
+  {
+    std::optional<detail::SyncCall> sync;
+    if (!async_op) sync.emplace();
+    w = all_gather_async(output_tensors, input);
+  }
+  if (async_op) return w;
+  w->wait();
+  return nullptr;
+}
+// output (world_size * input.numel() elements: [world*d0, ...] or [world, ...]) <- the inputs
+// of every rank, concatenated in rank order (torch.distributed.all_gather_into_tensor).
+inline WorkHandle all_gather_into_tensor(const Tensor& output, const Tensor& input, bool async_op = false) {
+  auto& g = detail::group("all_gather_into_tensor");
+  detail::check_tensor(input, "all_gather_into_tensor", "input");
+  NABLA_CHECK(output.defined() && output.numel() == input.numel() * g.world_size() && output.dtype() == input.dtype(), ShapeError,
+              "distributed::all_gather_into_tensor: output ", ::nabla::detail::describe(output), " must hold world_size (",
+              g.world_size(), ") times the input ", ::nabla::detail::describe(input));
+  std::optional<detail::SyncCall> sync;
+  if (!async_op) sync.emplace();
+  auto w = detail::all_gather_flat(input, [output](const Tensor& flat) {
+    NoGradGuard no_grad;
+    output.detach().copy_(flat.view(output.sizes()));
+  });
+  if (async_op) return w;
+  w->wait();
+  return nullptr;
+}
+
+// output <- op over every rank's input_list[my rank] (torch.distributed.reduce_scatter).
+inline WorkHandle reduce_scatter(const Tensor& output, const std::vector<Tensor>& input_list, ReduceOp op = ReduceOp::SUM,
+                                 bool async_op = false) {
+  auto& g = detail::group("reduce_scatter");
+  detail::check_tensor(output, "reduce_scatter", "output");
+  NABLA_CHECK(input_list.size() == static_cast<size_t>(g.world_size()), ValueError, "distributed::reduce_scatter: got ",
+              input_list.size(), " inputs for a world of ", g.world_size());
+  std::vector<Tensor> flat;
+  for (const Tensor& t : input_list) {
+    NABLA_CHECK(t.defined() && t.sizes() == output.sizes() && t.dtype() == output.dtype(), ShapeError,
+                "distributed::reduce_scatter: every input must match the output ", ::nabla::detail::describe(output), ", got ",
+                ::nabla::detail::describe(t));
+    flat.push_back(t.detach().to(Device::cpu()).reshape({-1}));
+  }
+  std::optional<detail::SyncCall> sync;
+  if (!async_op) sync.emplace();
+  auto w = detail::reduce_scatter_flat(output, cat(flat, 0), op);
+  if (async_op) return w;
+  w->wait();
+  return nullptr;
+}
+inline WorkHandle reduce_scatter_async(const Tensor& output, const std::vector<Tensor>& input_list, ReduceOp op = ReduceOp::SUM) {
+  return reduce_scatter(output, input_list, op, true);
+}
+// output <- op over every rank's input, scattered: rank r gets elements [r*n, (r+1)*n) where n
+// is output.numel() (torch.distributed.reduce_scatter_tensor).
+inline WorkHandle reduce_scatter_tensor(const Tensor& output, const Tensor& input, ReduceOp op = ReduceOp::SUM,
+                                        bool async_op = false) {
+  auto& g = detail::group("reduce_scatter_tensor");
+  detail::check_tensor(output, "reduce_scatter_tensor", "output");
+  NABLA_CHECK(input.defined() && input.numel() == output.numel() * g.world_size() && input.dtype() == output.dtype(), ShapeError,
+              "distributed::reduce_scatter_tensor: input ", ::nabla::detail::describe(input), " must hold world_size (",
+              g.world_size(), ") times the output ", ::nabla::detail::describe(output));
+  std::optional<detail::SyncCall> sync;
+  if (!async_op) sync.emplace();
+  auto w = detail::reduce_scatter_flat(output, input.detach().to(Device::cpu()).contiguous().reshape({-1}), op);
+  if (async_op) return w;
+  w->wait();
+  return nullptr;
+}
+
+}  // namespace distributed
+}  // namespace nabla
