@@ -25,10 +25,8 @@
 
 #include <nabla/data.hpp>
 #include <nabla/nabla.hpp>
-#if defined(NABLA_EXAMPLE_DISTRIBUTED)  // linked with nabla::distributed (MPI found at build time)
-#include <nabla/distributed.hpp>
-#endif
 
+#include "../common/distributed.hpp"
 #include "../common/example_cli.hpp"
 
 namespace nb = nabla;
@@ -146,14 +144,6 @@ using nabla_example::Progress;
 using nabla_example::Eval;
 using nabla_example::evaluate;
 
-// Ends the process group (if any) before returning rc.
-int finish(int rc) {
-#if defined(NABLA_EXAMPLE_DISTRIBUTED)
-  nb::distributed::destroy_process_group();
-#endif
-  return rc;
-}
-
 int run(const Args& a) {
 #if defined(_OPENMP)
   if (a.threads > 0) omp_set_num_threads(static_cast<int>(a.threads));
@@ -163,23 +153,16 @@ int run(const Args& a) {
   // gets the flags.
   nb::set_flush_denormal(true);
   // --distributed: one process per rank (mpirun); each trains on its share of every batch.
-  int rank = 0, world = 1, local_rank = 0;
-  if (a.distributed) {
-#if defined(NABLA_EXAMPLE_DISTRIBUTED)
-    nb::distributed::init_process_group("mpi");
-    rank = nb::distributed::get_rank(), world = nb::distributed::get_world_size();
-    local_rank = nb::distributed::get_local_rank();
-    NABLA_CHECK(!a.checkpointing, nb::ValueError, "mnist: --checkpointing with --distributed is not supported yet");
-#else
-    throw nb::ValueError("mnist: --distributed: this mnist was built without MPI (install libopenmpi-dev and rebuild)");
-#endif
-  }
-  const bool lead = rank == 0;  // writes the checkpoint and the CSV, prints the progress
+  nabla_example::Ranks ranks(a.distributed, "mnist");
+  const int world = ranks.world();
+  const bool lead = ranks.lead();  // writes the checkpoint and the CSV, prints the progress
+  NABLA_CHECK(!(a.distributed && a.checkpointing), nb::ValueError,
+              "mnist: --checkpointing with --distributed is not supported yet (checkpoint_sequential bypasses DDP's forward)");
   nb::Device device = nb::Device::cpu();
   if (a.device == "cuda" || (a.device == "auto" && nb::cuda::is_available())) {
     NABLA_CHECK(nb::cuda::is_available(), nb::DeviceError,
                 "mnist: --device cuda, but no CUDA device is usable (no GPU, no driver, or built without nabla::cuda)");
-    device = nb::Device::cuda(static_cast<int>(local_rank % std::max(1, nb::cuda::device_count())));
+    device = nb::Device::cuda(static_cast<int>(ranks.local_rank() % std::max(1, nb::cuda::device_count())));
   }
   if (a.memory_limit > 0) nb::set_memory_limit(device, a.memory_limit);
   // Mixed precision as PyTorch's recipe: autocast around forward and loss; float16 also scales
@@ -201,7 +184,7 @@ int run(const Args& a) {
   // Distributed evaluation: each rank scores its own contiguous slice of the test set; the sums
   // are added across ranks.
   if (world > 1) {
-    const int64_t n = test_set->size(), from = n * rank / world, to = n * (rank + 1) / world;
+    const auto [from, to] = ranks.slice(test_set->size());
     test_set = std::make_shared<TensorDataset>(test_set->data().narrow(0, from, to - from),
                                                test_set->target().narrow(0, from, to - from));
   }
@@ -212,11 +195,7 @@ int run(const Args& a) {
   }
 
   auto train_options = nb::data::DataLoaderOptions().batch_size(a.batch_size).seed(static_cast<uint64_t>(a.seed)).device(device);
-  if (a.distributed)  // the same permutation on every rank, each taking every world-th example
-    train_options.sampler(std::make_shared<nb::data::DistributedSampler>(train_set->size(), world, rank, true,
-                                                                         static_cast<uint64_t>(a.seed)));
-  else
-    train_options.shuffle(true);
+  ranks.shard(train_options, train_set->size(), static_cast<uint64_t>(a.seed));
   nb::data::DataLoader train(train_set, train_options);
   nb::data::DataLoader test(test_set, nb::data::DataLoaderOptions().batch_size(a.test_batch_size).device(device));
 
@@ -225,14 +204,7 @@ int run(const Args& a) {
   model->to(device);
   // What training calls: the model, or DistributedDataParallel around it (rank 0's weights on
   // every rank, gradients averaged across ranks during backward).
-  std::function<nb::Tensor(const nb::Tensor&)> forward = [&](const nb::Tensor& x) { return model->forward(x); };
-#if defined(NABLA_EXAMPLE_DISTRIBUTED)
-  std::shared_ptr<nb::distributed::DistributedDataParallel<nn::Sequential>> ddp;
-  if (a.distributed) {
-    ddp = std::make_shared<nb::distributed::DistributedDataParallel<nn::Sequential>>(model);
-    forward = [&](const nb::Tensor& x) { return ddp->forward(x); };
-  }
-#endif
+  auto forward = ranks.wrap(model);
   auto opt = make_optimizer(a, model->parameters());
   nb::optim::StepLR schedule(*opt, 1, a.gamma);
 
@@ -259,7 +231,7 @@ int run(const Args& a) {
   }
   if (start_epoch >= a.epochs) {
     if (lead) std::printf("the checkpoint is already at the end of epoch %lld; nothing to do\n", (long long)a.epochs);
-    return finish(0);
+    return 0;
   }
   if (lead && world > 1)
     std::printf("distributed: %d ranks over MPI, batch %lld per rank (global %lld), %lld training images per rank\n",
@@ -325,7 +297,7 @@ int run(const Args& a) {
         save(step);
       if (a.max_steps > 0 && step >= a.max_steps) {
         if (lead) std::printf("\nstopping at step %lld (--max-steps), without a checkpoint of this step\n", (long long)step);
-        return finish(3);
+        return 3;
       }
     }
     const double seconds = Progress::now() - t0;
@@ -336,25 +308,16 @@ int run(const Args& a) {
       if (use_amp) autocast.emplace(device.type, amp_dtype);
       last = evaluate(*model, test);
     }
-    double throughput = images / seconds;  // this rank's; the aggregate below
-#if defined(NABLA_EXAMPLE_DISTRIBUTED)
+    double throughput = images / seconds;  // this rank's; with --distributed the sum over ranks
     if (world > 1) {
-      // sums over the ranks: test loss and hits (each rank scored its slice), throughput, train loss
+      ranks.report(throughput, seconds);
+      // test loss and hits summed over the slices the ranks scored
       const double n_test = static_cast<double>(test_set->size());
-      nb::Tensor sums = nb::from_vector(std::vector<double>{last.loss * n_test, last.accuracy * n_test, n_test, throughput, train_loss},
-                                        {5}, nb::kFloat64);
-      nb::distributed::all_reduce(sums);
-      auto v = sums.to_vector<double>();
-      const auto& cs = ddp->comm_stats();
-      std::printf("rank %d: %.0f img/s, %.2f s of %.1f s waiting for gradient all-reduces (%.1f%%), %.1f MB all-reduced\n",
-                  rank, throughput, cs.wait_seconds, seconds, 100 * cs.wait_seconds / seconds, cs.bytes / 1e6);
-      std::fflush(stdout);
-      nb::distributed::barrier();
+      auto v = ranks.sum({last.loss * n_test, last.accuracy * n_test, n_test, throughput, train_loss});
       last = {v[0] / v[2], v[1] / v[2]};
       throughput = v[3];
       train_loss = v[4] / world;
     }
-#endif
     save(step);
     if (lead) std::printf("epoch %lld: train loss %.4f, test loss %.4f, test accuracy %.2f%% (%lld/%lld), %.1f s, %.0f img/s\n",
                 (long long)epoch + 1, train_loss, last.loss, 100 * last.accuracy,
@@ -365,14 +328,14 @@ int run(const Args& a) {
       csv.flush();
     }
   }
-  if (!lead) return finish(0);
+  if (!lead) return 0;
   std::printf("test accuracy %.2f%% after %lld epochs; total time %.1f s; checkpoint %s, metrics %s\n",
               100 * last.accuracy, (long long)a.epochs, Progress::now() - t_start, a.checkpoint.c_str(), a.csv.c_str());
   const nb::MemoryStats mem = nb::memory_stats(device);
   std::printf("peak memory on %s: %s (%zu bytes) held by tensors%s\n", device.str().c_str(),
               nabla_example::bytes_str(mem.peak).c_str(), mem.peak,
               a.memory_limit ? (", limit " + nabla_example::bytes_str(a.memory_limit)).c_str() : "");
-  return finish(0);
+  return 0;
 }
 
 }  // namespace
@@ -383,15 +346,9 @@ int main(int argc, char** argv) {
     return run(args);
   } catch (const nb::Error& e) {
     std::cerr << "mnist: error: " << e.what() << "\n";
-#if defined(NABLA_EXAMPLE_DISTRIBUTED)
-    nb::distributed::abort(e.what());  // the other ranks stop with this message instead of timing out
-#endif
     return 1;
   } catch (const std::exception& e) {
     std::cerr << "mnist: unexpected error: " << e.what() << "\n";
-#if defined(NABLA_EXAMPLE_DISTRIBUTED)
-    nb::distributed::abort(e.what());
-#endif
     return 1;
   }
 }

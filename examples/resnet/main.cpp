@@ -28,6 +28,7 @@
 #include <nabla/models/resnet.hpp>
 #include <nabla/nabla.hpp>
 
+#include "../common/distributed.hpp"
 #include "../common/example_cli.hpp"
 
 namespace nb = nabla;
@@ -46,7 +47,7 @@ struct Args {
           threads = 0, max_steps = 0, image_size = 224;
   double lr = 0.1, momentum = 0.9, weight_decay = 5e-4, label_smoothing = 0.1;
   int cifar_stem = -1;  // -1: on for CIFAR, off for --synthetic
-  bool resume = false, progress = true, augment = true, synthetic = false;
+  bool resume = false, progress = true, augment = true, synthetic = false, distributed = false;
 };
 
 const char* kUsage = R"(usage: resnet [options]
@@ -86,6 +87,9 @@ with --synthetic, times the training step on random ImageNet-shaped data instead
   --checkpointing           gradient checkpointing per residual block (recomputed in backward)
   --memory-limit SIZE       fail with a clear error instead of allocating past SIZE on the training device
                             (e.g. 4GiB, 512MiB; default: no limit)
+  --distributed             data-parallel training on every rank of `mpirun -np N resnet --distributed ...`
+                            (DistributedDataParallel over MPI): --batch-size is per rank, so the global
+                            batch is N times it; rank 0 writes the checkpoint and the CSV
   --no-progress             plain progress lines even on a terminal
   --help                    this text
 )";
@@ -122,6 +126,7 @@ Args parse(int argc, char** argv) {
     else if (f == "--csv") a.csv = o.value();
     else if (f == "--resume") a.resume = true;
     else if (f == "--no-progress") a.progress = false;
+    else if (f == "--distributed") a.distributed = true;
     else if (f == "--no-augment") a.augment = false;
     else if (f == "--synthetic") a.synthetic = true;
     else if (f == "--amp") a.amp = o.choice({"none", "bf16", "f16"});
@@ -177,11 +182,15 @@ int run(const Args& a) {
   if (a.threads > 0) omp_set_num_threads(static_cast<int>(a.threads));
 #endif
   nb::set_flush_denormal(true);  // as torch.set_flush_denormal(True); after the thread count
+  // --distributed: one process per rank (mpirun); each trains on its share of every batch.
+  nabla_example::Ranks ranks(a.distributed, "resnet");
+  const int world = ranks.world();
+  const bool lead = ranks.lead();  // writes the checkpoint and the CSV, prints the progress
   nb::Device device = nb::Device::cpu();
   if (a.device == "cuda" || (a.device == "auto" && nb::cuda::is_available())) {
     NABLA_CHECK(nb::cuda::is_available(), nb::DeviceError,
                 "resnet: --device cuda, but no CUDA device is usable (no GPU, no driver, or built without nabla::cuda)");
-    device = nb::Device::cuda(0);
+    device = nb::Device::cuda(static_cast<int>(ranks.local_rank() % std::max(1, nb::cuda::device_count())));
   }
 
   // ---- data ----------------------------------------------------------------------------------
@@ -204,12 +213,15 @@ int run(const Args& a) {
                          : nd::Transform(normalize);
     test_tf = normalize;
   }
-  nd::DataLoader train(train_set, nd::DataLoaderOptions()
-                                      .batch_size(a.batch_size)
-                                      .shuffle(true)
-                                      .seed(static_cast<uint64_t>(a.seed))
-                                      .transform(train_tf)
-                                      .device(device));
+  const int64_t test_total = test_set ? test_set->size() : 0;
+  if (test_set && world > 1) {  // each rank scores its own slice; the sums are added across ranks
+    const auto [from, to] = ranks.slice(test_set->size());
+    test_set = std::make_shared<nd::TensorDataset>(test_set->data().narrow(0, from, to - from),
+                                                   test_set->target().narrow(0, from, to - from));
+  }
+  auto train_options = nd::DataLoaderOptions().batch_size(a.batch_size).seed(static_cast<uint64_t>(a.seed)).transform(train_tf).device(device);
+  ranks.shard(train_options, train_set->size(), static_cast<uint64_t>(a.seed));
+  nd::DataLoader train(train_set, train_options);
   std::unique_ptr<nd::DataLoader> test;
   if (test_set)
     test = std::make_unique<nd::DataLoader>(
@@ -220,6 +232,7 @@ int run(const Args& a) {
   auto model = make_model(a, classes);
   model->to(device);
   if (a.checkpointing) model->gradient_checkpointing_enable();
+  auto forward = ranks.wrap(model);  // DistributedDataParallel with --distributed
   if (a.memory_limit > 0) nb::set_memory_limit(device, a.memory_limit);
   const bool use_amp = a.amp != "none";
   const nb::DType amp_dtype = a.amp == "f16" ? nb::kFloat16 : nb::kBFloat16;
@@ -237,23 +250,28 @@ int run(const Args& a) {
     // the run's shape first (a checkpoint of another architecture would fail on its weights)
     const nb::io::Metadata meta = nb::io::load_safetensors(a.checkpoint).metadata;
     for (const auto& [key, now] : {std::pair<std::string, std::string>{"steps_per_epoch", std::to_string(steps_per_epoch)},
+                                   {"world_size", std::to_string(world)},
                                    {"arch", a.arch}, {"cifar_stem", std::to_string(a.cifar_stem)},
                                    {"epochs", std::to_string(a.epochs)}, {"schedule", a.schedule}})
       NABLA_CHECK(!meta.count(key) || meta.at(key) == now, nb::ValueError, "resnet: --resume: ", a.checkpoint,
                   " was written with ", key, " ", meta.at(key), ", this run has ", now,
-                  " (resume with the same --arch, stem, --epochs, --schedule, --batch-size and --limit)");
+                  " (resume with the same --arch, stem, --epochs, --schedule, --batch-size, --limit and mpirun -np)");
     step = nb::io::load_checkpoint(a.checkpoint, *model, &opt, schedule.get(), nullptr, &scaler);
     start_epoch = step / steps_per_epoch, skip = step % steps_per_epoch;
-    std::printf("resumed from %s at step %lld (epoch %lld, batch %lld)\n", a.checkpoint.c_str(), (long long)step,
-                (long long)start_epoch + 1, (long long)skip);
+    if (lead)
+      std::printf("resumed from %s at step %lld (epoch %lld, batch %lld)\n", a.checkpoint.c_str(), (long long)step,
+                  (long long)start_epoch + 1, (long long)skip);
   }
   if (start_epoch >= a.epochs) {
-    std::printf("the checkpoint is already at the end of epoch %lld; nothing to do\n", (long long)a.epochs);
+    if (lead) std::printf("the checkpoint is already at the end of epoch %lld; nothing to do\n", (long long)a.epochs);
     return 0;
   }
   int64_t params = 0;
   for (const auto& p : model->parameters()) params += p.numel();
-  std::printf("model %s%s, %lld parameters; device %s%s%s; SGD nesterov lr %g (%s) wd %g, label smoothing %g; "
+  if (lead && world > 1)
+    std::printf("distributed: %d ranks over MPI, batch %lld per rank (global %lld)\n", world, (long long)a.batch_size,
+                (long long)a.batch_size * world);
+  if (lead) std::printf("model %s%s, %lld parameters; device %s%s%s; SGD nesterov lr %g (%s) wd %g, label smoothing %g; "
               "%lld training images%s, batch %lld\n",
               a.arch.c_str(), a.cifar_stem ? " (CIFAR stem)" : "", (long long)params, device.str().c_str(),
               use_amp ? (", amp " + a.amp).c_str() : "", a.checkpointing ? ", checkpointing" : "", a.lr,
@@ -261,21 +279,26 @@ int run(const Args& a) {
               a.synthetic ? " (synthetic)" : "", (long long)a.batch_size);
 
   const bool fresh_csv = !a.resume || !std::filesystem::exists(a.csv);
-  std::ofstream csv(a.csv, fresh_csv ? std::ios::trunc : std::ios::app);
-  NABLA_CHECK(csv.good(), nb::IOError, "resnet: cannot write the metrics file ", a.csv);
-  if (fresh_csv) csv << "epoch,step,lr,train_loss,test_loss,test_accuracy,epoch_seconds,images_per_second\n";
+  std::ofstream csv;
+  if (lead) {
+    csv.open(a.csv, fresh_csv ? std::ios::trunc : std::ios::app);
+    NABLA_CHECK(csv.good(), nb::IOError, "resnet: cannot write the metrics file ", a.csv);
+    if (fresh_csv) csv << "epoch,step,lr,train_loss,test_loss,test_accuracy,epoch_seconds,images_per_second\n";
+  }
 
   auto save = [&](int64_t at_step) {
+    if (!lead) return;
     auto [seed, offset] = nb::default_generator().state();
     nb::io::save_checkpoint(a.checkpoint, *model, &opt, schedule.get(), at_step,
                             {{"rng_seed", std::to_string(seed)}, {"rng_offset", std::to_string(offset)}, {"arch", a.arch},
                              {"cifar_stem", std::to_string(a.cifar_stem)}, {"epochs", std::to_string(a.epochs)},
-                             {"schedule", a.schedule}, {"steps_per_epoch", std::to_string(steps_per_epoch)}},
+                             {"schedule", a.schedule}, {"steps_per_epoch", std::to_string(steps_per_epoch)},
+                             {"world_size", std::to_string(world)}},
                             &scaler);
   };
   nb::CrossEntropyOptions ce;
   ce.label_smoothing = a.label_smoothing;
-  const bool tty = a.progress && isatty(fileno(stdout));
+  const bool tty = a.progress && isatty(fileno(stdout)) && lead;
   const double t_start = Progress::now();
   Eval last{0, 0};
   for (int64_t epoch = start_epoch; epoch < a.epochs; ++epoch) {
@@ -295,7 +318,7 @@ int run(const Args& a) {
       {
         std::optional<nb::amp::autocast> autocast;
         if (use_amp) autocast.emplace(device.type, amp_dtype);
-        loss = nb::cross_entropy(model->forward(b.data), b.target, ce);
+        loss = nb::cross_entropy(forward(b.data), b.target, ce);
       }
       scaler.scale(loss).backward();
       scaler.step(opt);  // opt.step() unless the scaled gradients overflowed (f16)
@@ -307,17 +330,22 @@ int run(const Args& a) {
         (void)loss_sum.item<double>();  // waits for the device
         timed_seconds += Progress::now() - s0, timed_images += b.target.size(0);
       }
-      if (bar.due(it.index() + 1)) bar.update(it.index() + 1, loss_sum.item<double>() / static_cast<double>(batches), images);
+      if (lead && bar.due(it.index() + 1)) bar.update(it.index() + 1, loss_sum.item<double>() / static_cast<double>(batches), images);
       if (a.checkpoint_every > 0 && step % a.checkpoint_every == 0 && it.index() + 1 < steps_per_epoch) save(step);
       if (a.max_steps > 0 && step >= a.max_steps) {
-        std::printf("\nstopping at step %lld (--max-steps), without a checkpoint of this step\n", (long long)step);
+        if (lead) std::printf("\nstopping at step %lld (--max-steps), without a checkpoint of this step\n", (long long)step);
         return 3;
       }
     }
     const double seconds = Progress::now() - t0;
-    const double train_loss = loss_sum.item<double>() / static_cast<double>(std::max<int64_t>(1, batches));
+    double train_loss = loss_sum.item<double>() / static_cast<double>(std::max<int64_t>(1, batches));
     if (a.synthetic) {
-      std::printf("train step: %.1f img/s over %lld images after one warm-up batch (%s, %lldx%lld, batch %lld%s%s); "
+      if (world > 1) {  // each rank's line, then the aggregate
+        ranks.report(timed_images / std::max(timed_seconds, 1e-9), timed_seconds);
+        auto v = ranks.sum({timed_images / std::max(timed_seconds, 1e-9)});
+        if (lead) std::printf("aggregate over %d ranks: %.1f img/s\n", world, v[0]);
+      }
+      if (lead) std::printf("train step: %.1f img/s over %lld images after one warm-up batch (%s, %lldx%lld, batch %lld%s%s); "
                   "peak RSS %.0f MiB; peak %s memory %.0f MiB\n",
                   timed_images / std::max(timed_seconds, 1e-9), (long long)timed_images, a.arch.c_str(),
                   (long long)a.image_size, (long long)a.image_size, (long long)a.batch_size,
@@ -329,17 +357,28 @@ int run(const Args& a) {
       if (use_amp) autocast.emplace(device.type, amp_dtype);
       last = evaluate(*model, *test);
     }
+    double throughput = images / seconds;  // this rank's; with --distributed the sum over ranks
+    if (world > 1 && !a.synthetic) {
+      ranks.report(throughput, seconds);
+      const double n_test = static_cast<double>(test_set->size());
+      auto v = ranks.sum({last.loss * n_test, last.accuracy * n_test, n_test, throughput, train_loss});
+      last = {v[0] / v[2], v[1] / v[2]};
+      throughput = v[3];
+      train_loss = v[4] / world;
+    }
     save(step);
-    if (!a.synthetic)
+    if (!a.synthetic && lead)
       std::printf("epoch %lld: train loss %.4f, test loss %.4f, test accuracy %.2f%% (%lld/%lld), %.1f s, %.0f img/s\n",
                   (long long)epoch + 1, train_loss, last.loss, 100 * last.accuracy,
-                  (long long)std::llround(last.accuracy * static_cast<double>(test_set->size())), (long long)test_set->size(),
-                  seconds, images / seconds);
-    csv << epoch + 1 << "," << step << "," << lr << "," << train_loss << "," << last.loss << "," << last.accuracy << ","
-        << seconds << "," << images / seconds << "\n";
-    csv.flush();
+                  (long long)std::llround(last.accuracy * static_cast<double>(test_total)), (long long)test_total, seconds,
+                  throughput);
+    if (lead) {
+      csv << epoch + 1 << "," << step << "," << lr << "," << train_loss << "," << last.loss << "," << last.accuracy << ","
+          << seconds << "," << throughput << "\n";
+      csv.flush();
+    }
   }
-  if (!a.synthetic)
+  if (!a.synthetic && lead)
     std::printf("test accuracy %.2f%% after %lld epochs; total time %s; checkpoint %s, metrics %s\n", 100 * last.accuracy,
                 (long long)a.epochs, nabla_example::clock_str(Progress::now() - t_start).c_str(), a.checkpoint.c_str(),
                 a.csv.c_str());

@@ -1,0 +1,135 @@
+#pragma once
+// The examples' --distributed: one process per rank (`mpirun -np N <example> --distributed`),
+// DistributedDataParallel around the model, a DistributedSampler for the training set, each rank
+// scoring a slice of the test set, sums across ranks for the epoch line, and rank 0 alone
+// writing. Built with MPI when the example links nabla::distributed (NABLA_EXAMPLE_DISTRIBUTED);
+// without it --distributed is a clear error.
+
+#include <cstdio>
+#include <exception>
+#include <functional>
+#include <memory>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include <nabla/data.hpp>
+#include <nabla/nabla.hpp>
+#if defined(NABLA_EXAMPLE_DISTRIBUTED)
+#include <nabla/distributed.hpp>
+#endif
+
+namespace nabla_example {
+
+class Ranks {
+ public:
+  // Starts the process group when `distributed` (the program's name goes into errors).
+  Ranks(bool distributed, const std::string& program) : program_(program) {
+    if (!distributed) return;
+#if defined(NABLA_EXAMPLE_DISTRIBUTED)
+    nabla::distributed::init_process_group("mpi");
+    enabled_ = true;
+    rank_ = nabla::distributed::get_rank();
+    world_ = nabla::distributed::get_world_size();
+    local_rank_ = nabla::distributed::get_local_rank();
+#else
+    throw nabla::ValueError(program + ": --distributed: this " + program +
+                            " was built without MPI (install libopenmpi-dev and rebuild)");
+#endif
+  }
+  // Unwinding from an error on this rank: the others are told (they raise DistributedError
+  // instead of waiting out the timeout) and MPI is left unfinalised (it would wait for them).
+  ~Ranks() {
+    if (enabled_ && std::uncaught_exceptions() > 0) abort(program_ + " stopped by an error on rank " + std::to_string(rank_));
+    finish();
+  }
+  Ranks(const Ranks&) = delete;
+  Ranks& operator=(const Ranks&) = delete;
+
+  bool enabled() const { return enabled_; }
+  int rank() const { return rank_; }
+  int world() const { return world_; }
+  int local_rank() const { return local_rank_; }
+  bool lead() const { return rank_ == 0; }  // writes checkpoints and CSV, prints the progress
+
+  // The training order: every rank the same permutation, each taking every world-th example.
+  void shard(nabla::data::DataLoaderOptions& options, int64_t dataset_size, uint64_t seed) const {
+    if (!enabled_) {
+      options.shuffle(true);
+      return;
+    }
+    options.sampler(std::make_shared<nabla::data::DistributedSampler>(dataset_size, world_, rank_, true, seed));
+  }
+  // This rank's contiguous slice [from, to) of n evaluation examples.
+  std::pair<int64_t, int64_t> slice(int64_t n) const { return {n * rank_ / world_, n * (rank_ + 1) / world_}; }
+
+  // What training calls for the model's forward: the model, or DistributedDataParallel around it
+  // (rank 0's weights everywhere; gradients averaged over the ranks during backward).
+  template <class M>
+  std::function<nabla::Tensor(const nabla::Tensor&)> wrap(const std::shared_ptr<M>& model) {
+#if defined(NABLA_EXAMPLE_DISTRIBUTED)
+    if (enabled_) {
+      auto ddp = std::make_shared<nabla::distributed::DistributedDataParallel<M>>(model);
+      stats_ = [ddp] { return ddp->comm_stats(); };
+      return [ddp](const nabla::Tensor& x) { return ddp->forward(x); };
+    }
+#endif
+    return [model](const nabla::Tensor& x) { return model->forward(x); };
+  }
+
+  // values summed over the ranks (unchanged on one process).
+  std::vector<double> sum(std::vector<double> values) const {
+#if defined(NABLA_EXAMPLE_DISTRIBUTED)
+    if (enabled_) {
+      nabla::Tensor t = nabla::from_vector(values, {static_cast<int64_t>(values.size())}, nabla::kFloat64);
+      nabla::distributed::all_reduce(t);
+      return t.to_vector<double>();
+    }
+#endif
+    return values;
+  }
+
+  // Each rank's line after an epoch: its throughput and the time backward waited for the
+  // gradient all-reduces (in rank order).
+  void report(double images_per_second, double seconds) const {
+#if defined(NABLA_EXAMPLE_DISTRIBUTED)
+    if (!enabled_) return;
+    const auto s = stats_ ? stats_() : nabla::distributed::CommStats{};
+    for (int r = 0; r < world_; ++r) {
+      if (r == rank_)
+        std::printf("rank %d: %.0f img/s, %.2f s of %.1f s waiting for gradient all-reduces (%.1f%%), %.1f MB all-reduced\n",
+                    rank_, images_per_second, s.wait_seconds, seconds, 100 * s.wait_seconds / seconds, s.bytes / 1e6);
+      std::fflush(stdout);
+      nabla::distributed::barrier();
+    }
+#else
+    (void)images_per_second, (void)seconds;
+#endif
+  }
+
+  // Ends the process group (all ranks, after the last collective).
+  void finish() {
+#if defined(NABLA_EXAMPLE_DISTRIBUTED)
+    if (enabled_) nabla::distributed::destroy_process_group();
+    enabled_ = false;
+#endif
+  }
+  // After an error on this rank: the others stop with its message instead of timing out.
+  static void abort(const std::string& why) {
+#if defined(NABLA_EXAMPLE_DISTRIBUTED)
+    nabla::distributed::abort(why);
+#else
+    (void)why;
+#endif
+  }
+
+ private:
+  std::string program_;
+  bool enabled_ = false;
+  int rank_ = 0, world_ = 1, local_rank_ = 0;
+#if defined(NABLA_EXAMPLE_DISTRIBUTED)
+  std::function<nabla::distributed::CommStats()> stats_;
+#endif
+};
+
+}  // namespace nabla_example
