@@ -140,9 +140,9 @@ class Reducer {
   Reducer(const Reducer&) = delete;
   Reducer& operator=(const Reducer&) = delete;
 
-  // Before a forward: finish an interrupted iteration's bookkeeping, rebuild the buckets once.
+  // Before a forward: after the first synchronised iteration, rebuild the buckets once.
   void prepare_for_forward() {
-    if (!rebuilt_ && iterations_ >= 1 && group("DistributedDataParallel").world_size() >= 1) rebuild_buckets();
+    if (!rebuilt_ && iterations_ >= 1) rebuild_buckets();
   }
 
   // After a forward whose outputs will be back-propagated: arm the hooks (unless no_sync).
@@ -168,7 +168,7 @@ class Reducer {
 
   bool armed() const { return armed_; }
   const CommStats& stats() const { return stats_; }
-  const std::vector<std::vector<size_t>> bucket_indices() const {
+  std::vector<std::vector<size_t>> bucket_indices() const {
     std::vector<std::vector<size_t>> out;
     for (const auto& b : buckets_) out.push_back(b.vars);
     return out;
