@@ -19,6 +19,8 @@
 #include <nabla/distributed.hpp>
 #endif
 
+#include "example_cli.hpp"
+
 namespace nabla_example {
 
 class Ranks {
@@ -105,6 +107,19 @@ class Ranks {
 #else
     (void)images_per_second, (void)seconds;
 #endif
+  }
+
+  // After an epoch: each rank's line, then this rank's figures turned into the run's: the test
+  // loss and accuracy over every rank's slice (test_size: this rank's), the throughputs summed,
+  // the train losses averaged. Nothing on one process.
+  void combine_epoch(Eval& eval, int64_t test_size, double& throughput, double& train_loss, double seconds) const {
+    if (!enabled_ || world_ == 1) return;
+    report(throughput, seconds);
+    const double n = static_cast<double>(test_size);
+    auto v = sum({eval.loss * n, eval.accuracy * n, n, throughput, train_loss});
+    if (v[2] > 0) eval = {v[0] / v[2], v[1] / v[2]};
+    throughput = v[3];
+    train_loss = v[4] / world_;
   }
 
   // Ends the process group (all ranks, after the last collective).

@@ -358,14 +358,7 @@ int run(const Args& a) {
       last = evaluate(*model, *test);
     }
     double throughput = images / seconds;  // this rank's; with --distributed the sum over ranks
-    if (world > 1 && !a.synthetic) {
-      ranks.report(throughput, seconds);
-      const double n_test = static_cast<double>(test_set->size());
-      auto v = ranks.sum({last.loss * n_test, last.accuracy * n_test, n_test, throughput, train_loss});
-      last = {v[0] / v[2], v[1] / v[2]};
-      throughput = v[3];
-      train_loss = v[4] / world;
-    }
+    if (!a.synthetic) ranks.combine_epoch(last, test_set->size(), throughput, train_loss, seconds);
     save(step);
     if (!a.synthetic && lead)
       std::printf("epoch %lld: train loss %.4f, test loss %.4f, test accuracy %.2f%% (%lld/%lld), %.1f s, %.0f img/s\n",

@@ -446,6 +446,21 @@ class ProcessGroup {
 inline SyncCall::SyncCall() : prev(ProcessGroup::inline_allowed()) { ProcessGroup::inline_allowed() = true; }
 inline SyncCall::~SyncCall() { ProcessGroup::inline_allowed() = prev; }
 
+// PyTorch's async_op convention: start the collective (inline when it is synchronous), then
+// either hand back the Work or wait for it and return null.
+template <class Start>
+WorkHandle start_or_wait(bool async_op, Start&& start) {
+  WorkHandle w;
+  {
+    std::optional<SyncCall> sync;
+    if (!async_op) sync.emplace();
+    w = start();
+  }
+  if (async_op) return w;
+  w->wait();
+  return nullptr;
+}
+
 inline std::unique_ptr<ProcessGroup>& default_group() {
   static std::unique_ptr<ProcessGroup> group;
   return group;
@@ -676,14 +691,7 @@ inline WorkHandle barrier_async() {
     g.run_mpi("barrier", [&](MPI_Request* r) { return MPI_Ibarrier(g.comm(), r); });
   });
 }
-inline void barrier() {
-  WorkHandle w;
-  {
-    detail::SyncCall sync;
-    w = barrier_async();
-  }
-  w->wait();
-}
+inline void barrier() { detail::start_or_wait(false, [] { return barrier_async(); }); }
 
 // tensor <- op over every rank's tensor, in place.
 inline WorkHandle all_reduce_async(const Tensor& tensor, ReduceOp op = ReduceOp::SUM) {
@@ -707,15 +715,7 @@ inline WorkHandle all_reduce_async(const Tensor& tensor, ReduceOp op = ReduceOp:
 }
 // PyTorch's form: returns the Work when async_op, else waits and returns null.
 inline WorkHandle all_reduce(const Tensor& tensor, ReduceOp op = ReduceOp::SUM, bool async_op = false) {
-  WorkHandle w;
-  {
-    std::optional<detail::SyncCall> sync;
-    if (!async_op) sync.emplace();
-    w = all_reduce_async(tensor, op);
-  }
-  if (async_op) return w;
-  w->wait();
-  return nullptr;
+  return detail::start_or_wait(async_op, [&] { return all_reduce_async(tensor, op); });
 }
 
 // tensor <- rank src's tensor.
@@ -738,15 +738,7 @@ inline WorkHandle broadcast_async(const Tensor& tensor, int src) {
   return work;
 }
 inline WorkHandle broadcast(const Tensor& tensor, int src, bool async_op = false) {
-  WorkHandle w;
-  {
-    std::optional<detail::SyncCall> sync;
-    if (!async_op) sync.emplace();
-    w = broadcast_async(tensor, src);
-  }
-  if (async_op) return w;
-  w->wait();
-  return nullptr;
+  return detail::start_or_wait(async_op, [&] { return broadcast_async(tensor, src); });
 }
 
 namespace detail {
@@ -813,15 +805,7 @@ inline WorkHandle all_gather_async(std::vector<Tensor>& output_tensors, const Te
   });
 }
 inline WorkHandle all_gather(std::vector<Tensor>& output_tensors, const Tensor& input, bool async_op = false) {
-  WorkHandle w;
-  {
-    std::optional<detail::SyncCall> sync;
-    if (!async_op) sync.emplace();
-    w = all_gather_async(output_tensors, input);
-  }
-  if (async_op) return w;
-  w->wait();
-  return nullptr;
+  return detail::start_or_wait(async_op, [&] { return all_gather_async(output_tensors, input); });
 }
 // output (world_size * input.numel() elements: [world*d0, ...] or [world, ...]) <- the inputs
 // of every rank, concatenated in rank order (torch.distributed.all_gather_into_tensor).
@@ -831,15 +815,12 @@ inline WorkHandle all_gather_into_tensor(const Tensor& output, const Tensor& inp
   NABLA_CHECK(output.defined() && output.numel() == input.numel() * g.world_size() && output.dtype() == input.dtype(), ShapeError,
               "distributed::all_gather_into_tensor: output ", ::nabla::detail::describe(output), " must hold world_size (",
               g.world_size(), ") times the input ", ::nabla::detail::describe(input));
-  std::optional<detail::SyncCall> sync;
-  if (!async_op) sync.emplace();
-  auto w = detail::all_gather_flat(input, [output](const Tensor& flat) {
-    NoGradGuard no_grad;
-    output.detach().copy_(flat.view(output.sizes()));
+  return detail::start_or_wait(async_op, [&] {
+    return detail::all_gather_flat(input, [output](const Tensor& flat) {
+      NoGradGuard no_grad;
+      output.detach().copy_(flat.view(output.sizes()));
+    });
   });
-  if (async_op) return w;
-  w->wait();
-  return nullptr;
 }
 
 // output <- op over every rank's input_list[my rank] (torch.distributed.reduce_scatter).
@@ -856,12 +837,7 @@ inline WorkHandle reduce_scatter(const Tensor& output, const std::vector<Tensor>
                 ::nabla::detail::describe(t));
     flat.push_back(t.detach().to(Device::cpu()).reshape({-1}));
   }
-  std::optional<detail::SyncCall> sync;
-  if (!async_op) sync.emplace();
-  auto w = detail::reduce_scatter_flat(output, cat(flat, 0), op);
-  if (async_op) return w;
-  w->wait();
-  return nullptr;
+  return detail::start_or_wait(async_op, [&] { return detail::reduce_scatter_flat(output, cat(flat, 0), op); });
 }
 inline WorkHandle reduce_scatter_async(const Tensor& output, const std::vector<Tensor>& input_list, ReduceOp op = ReduceOp::SUM) {
   return reduce_scatter(output, input_list, op, true);
@@ -875,12 +851,7 @@ inline WorkHandle reduce_scatter_tensor(const Tensor& output, const Tensor& inpu
   NABLA_CHECK(input.defined() && input.numel() == output.numel() * g.world_size() && input.dtype() == output.dtype(), ShapeError,
               "distributed::reduce_scatter_tensor: input ", ::nabla::detail::describe(input), " must hold world_size (",
               g.world_size(), ") times the output ", ::nabla::detail::describe(output));
-  std::optional<detail::SyncCall> sync;
-  if (!async_op) sync.emplace();
-  auto w = detail::reduce_scatter_flat(output, input.detach().to(Device::cpu()).contiguous().reshape({-1}), op);
-  if (async_op) return w;
-  w->wait();
-  return nullptr;
+  return detail::start_or_wait(async_op, [&] { return detail::reduce_scatter_flat(output, input.detach().to(Device::cpu()).contiguous().reshape({-1}), op); });
 }
 
 }  // namespace distributed
