@@ -17,10 +17,11 @@ int main(int argc, char** argv) {
   const std::string mode = argc > 1 ? argv[1] : "";
   dist::init_process_group("mpi");
   const int rank = dist::get_rank();
-  dist::barrier();
   const auto start = std::chrono::steady_clock::now();
   auto seconds = [&] { return std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count(); };
   try {
+    // (inside the try: a rank can leave the barrier, and fail, before the others have left it)
+    dist::barrier();
     if (mode == "throw" && rank == 1) throw std::runtime_error("rank 1 fails on purpose");
     if (mode == "hang" && rank == 1) {
       std::this_thread::sleep_for(std::chrono::seconds(20));
@@ -34,7 +35,7 @@ int main(int argc, char** argv) {
     std::fflush(stdout);
     dist::destroy_process_group();  // broken: drops the group without MPI_Finalize
     // mpirun ends the whole job when the first rank exits: give the others time to report
-    std::this_thread::sleep_for(std::chrono::seconds(1));
+    std::this_thread::sleep_for(std::chrono::seconds(2));
     std::_Exit(3);
   }
   dist::destroy_process_group();
