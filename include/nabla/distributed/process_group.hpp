@@ -233,7 +233,9 @@ class ProcessGroup {
     }
     queue_cv_.notify_all();
     if (worker_.joinable()) worker_.join();
-    if (broken()) return;
+    int finalized = 0;
+    MPI_Finalized(&finalized);
+    if (broken() || finalized) return;  // a failed group, or MPI already ended by the program
     {
       std::lock_guard<std::mutex> lock(mpi_mutex_);
       // Every rank reaches here in step: the pending abort receive is completed by a message
