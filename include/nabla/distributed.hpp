@@ -5,4 +5,4 @@
 
 #include "nabla.hpp"
 #include "distributed/ddp.hpp"
-#include "distributed/process_group.hpp"
+#include "distributed/collectives.hpp"

@@ -41,7 +41,7 @@
 #include "../data/sampler.hpp"
 #include "../nn/module.hpp"
 #include "../nn/options.hpp"
-#include "process_group.hpp"
+#include "collectives.hpp"
 
 namespace nabla {
 namespace distributed {
