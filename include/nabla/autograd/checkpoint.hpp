@@ -18,6 +18,7 @@
 #include "../core/random.hpp"
 #include "../ops/copy.hpp"
 #include "node.hpp"
+#include "trace.hpp"
 
 namespace nabla {
 namespace autograd {
@@ -177,7 +178,8 @@ inline constexpr bool is_checkpoint_result_v = std::is_same_v<R, Tensor> || std:
 // Runs call() (which calls fn on `inputs`) as a checkpointed region and returns its result.
 template <class Call>
 auto run_checkpointed(Call call, const std::vector<Tensor>& inputs, bool preserve_rng_state) {
-  if (!GradMode::is_enabled()) return call(inputs);  // nothing will run backward: just run it
+  // nothing will run backward, or a trace (ONNX export) records the forward: just run it
+  if (!GradMode::is_enabled() || trace::detail::state().tracer != nullptr) return call(inputs);
   auto frame = std::make_shared<CheckpointFrame>([call](const std::vector<Tensor>& in) { (void)call(in); },
                                                  preserve_rng_state);
   frame->save_inputs(inputs);

@@ -2,6 +2,7 @@
 // The op codes the Backend interface speaks: X-macro lists of elementwise ops (one row per op;
 // the math of each is a functor in backend/functors.hpp), reductions, and their parameters.
 
+#include <cstddef>
 #include <cstdint>
 
 namespace nabla {
@@ -25,6 +26,18 @@ namespace nabla {
 enum class UnaryOp : uint8_t { NABLA_UNARY_OPS(NABLA_ENUM_ROW) };
 enum class BinaryOp : uint8_t { NABLA_BINARY_OPS(NABLA_ENUM_ROW) };
 #undef NABLA_ENUM_ROW
+
+// The op codes' names as written above ("Relu", "GeluTanh", "Add", "Le"): what a trace records.
+#define NABLA_NAME_ROW(name) #name,
+inline const char* op_name(UnaryOp op) {
+  static constexpr const char* names[] = {NABLA_UNARY_OPS(NABLA_NAME_ROW)};
+  return names[static_cast<size_t>(op)];
+}
+inline const char* op_name(BinaryOp op) {
+  static constexpr const char* names[] = {NABLA_BINARY_OPS(NABLA_NAME_ROW)};
+  return names[static_cast<size_t>(op)];
+}
+#undef NABLA_NAME_ROW
 
 // The unary ops that only make sense on floating point (int inputs are promoted to float32).
 constexpr bool is_float_unary(UnaryOp op) { return op >= UnaryOp::Exp && op <= UnaryOp::Erf; }

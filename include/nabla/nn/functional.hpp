@@ -64,6 +64,12 @@ inline Tensor linear(const Tensor& x, const Tensor& weight, const Tensor& bias =
   nabla::detail::check_defined(x, "linear");
   nabla::detail::check_defined(weight, "linear");
   if (auto ac = NABLA_AUTOCAST(linear, x, weight, bias)) return linear(ac[0], ac[1], ac[2]);
+  if (trace::active()) {
+    trace::Scope scope;
+    Tensor y = linear(x, weight, bias);
+    scope.record("Linear", {x, weight, bias}, {y});
+    return y;
+  }
   NABLA_CHECK(weight.dim() == 2, ShapeError, "linear: weight must be [out_features, in_features], got ",
               nabla::detail::describe(weight));
   NABLA_CHECK(x.dim() >= 1 && x.size(-1) == weight.size(1), ShapeError, "linear: input ", nabla::detail::describe(x),
@@ -95,6 +101,13 @@ inline Tensor layer_norm(const Tensor& x, const Shape& normalized_shape, const T
                          const Tensor& bias = Tensor(), double eps = 1e-5) {
   nabla::detail::check_defined(x, "layer_norm");
   if (auto ac = NABLA_AUTOCAST(layer_norm, x, weight, bias)) return layer_norm(ac[0], normalized_shape, ac[1], ac[2], eps);
+  if (trace::active()) {
+    trace::Scope scope;
+    Tensor y = layer_norm(x, normalized_shape, weight, bias, eps);
+    scope.record("LayerNorm", {x, weight, bias}, {y},
+                 {{"axis", -static_cast<int64_t>(normalized_shape.size())}, {"epsilon", eps}});
+    return y;
+  }
   const int64_t k = static_cast<int64_t>(normalized_shape.size());
   NABLA_CHECK(k >= 1 && x.dim() >= k, ShapeError, "layer_norm: normalized_shape ", shape_str(normalized_shape),
               " does not fit input ", nabla::detail::describe(x));
@@ -136,6 +149,12 @@ inline Tensor dropout(const Tensor& x, double p = 0.5, bool training = true) {
   NABLA_CHECK(p >= 0.0 && p <= 1.0, ValueError, "dropout: probability must be in [0, 1], got ", p);
   NABLA_CHECK(x.is_floating_point(), DTypeError, "dropout: expected a floating-point input, got ", nabla::detail::describe(x));
   if (!training || p == 0.0) return x;
+  if (trace::active()) {  // random in training: not exportable (the exporter says so)
+    trace::Scope scope;
+    Tensor y = dropout(x, p, training);
+    scope.record("Dropout", {x}, {y}, {{"p", p}});
+    return y;
+  }
   if (p == 1.0) return x * 0;
   // The scaled keep-mask (0 or 1 / (1 - p), same elements as dropout_mask) in one pass.
   Tensor mask = nabla::detail::random_tensor(x.sizes(), x.options().requires_grad(false),
@@ -152,6 +171,12 @@ inline Tensor dropout2d(const Tensor& x, double p = 0.5, bool training = true) {
               nabla::detail::describe(x));
   NABLA_CHECK(x.is_floating_point(), DTypeError, "dropout2d: expected a floating-point input, got ", nabla::detail::describe(x));
   if (!training || p == 0.0) return x;
+  if (trace::active()) {
+    trace::Scope scope;
+    Tensor y = dropout2d(x, p, training);
+    scope.record("Dropout", {x}, {y}, {{"p", p}});
+    return y;
+  }
   if (p == 1.0) return x * 0;
   Shape channels = x.dim() == 4 ? Shape{x.size(0), x.size(1), 1, 1} : Shape{x.size(0), 1, 1};
   Tensor mask = nabla::detail::random_tensor(channels, x.options().requires_grad(false),
@@ -166,6 +191,12 @@ inline Tensor dropout2d(const Tensor& x, double p = 0.5, bool training = true) {
 inline Tensor embedding(const Tensor& indices, const Tensor& weight, std::optional<int64_t> padding_idx = std::nullopt) {
   nabla::detail::check_defined(indices, "embedding");
   nabla::detail::check_defined(weight, "embedding");
+  if (trace::active()) {  // a Gather of rows
+    trace::Scope scope;
+    Tensor y = embedding(indices, weight, padding_idx);
+    scope.record("Gather", {weight, indices}, {y}, {{"axis", int64_t{0}}});
+    return y;
+  }
   NABLA_CHECK(weight.dim() == 2, ShapeError, "embedding: weight must be [num_embeddings, embedding_dim], got ",
               nabla::detail::describe(weight));
   NABLA_CHECK(indices.dtype() == kInt64 || indices.dtype() == kInt32, DTypeError,

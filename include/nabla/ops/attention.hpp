@@ -177,6 +177,13 @@ inline Tensor scaled_dot_product_attention(const Tensor& query, const Tensor& ke
                                                                  : attn_mask,
                                         dropout_p, is_causal, scale);
   detail::sdpa_check(query, key, value, attn_mask, dropout_p, is_causal);
+  if (trace::active()) {
+    trace::Scope scope;
+    Tensor y = scaled_dot_product_attention(query, key, value, attn_mask, dropout_p, is_causal, scale);
+    scope.record("Attention", {query, key, value, attn_mask}, {y},
+                 {{"scale", detail::sdpa_scale(query, scale)}, {"is_causal", int64_t{is_causal}}, {"dropout_p", dropout_p}});
+    return y;
+  }
   const double sc = detail::sdpa_scale(query, scale);
   const SdpaKernels* k = detail::sdpa_fusable(query, key, value, attn_mask, dropout_p)
                              ? sdpa_kernels().find(query.device(), query.dtype())

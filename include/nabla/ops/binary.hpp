@@ -18,6 +18,7 @@ inline Tensor binary_forward(BinaryOp op, const char* name, const Tensor& a, con
   Shape shape = broadcast_shapes(a.sizes(), b.sizes(), name);
   Tensor out = empty(shape, TensorOptions(out_dtype).device(dev));
   if (out.numel() > 0) backend(dev).binary(op, out, cast(a, compute), cast(b, compute));
+  if (trace::active()) trace::record(op_name(op), {a, b}, {out}, {{"dtype", static_cast<int64_t>(compute)}});
   return out;
 }
 
@@ -41,6 +42,7 @@ inline Tensor where(const Tensor& cond, const Tensor& a, const Tensor& b) {
   DType dt = detail::result_type({a, b});
   Tensor out = empty(shape, TensorOptions(dt).device(dev));
   if (out.numel() > 0) backend(dev).where(out, cond, detail::cast(a, dt), detail::cast(b, dt));
+  if (trace::active()) trace::record("Where", {cond, a, b}, {out}, {{"dtype", static_cast<int64_t>(dt)}});
   if (autograd::needs_grad(a, b))
     autograd::record("WhereBackward0", out, {a, b}, [c = autograd::save(cond)](const Tensor& g, autograd::NeedsGrad need) {
       Tensor cv = c.unpack(), z = detail::zero_like_scalar(g);

@@ -5,6 +5,7 @@
 #include <initializer_list>
 
 #include "../autograd/node.hpp"
+#include "../autograd/trace.hpp"
 #include "../backend/backend.hpp"
 
 namespace nabla {

@@ -295,6 +295,21 @@ inline Tensor conv2d(const Tensor& input, const Tensor& weight, const Tensor& bi
   detail::check_defined(weight, "conv2d");
   if (auto ac = NABLA_AUTOCAST(conv2d, input, weight, bias))
     return conv2d(ac[0], ac[1], ac[2], stride, padding, dilation, groups, channels_last);
+  if (trace::active()) {  // one Conv record; the ops inside do not report
+    trace::Scope scope;
+    Tensor y = conv2d(input, weight, bias, stride, padding, dilation, groups, channels_last);
+    int64_t t = padding.h, l = padding.w, b = padding.h, r = padding.w;
+    if (padding.mode == "valid") t = l = b = r = 0;
+    if (padding.mode == "same") {
+      const int64_t th = dilation.h * (weight.size(2) - 1), tw = dilation.w * (weight.size(3) - 1);
+      t = th / 2, b = th - t, l = tw / 2, r = tw - l;
+    }
+    scope.record("Conv", {input, weight, bias}, {y},
+                 {{"strides", std::vector<int64_t>{stride.h, stride.w}}, {"pads", std::vector<int64_t>{t, l, b, r}},
+                  {"dilations", std::vector<int64_t>{dilation.h, dilation.w}}, {"group", groups},
+                  {"channels_last", int64_t{channels_last}}});
+    return y;
+  }
   Tensor x = channels_last && input.dim() == 4 ? input.permute({0, 3, 1, 2}) : input;
   NABLA_CHECK(x.dim() == 4, ShapeError, "conv2d: expected a 4-D input, got ", detail::describe(input));
   NABLA_CHECK(weight.dim() == 4, ShapeError, "conv2d: weight must be [out, in / groups, kh, kw], got ",

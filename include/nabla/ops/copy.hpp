@@ -59,6 +59,7 @@ inline Tensor Tensor::clone() const {
   detail::copy_backend(out, *this).copy(out, *this);
   if (autograd::needs_grad(*this))
     autograd::record("CloneBackward0", out, {*this}, [](const Tensor& g, autograd::NeedsGrad) { return TensorList{g}; });
+  if (trace::active()) trace::record("Identity", {*this}, {out});
   return out;
 }
 
@@ -69,6 +70,7 @@ inline Tensor Tensor::to(Device device, DType dtype) const {
   detail::copy_backend(out, *this).copy(out, *this);
   if (nabla::is_floating_point(dtype) && autograd::needs_grad(*this))  // engine converts g back
     autograd::record("ToCopyBackward0", out, {*this}, [](const Tensor& g, autograd::NeedsGrad) { return TensorList{g}; });
+  if (trace::active()) trace::record("Cast", {*this}, {out}, {{"dtype", static_cast<int64_t>(dtype)}});
   return out;
 }
 inline Tensor Tensor::to(DType dtype) const { return to(device(), dtype); }

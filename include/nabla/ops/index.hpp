@@ -27,6 +27,12 @@ inline void check_gather_shapes(const Tensor& x, int64_t d, const Tensor& index,
 // Rows (or slices along dim) of x picked by a 0-D or 1-D index; the result keeps x's rank.
 inline Tensor index_select(const Tensor& x, int64_t dim, const Tensor& index) {
   detail::check_defined(x, "index_select");
+  if (trace::active()) {
+    trace::Scope scope;
+    Tensor y = index_select(x, dim, index);
+    scope.record("Gather", {x, index}, {y}, {{"axis", wrap_dim(dim, x.dim(), "index_select")}});
+    return y;
+  }
   Tensor idx = detail::as_index(index, "index_select");
   NABLA_CHECK(idx.dim() <= 1, ShapeError, "index_select: index must be 0-D or 1-D, got ", detail::describe(index));
   NABLA_CHECK(x.dim() >= 1, ShapeError, "index_select: input must have at least one dimension, got ", detail::describe(x));

@@ -12,6 +12,12 @@ inline Tensor cat(const std::vector<Tensor>& tensors, int64_t dim = 0) {
   NABLA_CHECK(!tensors.empty(), ValueError, "cat: expected a non-empty list of tensors");
   if (auto ac = NABLA_AUTOCAST(cat, tensors)) return cat(ac.list(), dim);
   for (const auto& t : tensors) detail::check_defined(t, "cat");
+  if (trace::active()) {
+    trace::Scope scope;
+    Tensor y = cat(tensors, dim);
+    scope.record("Concat", tensors, {y}, {{"axis", wrap_dim(dim, std::max<int64_t>(tensors[0].dim(), 1), "cat")}});
+    return y;
+  }
   const Tensor& first = tensors[0];
   NABLA_CHECK(first.dim() > 0, ShapeError, "cat: zero-dimensional tensors cannot be concatenated; use stack");
   int64_t d = wrap_dim(dim, first.dim(), "cat");

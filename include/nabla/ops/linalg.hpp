@@ -57,6 +57,12 @@ inline Tensor matmul(const Tensor& a, const Tensor& b) {
   detail::check_defined(a, "matmul");
   detail::check_defined(b, "matmul");
   if (auto ac = NABLA_AUTOCAST(matmul, a, b)) return matmul(ac[0], ac[1]);
+  if (trace::active()) {
+    trace::Scope scope;
+    Tensor y = matmul(a, b);
+    scope.record("MatMul", {a, b}, {y});
+    return y;
+  }
   NABLA_CHECK(a.dim() >= 1 && b.dim() >= 1, ShapeError, "matmul: both operands need at least one dimension, got ",
               detail::describe(a), " and ", detail::describe(b));
   if (a.dim() == 1 && b.dim() == 1)

@@ -117,6 +117,13 @@ inline Tensor batch_norm(const Tensor& x, const Tensor& weight, const Tensor& bi
   detail::check_defined(x, "batch_norm");
   NABLA_CHECK(x.dim() >= 2, ShapeError, "batch_norm: expected an input [N, C, ...], got ", detail::describe(x));
   NABLA_NO_AUTOCAST();  // on no autocast list: runs in its input's dtype, as PyTorch's kernel
+  if (trace::active()) {
+    trace::Scope scope;
+    Tensor y = batch_norm(x, weight, bias, running_mean, running_var, training, momentum, eps, cudnn_enabled);
+    scope.record("BatchNorm", {x, weight, bias, running_mean, running_var}, {y},
+                 {{"training", int64_t{training}}, {"epsilon", eps}, {"momentum", momentum}});
+    return y;
+  }
   if (training && autograd::checkpoint_recomputing() && (running_mean.defined() || running_var.defined()))
     // a checkpointed region run again for backward: the same batch, so the running statistics
     // (updated by the first run) are left alone; the batch statistics are recomputed as before

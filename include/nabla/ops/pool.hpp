@@ -150,7 +150,15 @@ inline std::tuple<Tensor, Tensor> max_pool2d_with_indices(const Tensor& x, Pair2
 
 inline Tensor max_pool2d(const Tensor& x, Pair2d kernel, std::optional<Pair2d> stride = std::nullopt, Pair2d padding = 0,
                          Pair2d dilation = 1, bool ceil_mode = false) {
-  return std::get<0>(max_pool2d_with_indices(x, kernel, stride, padding, dilation, ceil_mode));
+  trace::Scope scope;
+  Tensor y = std::get<0>(max_pool2d_with_indices(x, kernel, stride, padding, dilation, ceil_mode));
+  const Pair2d s = stride.value_or(kernel);
+  if (scope)
+    scope.record("MaxPool", {x}, {y},
+                 {{"kernel_shape", std::vector<int64_t>{kernel.h, kernel.w}}, {"strides", std::vector<int64_t>{s.h, s.w}},
+                  {"pads", std::vector<int64_t>{padding.h, padding.w, padding.h, padding.w}},
+                  {"dilations", std::vector<int64_t>{dilation.h, dilation.w}}, {"ceil_mode", int64_t{ceil_mode}}});
+  return y;
 }
 
 // Mean over each window. count_include_pad: zero padding counts toward the divisor (PyTorch's
@@ -160,6 +168,17 @@ inline Tensor avg_pool2d(const Tensor& x, Pair2d kernel, std::optional<Pair2d> s
                          bool ceil_mode = false, bool count_include_pad = true,
                          std::optional<int64_t> divisor_override = std::nullopt) {
   NABLA_NO_AUTOCAST();
+  if (trace::active()) {
+    trace::Scope scope;
+    Tensor y = avg_pool2d(x, kernel, stride, padding, ceil_mode, count_include_pad, divisor_override);
+    const Pair2d s = stride.value_or(kernel);
+    scope.record("AveragePool", {x}, {y},
+                 {{"kernel_shape", std::vector<int64_t>{kernel.h, kernel.w}}, {"strides", std::vector<int64_t>{s.h, s.w}},
+                  {"pads", std::vector<int64_t>{padding.h, padding.w, padding.h, padding.w}},
+                  {"ceil_mode", int64_t{ceil_mode}}, {"count_include_pad", int64_t{count_include_pad}},
+                  {"divisor_override", divisor_override.value_or(0)}});
+    return y;
+  }
   const Pair2d s = stride.value_or(kernel);
   Tensor x4 = detail::pool_input(x, kernel, s, padding, 1, "avg_pool2d");
   NABLA_CHECK(!divisor_override || *divisor_override != 0, ValueError, "avg_pool2d: divisor_override must be non-zero");
@@ -206,6 +225,12 @@ inline Tensor adaptive_matrix(int64_t in, int64_t out, const TensorOptions& opt)
 inline Tensor adaptive_avg_pool2d(const Tensor& x, Pair2d output_size) {
   detail::check_defined(x, "adaptive_avg_pool2d");
   NABLA_NO_AUTOCAST();
+  if (trace::active()) {
+    trace::Scope scope;
+    Tensor y = adaptive_avg_pool2d(x, output_size);
+    scope.record("AdaptiveAvgPool", {x}, {y}, {{"output_size", std::vector<int64_t>{output_size.h, output_size.w}}});
+    return y;
+  }
   NABLA_CHECK(x.dim() == 4 || x.dim() == 3, ShapeError, "adaptive_avg_pool2d: expected a 3-D or 4-D input, got ",
               detail::describe(x));
   NABLA_CHECK(output_size.h > 0 && output_size.w > 0, ValueError, "adaptive_avg_pool2d: output size must be positive");

@@ -68,7 +68,16 @@ inline Tensor reduce_forward(ReduceOp op, const char* name, const Tensor& x, con
   }
   Tensor out = empty(p.keep_shape, TensorOptions(dt).device(x.device()));
   if (out.numel() > 0) backend(x.device()).reduce(op, out, x);
-  return keepdim ? out : drop_reduced(out, p);
+  Tensor result = keepdim ? out : drop_reduced(out, p);
+  if (trace::active()) {
+    static constexpr const char* names[] = {"ReduceSum", "ReduceMean", "ReduceProd", "ReduceMax", "ReduceMin"};
+    std::vector<int64_t> axes;
+    for (size_t d = 0; d < p.reduced.size(); ++d)
+      if (p.reduced[d]) axes.push_back(static_cast<int64_t>(d));
+    trace::record(names[static_cast<size_t>(op)], {x}, {result},
+                  {{"axes", axes}, {"keepdims", int64_t{keepdim}}, {"dtype", static_cast<int64_t>(dt)}});
+  }
+  return result;
 }
 
 // The gradient of a reduction's output, broadcast back over the input's shape.
@@ -171,7 +180,10 @@ inline Tensor arg_extremum(ArgReduceOp op, const char* name, const Tensor& x, st
   keep[d] = 1;
   Tensor out = empty(keep, TensorOptions(kInt64).device(x.device()));
   if (out.numel() > 0) backend(x.device()).arg_reduce(op, out, x, d);
-  return keepdim ? out : out.squeeze(d);
+  trace::Scope scope;  // the squeeze below is part of this op
+  Tensor result = keepdim ? out : out.squeeze(d);
+  scope.record(op == ArgReduceOp::ArgMax ? "ArgMax" : "ArgMin", {x}, {result}, {{"axis", d}, {"keepdims", int64_t{keepdim}}});
+  return result;
 }
 }  // namespace detail
 

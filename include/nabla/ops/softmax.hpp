@@ -20,6 +20,12 @@ inline Tensor softmax_forward(const Tensor& x, int64_t dim, bool log, const char
 
 inline Tensor softmax(const Tensor& x, int64_t dim) {
   if (auto ac = NABLA_AUTOCAST(softmax, x)) return softmax(ac[0], dim);
+  if (trace::active()) {
+    trace::Scope scope;
+    Tensor y = softmax(x, dim);
+    scope.record("Softmax", {x}, {y}, {{"axis", wrap_dim(dim, std::max<int64_t>(x.dim(), 1), "softmax")}});
+    return y;
+  }
   Tensor out = detail::softmax_forward(x, dim, false, "softmax");
   if (autograd::needs_grad(x))
     autograd::record("SoftmaxBackward0", out, {x}, [s = autograd::save_output(out), dim](const Tensor& g, autograd::NeedsGrad) {
@@ -32,6 +38,12 @@ inline Tensor softmax(const Tensor& x, int64_t dim) {
 
 inline Tensor log_softmax(const Tensor& x, int64_t dim) {
   if (auto ac = NABLA_AUTOCAST(log_softmax, x)) return log_softmax(ac[0], dim);
+  if (trace::active()) {
+    trace::Scope scope;
+    Tensor y = log_softmax(x, dim);
+    scope.record("LogSoftmax", {x}, {y}, {{"axis", wrap_dim(dim, std::max<int64_t>(x.dim(), 1), "log_softmax")}});
+    return y;
+  }
   Tensor out = detail::softmax_forward(x, dim, true, "log_softmax");
   if (autograd::needs_grad(x))
     autograd::record("LogSoftmaxBackward0", out, {x}, [s = autograd::save_output(out), dim](const Tensor& g, autograd::NeedsGrad) {

@@ -16,6 +16,7 @@ inline Tensor unary_forward(UnaryOp op, const char* name, const Tensor& x, Unary
   if (is_float_unary(op) && !is_floating_point(dt)) dt = kFloat32;
   Tensor out = empty(x.sizes(), TensorOptions(dt).device(x.device()));
   if (out.numel() > 0) backend(x.device()).unary(op, out, cast(x, dt), p);
+  if (trace::active()) trace::record(op_name(op), {x}, {out}, {{"dtype", static_cast<int64_t>(dt)}, {"a", p.a}, {"b", p.b}});
   return out;
 }
 

@@ -84,7 +84,9 @@ inline Tensor select_backward(const Tensor& g, const Shape& in_shape, int64_t di
 }
 
 // Records a view's backward as "reshape the gradient back to the input's shape".
+// A trace sees these views (view, squeeze, unsqueeze) as a Reshape to the output's shape.
 inline void record_reshape_back(const char* name, const Tensor& out, const Tensor& in) {
+  if (trace::active()) trace::record("Reshape", {in}, {out}, {{"shape", std::vector<int64_t>(out.sizes().begin(), out.sizes().end())}});
   if (!autograd::needs_grad(in)) return;
   autograd::record(name, out, {in}, [shape = in.sizes()](const Tensor& g, autograd::NeedsGrad) {
     return TensorList{g.reshape(shape)};
@@ -127,6 +129,11 @@ inline Tensor Tensor::permute(const Dims& dims) const {
     st[i] = strides()[d];
   }
   Tensor out = detail::alias(*this, s, st, storage_offset());
+  if (trace::active()) {
+    std::vector<int64_t> perm(dims.size());
+    for (size_t i = 0; i < dims.size(); ++i) perm[inverse[i] < 0 ? 0 : static_cast<size_t>(inverse[i])] = static_cast<int64_t>(i);
+    trace::record("Transpose", {*this}, {out}, {{"perm", perm}});
+  }
   if (autograd::needs_grad(*this))
     autograd::record("PermuteBackward0", out, {*this}, [inv = Dims(inverse)](const Tensor& g, autograd::NeedsGrad) {
       return TensorList{g.permute(inv)};
@@ -171,6 +178,8 @@ inline Tensor Tensor::slice(int64_t d, std::optional<int64_t> start, std::option
   sh[d] = (e - s + step - 1) / step;
   st[d] *= step;
   Tensor out = detail::alias(*this, sh, st, storage_offset() + s * strides()[d]);
+  if (trace::active())
+    trace::record("Slice", {*this}, {out}, {{"axis", d}, {"start", s}, {"end", e}, {"step", step}, {"size", n}});
   if (autograd::needs_grad(*this))
     autograd::record("SliceBackward0", out, {*this}, [shape = sizes(), d, s, e, step](const Tensor& g, autograd::NeedsGrad) {
       return TensorList{detail::slice_backward(g, shape, d, s, e, step)};
@@ -204,6 +213,7 @@ inline Tensor Tensor::select(int64_t d, int64_t index) const {
   sh.erase(sh.begin() + d);
   st.erase(st.begin() + d);
   Tensor out = detail::alias(*this, sh, st, storage_offset() + index * strides()[d]);
+  if (trace::active()) trace::record("Select", {*this}, {out}, {{"axis", d}, {"index", index}});
   if (autograd::needs_grad(*this))
     autograd::record("SelectBackward0", out, {*this}, [shape = sizes(), d, index](const Tensor& g, autograd::NeedsGrad) {
       return TensorList{detail::select_backward(g, shape, d, index)};
@@ -232,6 +242,7 @@ inline Tensor Tensor::expand(const Shape& shape) const {
     st[i] = have == want ? strides()[i - off] : 0;
   }
   Tensor out = detail::alias(*this, sh, st, storage_offset());
+  if (trace::active()) trace::record("Expand", {*this}, {out}, {{"shape", std::vector<int64_t>(sh.begin(), sh.end())}});
   if (autograd::needs_grad(*this))  // the engine sums the gradient back to the input's shape
     autograd::record("ExpandBackward0", out, {*this}, [](const Tensor& g, autograd::NeedsGrad) { return TensorList{g}; });
   return out;
