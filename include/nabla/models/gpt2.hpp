@@ -188,13 +188,18 @@ class Conv1D : public nn::Module {
   Conv1D(int64_t nf_, int64_t nx_) : nx(nx_), nf(nf_) {  // transformers' argument order: (nf, nx)
     weight = register_parameter("weight", empty({nx, nf}));
     bias = register_parameter("bias", empty({nf}));
+    bind_slot("weight", weight);
+    bind_slot("bias", bias);
     {
       NoGradGuard g;
       nn::init::normal_(weight, 0.0, 0.02);
       nn::init::zeros_(bias);
     }
   }
-  Tensor forward(const Tensor& x) override { return nn::functional::linear(x, weight.t(), bias); }
+  Tensor forward(const Tensor& x) override {
+    run_forward_pre_hooks();
+    return nn::functional::linear(x, weight.t(), bias);
+  }
   std::string type_name() const override { return "Conv1D"; }
   std::string extra_repr() const override { return nabla::detail::cat("nf=", nf, ", nx=", nx); }
 };

@@ -80,6 +80,8 @@ class Conv2d : public Module {
                 "nn::Conv2d: channels (", in, ", ", out, ") must be positive and divisible by groups=", groups);
     weight = register_parameter("weight", empty({out, in / groups, kernel.h, kernel.w}, options.requires_grad(false)));
     if (with_bias) bias = register_parameter("bias", empty({out}, options.requires_grad(false)));
+    bind_slot("weight", weight);
+    bind_slot("bias", bias);
     reset_parameters();
   }
   explicit Conv2d(const Conv2dOptions& o, TensorOptions options = {})
@@ -93,7 +95,10 @@ class Conv2d : public Module {
       init::uniform_(bias, -1.0 / std::sqrt(fan_in), 1.0 / std::sqrt(fan_in));
     }
   }
-  Tensor forward(const Tensor& x) override { return conv2d(x, weight, bias, stride, padding, dilation, groups); }
+  Tensor forward(const Tensor& x) override {
+    run_forward_pre_hooks();
+    return conv2d(x, weight, bias, stride, padding, dilation, groups);
+  }
   std::string type_name() const override { return "Conv2d"; }
   std::string extra_repr() const override {
     std::string s = nabla::detail::cat(in_channels, ", ", out_channels, ", kernel_size=", detail::pair_str(kernel_size),
@@ -126,6 +131,8 @@ class ConvTranspose2d : public Module {
                 "nn::ConvTranspose2d: channels (", in, ", ", out, ") must be positive and divisible by groups=", groups);
     weight = register_parameter("weight", empty({in, out / groups, kernel.h, kernel.w}, options.requires_grad(false)));
     if (with_bias) bias = register_parameter("bias", empty({out}, options.requires_grad(false)));
+    bind_slot("weight", weight);
+    bind_slot("bias", bias);
     reset_parameters();
   }
   explicit ConvTranspose2d(const ConvTranspose2dOptions& o, TensorOptions options = {})
@@ -141,12 +148,14 @@ class ConvTranspose2d : public Module {
     }
   }
   Tensor forward(const Tensor& x) override {
+    run_forward_pre_hooks();
     return conv_transpose2d(x, weight, bias, stride, padding, output_padding, groups, dilation);
   }
   // output_size: {H, W} or the full {N, C, H, W}; must be reachable with an output_padding below
   // the stride (or dilation).
   Tensor forward(const Tensor& x, const std::vector<int64_t>& output_size) {
     NABLA_CHECK(x.dim() == 4, ShapeError, "nn::ConvTranspose2d: expected a 4-D input, got ", nabla::detail::describe(x));
+    run_forward_pre_hooks();
     NABLA_CHECK(output_size.size() == 2 || output_size.size() == 4, ValueError,
                 "nn::ConvTranspose2d: output_size must be {H, W} or {N, C, H, W}, got ", output_size.size(), " values");
     const int64_t oh = output_size[output_size.size() - 2], ow = output_size.back();

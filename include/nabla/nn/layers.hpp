@@ -49,6 +49,8 @@ class Linear : public Module {
     NABLA_CHECK(in >= 0 && out >= 0, ValueError, "nn::Linear: feature counts must be non-negative, got ", in, " and ", out);
     weight = register_parameter("weight", empty({out, in}, options.requires_grad(false)));
     if (with_bias) bias = register_parameter("bias", empty({out}, options.requires_grad(false)));
+    bind_slot("weight", weight);
+    bind_slot("bias", bias);
     reset_parameters();
   }
   explicit Linear(const LinearOptions& o, TensorOptions options = {})
@@ -62,7 +64,10 @@ class Linear : public Module {
       init::uniform_(bias, -bound, bound);
     }
   }
-  Tensor forward(const Tensor& x) override { return functional::linear(x, weight, bias); }
+  Tensor forward(const Tensor& x) override {
+    run_forward_pre_hooks();
+    return functional::linear(x, weight, bias);
+  }
   std::string type_name() const override { return "Linear"; }
   std::string extra_repr() const override {
     return nabla::detail::cat("in_features=", in_features, ", out_features=", out_features,
@@ -99,6 +104,7 @@ class Embedding : public Module {
       if (*padding_idx < 0) *padding_idx += num_embeddings;
     }
     weight = register_parameter("weight", empty({num_embeddings, embedding_dim}, options.requires_grad(false)));
+    bind_slot("weight", weight);
     reset_parameters();
   }
   void reset_parameters() {
@@ -108,7 +114,10 @@ class Embedding : public Module {
       weight[*padding_idx].fill_(0);
     }
   }
-  Tensor forward(const Tensor& indices) override { return functional::embedding(indices, weight, padding_idx); }
+  Tensor forward(const Tensor& indices) override {
+    run_forward_pre_hooks();
+    return functional::embedding(indices, weight, padding_idx);
+  }
   std::string type_name() const override { return "Embedding"; }
   std::string extra_repr() const override {
     std::string s = nabla::detail::cat(num_embeddings, ", ", embedding_dim);

@@ -59,6 +59,17 @@ class OrderedDict {
     return items_.back().second;
   }
   bool contains(const std::string& key) const { return index_.count(key) != 0; }
+  // Removes key (later items move up one place); false when it is not there.
+  bool erase(const std::string& key) {
+    auto it = index_.find(key);
+    if (it == index_.end()) return false;
+    const size_t pos = it->second;
+    items_.erase(items_.begin() + static_cast<std::ptrdiff_t>(pos));
+    index_.erase(it);
+    for (auto& [k, i] : index_)
+      if (i > pos) --i;
+    return true;
+  }
   const V* find(const std::string& key) const {
     auto it = index_.find(key);
     return it == index_.end() ? nullptr : &items_[it->second].second;
@@ -325,6 +336,53 @@ class Module {
     return out;
   }
 
+  // ---- re-parametrization (nn::utils::prune) ---------------------------------------------------
+  // A data member holding a parameter (a layer's weight, bias), named so that a utility can
+  // replace what forward reads: pruning makes "weight" the product weight_orig * weight_mask,
+  // recomputed by a forward pre-hook. Built-in layers bind theirs; nullptr when `name` is not bound.
+  Tensor* tensor_slot(const std::string& name) {
+    const std::ptrdiff_t* off = slot_offsets_.find(name);
+    return off ? reinterpret_cast<Tensor*>(reinterpret_cast<char*>(this) + *off) : nullptr;
+  }
+  // Hooks run before forward (PyTorch's register_forward_pre_hook, given the module). The
+  // built-in layers run them first thing in forward(); a module of your own runs them by calling
+  // run_forward_pre_hooks() at the top of its forward. `tag` names a hook for a utility to find
+  // ("prune:weight"). Returns an id for remove_forward_pre_hook.
+  using ForwardPreHook = std::function<void(Module&)>;
+  int64_t register_forward_pre_hook(ForwardPreHook hook, std::string tag = "") {
+    pre_hooks_.push_back({next_hook_id_, std::move(tag), std::move(hook)});
+    return next_hook_id_++;
+  }
+  bool remove_forward_pre_hook(int64_t id) {
+    for (auto it = pre_hooks_.begin(); it != pre_hooks_.end(); ++it)
+      if (it->id == id) {
+        pre_hooks_.erase(it);
+        return true;
+      }
+    return false;
+  }
+  // The id of the hook tagged `tag`, or -1.
+  int64_t find_forward_pre_hook(const std::string& tag) const {
+    for (const auto& h : pre_hooks_)
+      if (h.tag == tag) return h.id;
+    return -1;
+  }
+  std::vector<std::string> forward_pre_hook_tags() const {
+    std::vector<std::string> tags;
+    for (const auto& h : pre_hooks_) tags.push_back(h.tag);
+    return tags;
+  }
+  void run_forward_pre_hooks() {
+    for (size_t i = 0; i < pre_hooks_.size(); ++i) pre_hooks_[i].fn(*this);
+  }
+  // Takes a parameter or buffer out of the module (it is no longer listed, saved or converted)
+  // and returns it; the data member that held it, if any, is left as it was.
+  Tensor unregister_parameter(const std::string& name) { return take_entry(parameters_, name, "parameter"); }
+  Tensor unregister_buffer(const std::string& name) {
+    non_persistent_.erase(name);
+    return take_entry(buffers_, name, "buffer");
+  }
+
   // ---- modes and conversion -------------------------------------------------------------------
   virtual void train(bool on = true) {
     check_in_place_children();
@@ -425,6 +483,13 @@ class Module {
   }
 
  protected:
+  // Binds a data member that holds a parameter under its name (see tensor_slot).
+  void bind_slot(const std::string& name, Tensor& member) {
+    const std::ptrdiff_t offset = reinterpret_cast<char*>(&member) - reinterpret_cast<char*>(this);
+    NABLA_CHECK(offset >= static_cast<std::ptrdiff_t>(sizeof(Module)) && offset < kMaxMemberOffset, ValueError, "nn::",
+                type_name(), "::bind_slot(\"", name, "\"): not a data member of this module");
+    slot_offsets_.insert(name, offset);
+  }
   void check_new_name(const std::string& name) const {
     NABLA_CHECK(!name.empty() && name.find('.') == std::string::npos, ValueError, "nn::", type_name(),
                 ": attribute name \"", name, "\" must be non-empty and contain no \".\"");
@@ -433,6 +498,13 @@ class Module {
   }
 
  private:
+  Tensor take_entry(OrderedDict<Tensor>& dict, const std::string& name, const char* what) {
+    const Tensor* t = dict.find(name);
+    NABLA_CHECK(t != nullptr, ValueError, "nn::", type_name(), ": no ", what, " named \"", name, "\"");
+    Tensor out = *t;
+    dict.erase(name);
+    return out;
+  }
   using Slot = OrderedDict<Tensor> Module::*;
   void collect(OrderedDict<Tensor>& out, std::unordered_set<const TensorImpl*>& seen, const std::string& prefix,
                bool recurse, Slot slot, bool persistent_only) const {
@@ -478,6 +550,9 @@ class Module {
     non_persistent_ = std::move(other.non_persistent_);
     children_ = std::move(other.children_);
     member_offsets_ = std::move(other.member_offsets_);
+    slot_offsets_ = std::move(other.slot_offsets_);
+    pre_hooks_ = std::move(other.pre_hooks_);
+    next_hook_id_ = other.next_hook_id_;
     training_ = other.training_;
     checkpointing_ = other.checkpointing_;
     for (const auto& [name, offset] : member_offsets_) {
@@ -504,6 +579,14 @@ class Module {
   std::unordered_set<std::string> non_persistent_;
   OrderedDict<std::shared_ptr<Module>> children_;
   OrderedDict<std::ptrdiff_t> member_offsets_;  // children that are data members, by offset from this
+  OrderedDict<std::ptrdiff_t> slot_offsets_;    // data members holding parameters, by offset (bind_slot)
+  struct PreHook {
+    int64_t id;
+    std::string tag;
+    ForwardPreHook fn;
+  };
+  std::vector<PreHook> pre_hooks_;
+  int64_t next_hook_id_ = 0;
   bool training_ = true;
   bool checkpointing_ = false;
 };
