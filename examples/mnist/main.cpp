@@ -28,6 +28,7 @@
 
 #include "../common/distributed.hpp"
 #include "../common/example_cli.hpp"
+#include "../common/inference.hpp"
 
 namespace nb = nabla;
 namespace nn = nabla::nn;
@@ -42,6 +43,7 @@ struct Args {
   int64_t epochs = 3, batch_size = 64, test_batch_size = 1000, limit = 0, test_limit = 0, seed = 1, checkpoint_every = 0, threads = 0, max_steps = 0;
   double lr = -1, gamma = 0.4;
   bool resume = false, progress = true, distributed = false;
+  nabla_example::InferenceOptions inference;
 };
 
 const char* kUsage = R"(usage: mnist [options]
@@ -75,6 +77,11 @@ Trains a classifier on MNIST and reports test accuracy after each epoch.
   --distributed             data-parallel training on every rank of `mpirun -np N mnist --distributed ...`
                             (DistributedDataParallel over MPI): --batch-size is per rank, so the global
                             batch is N times it; rank 0 writes the checkpoint and the CSV
+  --export PATH             after training, write the model as ONNX (opset 17, dynamic batch) for
+                            onnxruntime / TensorRT (trtexec --onnx=PATH)
+  --prune X                 after training, prune X (e.g. 0.5) of the weights two ways, unstructured
+                            (global L1) and structured (L2 channels, removed), and print accuracy,
+                            latency at batch 1 and 64 and the non-zero count against float32
   --no-progress             plain progress lines even on a terminal
   --help                    this text
 )";
@@ -110,9 +117,12 @@ Args parse(int argc, char** argv) {
     else if (f == "--resume") a.resume = true;
     else if (f == "--no-progress") a.progress = false;
     else if (f == "--distributed") a.distributed = true;
+    else if (f == "--export") a.inference.export_path = o.value();
+    else if (f == "--prune") a.inference.prune = o.real();
     else o.error("unknown option \"" + f + "\"");
   }
   if (a.lr < 0) a.lr = a.optimizer == "sgd" ? 0.05 : 2e-3;
+  if (a.inference.prune < 0 || a.inference.prune >= 1) o.error("--prune takes a fraction in [0, 1)");
   return a;
 }
 
@@ -229,8 +239,15 @@ int run(const Args& a) {
       std::printf("resumed from %s at step %lld (epoch %lld, batch %lld)\n", a.checkpoint.c_str(), (long long)step,
                   (long long)start_epoch + 1, (long long)skip);
   }
+  // after training (or from a finished checkpoint): --export, --prune
+  auto inference_steps = [&] {
+    if (!lead || (a.inference.export_path.empty() && a.inference.prune <= 0)) return;
+    const nb::Tensor sample = test_set->data().narrow(0, 0, std::min<int64_t>(64, test_set->size()));
+    nabla_example::run_inference_steps(model, &test, sample, a.inference, "mnist");
+  };
   if (start_epoch >= a.epochs) {
     if (lead) std::printf("the checkpoint is already at the end of epoch %lld; nothing to do\n", (long long)a.epochs);
+    inference_steps();
     return 0;
   }
   if (lead && world > 1)
@@ -327,6 +344,7 @@ int run(const Args& a) {
   std::printf("peak memory on %s: %s (%zu bytes) held by tensors%s\n", device.str().c_str(),
               nabla_example::bytes_str(mem.peak).c_str(), mem.peak,
               a.memory_limit ? (", limit " + nabla_example::bytes_str(a.memory_limit)).c_str() : "");
+  inference_steps();
   return 0;
 }
 

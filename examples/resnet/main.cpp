@@ -30,6 +30,7 @@
 
 #include "../common/distributed.hpp"
 #include "../common/example_cli.hpp"
+#include "../common/inference.hpp"
 
 namespace nb = nabla;
 namespace nn = nabla::nn;
@@ -48,6 +49,7 @@ struct Args {
   double lr = 0.1, momentum = 0.9, weight_decay = 5e-4, label_smoothing = 0.1;
   int cifar_stem = -1;  // -1: on for CIFAR, off for --synthetic
   bool resume = false, progress = true, augment = true, synthetic = false, distributed = false;
+  nabla_example::InferenceOptions inference;
 };
 
 const char* kUsage = R"(usage: resnet [options]
@@ -90,6 +92,11 @@ with --synthetic, times the training step on random ImageNet-shaped data instead
   --distributed             data-parallel training on every rank of `mpirun -np N resnet --distributed ...`
                             (DistributedDataParallel over MPI): --batch-size is per rank, so the global
                             batch is N times it; rank 0 writes the checkpoint and the CSV
+  --export PATH             after training, write the model as ONNX (opset 17, dynamic batch) for
+                            onnxruntime / TensorRT (trtexec --onnx=PATH)
+  --prune X                 after training, prune X (e.g. 0.5) of the conv/linear weights (global L1,
+                            unstructured) and print accuracy, latency at batch 1 and 64 and the
+                            non-zero count against float32
   --no-progress             plain progress lines even on a terminal
   --help                    this text
 )";
@@ -132,11 +139,15 @@ Args parse(int argc, char** argv) {
     else if (f == "--amp") a.amp = o.choice({"none", "bf16", "f16"});
     else if (f == "--checkpointing") a.checkpointing = true;
     else if (f == "--memory-limit") a.memory_limit = o.bytes();
+    else if (f == "--export") a.inference.export_path = o.value();
+    else if (f == "--prune") a.inference.prune = o.real();
     else o.error("unknown option \"" + f + "\"");
   }
   if (a.momentum >= 1) o.error("--momentum must be below 1");
   if (a.label_smoothing > 1) o.error("--label-smoothing must be in [0, 1]");
   if (a.cifar_stem < 0) a.cifar_stem = a.synthetic ? 0 : 1;
+  if (a.inference.prune >= 1) o.error("--prune takes a fraction in [0, 1)");
+  if (a.synthetic && a.inference.prune > 0) o.error("--prune measures test accuracy; it needs CIFAR-10, not --synthetic");
   return a;
 }
 
@@ -262,8 +273,23 @@ int run(const Args& a) {
       std::printf("resumed from %s at step %lld (epoch %lld, batch %lld)\n", a.checkpoint.c_str(), (long long)step,
                   (long long)start_epoch + 1, (long long)skip);
   }
+  // after training (or from a finished checkpoint): --export, --prune
+  auto inference_steps = [&] {
+    if (!lead || (a.inference.export_path.empty() && a.inference.prune <= 0)) return;
+    nb::Tensor sample;
+    if (test) {
+      for (nd::Batch& b : *test) {  // normalised as the test loader gives it
+        sample = b.data;
+        break;
+      }
+    } else {
+      sample = nb::randn({2, 3, a.image_size, a.image_size}, nb::TensorOptions().device(device));
+    }
+    nabla_example::run_inference_steps(model, test.get(), sample, a.inference, "resnet");
+  };
   if (start_epoch >= a.epochs) {
     if (lead) std::printf("the checkpoint is already at the end of epoch %lld; nothing to do\n", (long long)a.epochs);
+    inference_steps();
     return 0;
   }
   int64_t params = 0;
@@ -375,6 +401,7 @@ int run(const Args& a) {
     std::printf("test accuracy %.2f%% after %lld epochs; total time %s; checkpoint %s, metrics %s\n", 100 * last.accuracy,
                 (long long)a.epochs, nabla_example::clock_str(Progress::now() - t_start).c_str(), a.checkpoint.c_str(),
                 a.csv.c_str());
+  inference_steps();
   return 0;
 }
 

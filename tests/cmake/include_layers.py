@@ -13,8 +13,9 @@ Layers, lowest first. Within a layer any order is allowed as long as there is no
   1 backend/ interface and shared host code: backend.hpp, op_codes, functors, layout,
     op_dispatch, kernel_table, backend/cuda/*.hpp (host side of the CUDA backend)
   2 backend/cpu/ primitive kernels (every CPU file that fills no kernel table)
-  3 autograd/grad_mode.hpp, autograd/node.hpp: what ops record; amp/autocast.hpp: the autocast
-    state and policy tables ops consult
+  3 autograd/grad_mode.hpp, autograd/node.hpp: what ops record; autograd/trace.hpp: what ops
+    report to a tracer (ONNX export); amp/autocast.hpp: the autocast state and policy tables ops
+    consult
   4 ops/
   5 autograd/engine.hpp, autograd/gradcheck.hpp: they run ops
   6 nn/   7 optim/   7.5 amp/ (GradScaler: steps optimizers)   8 data/   9 io/
@@ -49,7 +50,7 @@ def layer(rel, text):
         return 10 if "NABLA_FILL_KERNELS(" in text else 2
     if p.startswith("backend/"):
         return 1
-    if p in ("autograd/grad_mode.hpp", "autograd/node.hpp", "amp/autocast.hpp"):
+    if p in ("autograd/grad_mode.hpp", "autograd/node.hpp", "autograd/trace.hpp", "amp/autocast.hpp"):
         return 3
     if p.startswith("amp/"):
         return 7.5

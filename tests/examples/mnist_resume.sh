@@ -6,7 +6,9 @@
 #     schedule, step and RNG state;
 #  3. a missing data folder and a corrupt file give one clear error line and exit code 1;
 #  4. --amp bf16 with --checkpointing learns; --amp f16 resumes byte-identically (GradScaler state
-#     in the checkpoint); a --memory-limit below what training needs is one OutOfMemory line.
+#     in the checkpoint); a --memory-limit below what training needs is one OutOfMemory line;
+#  5. from run 1's finished checkpoint, --export writes an ONNX file and --prune 0.5 prints the
+#     float32 / unstructured / structured rows (half the weights zero; narrower layers).
 # Usage: mnist_resume.sh <path to the mnist program>. Needs $NABLA_DATA/mnist (skips otherwise).
 set -euo pipefail
 mnist=$1
@@ -84,4 +86,21 @@ rc=$?
 set -e
 cat err.txt
 test $rc -eq 1 && grep -q "memory limit" err.txt && test "$(wc -l < err.txt)" -eq 1
+
+echo "== 5. --export and --prune after training"
+cp a.csv p.csv
+"$mnist" --data "$data" --limit 3200 --test-limit 2000 --no-progress --epochs 1 --checkpoint a.safetensors --csv p.csv \
+  --resume --export m.onnx --prune 0.5 | tee p.log
+grep -q "^wrote m.onnx" p.log
+test "$(stat -c %s m.onnx)" -gt 4000000  # the CNN's 1.2M float32 weights are in it
+float=$(awk '$1 == "float32" { print $2, $5 }' p.log)
+unstructured=$(awk '$1 == "unstructured" { print $3, $6, $7 }' p.log)
+structured=$(awk '$1 == "structured" { print $3, $6 }' p.log)
+echo "float32: $float; unstructured: $unstructured; structured: $structured"
+# unstructured: half the weights zero (biases stay), accuracy within 2 points of float32 after one short epoch
+awk -v f="$float" -v u="$unstructured" 'BEGIN { split(f, a, " "); split(u, b, " ");
+  acc_f = a[1] + 0; acc_u = b[1] + 0; params = b[2] + 0; nonzero = b[3] + 0;
+  exit (acc_u >= acc_f - 2 && nonzero < 0.51 * params && nonzero > 0.49 * params) ? 0 : 1 }'
+# structured: narrower layers, so fewer parameters than float32
+awk -v f="$float" -v s="$structured" 'BEGIN { split(f, a, " "); split(s, b, " "); exit (b[2] + 0 < 0.5 * (a[2] + 0)) ? 0 : 1 }'
 echo "PASS"
