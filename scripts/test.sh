@@ -149,7 +149,7 @@ if [ "${NABLA_SKIP_SANITIZE:-0}" != 1 ]; then
   reports+=("$build/asan/test-reports:ASan, clang, no CUDA")
 
   # the readers of untrusted files under libFuzzer, each for a fixed time from the seed corpus
-  # (a fixed seed and number of runs, about a minute each: deterministic, so CI is never red by
+  # (a fixed seed and number of runs, about 30 s each: deterministic, so CI is never red by
   # chance; NABLA_FUZZ_SECONDS=N fuzzes for N seconds each from a random seed instead)
   step "fuzzing: safetensors, JSON, IDX, CIFAR-10, checkpoints (clang, ASan + UBSan)"
   NABLA_BUILD_DIR="$build" bash "$root/scripts/fuzz.sh" "${NABLA_FUZZ_SECONDS:-ci}"
@@ -159,24 +159,34 @@ fi
 step "install and build the consumer against the installed package"
 rm -rf "$build/install"
 cmake --install "$build/release" --prefix "$build/install" >/dev/null
-# FetchContent: with nvcc present it is built below, with CUDA found (and must not compile it)
-modes=(package subdirectory)
-command -v nvcc >/dev/null || [ -x /usr/local/cuda/bin/nvcc ] || modes+=(fetchcontent)
-for mode in "${modes[@]}"; do
-  cmake -S "$root/tests/consumer" -B "$build/consumer-$mode" -DCMAKE_BUILD_TYPE=Release \
-    -DNABLA_CONSUMER_MODE=$mode -DNABLA_SOURCE_DIR="$root" -DCMAKE_PREFIX_PATH="$build/install" \
-    -DNABLA_WITH_CUDA=OFF >/dev/null
-  cmake --build "$build/consumer-$mode" -j "$jobs" >/dev/null
-  "$build/consumer-$mode/consumer"
-done
-if command -v mpirun >/dev/null; then
-  step "consumer with find_package(nabla COMPONENTS distributed), run on 2 ranks"
-  cmake -S "$root/tests/consumer" -B "$build/consumer-distributed" -DCMAKE_BUILD_TYPE=Release -DNABLA_CONSUMER_DISTRIBUTED=ON \
-    -DCMAKE_PREFIX_PATH="$build/install" -DNABLA_WITH_CUDA=OFF >/dev/null
-  cmake --build "$build/consumer-distributed" -j "$jobs" >/dev/null
-  bash "$root/tests/distributed/mpirun.sh" -np 2 "$build/consumer-distributed/distributed_consumer"
+have_nvcc=0
+{ command -v nvcc >/dev/null || [ -x /usr/local/cuda/bin/nvcc ]; } && have_nvcc=1
+have_mpi=0
+command -v mpirun >/dev/null && have_mpi=1
+# The package: one tree builds consumer (nabla::nabla), consumer_cuda (nabla::cuda: plain C++ user
+# code, the backend compiled once with nvcc) and distributed_consumer (nabla::distributed), as
+# this machine allows; nabla's CPU kernels are compiled once for the three.
+cmake -S "$root/tests/consumer" -B "$build/consumer-package" -DCMAKE_BUILD_TYPE=Release -DNABLA_CONSUMER_MODE=package \
+  -DCMAKE_PREFIX_PATH="$build/install" -DNABLA_CONSUMER_CUDA=$([ $have_nvcc = 1 ] && echo ON || echo OFF) \
+  -DNABLA_CONSUMER_DISTRIBUTED=$([ $have_mpi = 1 ] && echo ON || echo OFF) \
+  -DCMAKE_CUDA_ARCHITECTURES="${NABLA_CUDA_ARCHS:-80}" >/dev/null
+cmake --build "$build/consumer-package" -j "$jobs" >/dev/null
+"$build/consumer-package/consumer"
+if [ $have_nvcc = 1 ]; then
+  "$build/consumer-package/consumer_cuda"  # no GPU: runs on the CPU, proving a driverless machine is fine
 fi
-if command -v nvcc >/dev/null || [ -x /usr/local/cuda/bin/nvcc ]; then
+if [ $have_mpi = 1 ]; then
+  step "distributed_consumer (find_package(nabla COMPONENTS distributed)) on 2 ranks"
+  bash "$root/tests/distributed/mpirun.sh" -np 2 "$build/consumer-package/distributed_consumer"
+fi
+# From source: add_subdirectory, and FetchContent (with nvcc present: CUDA found, and the CUDA
+# backend must not be compiled for a project linking only nabla::nabla)
+step "consumer through add_subdirectory"
+cmake -S "$root/tests/consumer" -B "$build/consumer-subdirectory" -DCMAKE_BUILD_TYPE=Release \
+  -DNABLA_CONSUMER_MODE=subdirectory -DNABLA_SOURCE_DIR="$root" -DNABLA_WITH_CUDA=OFF >/dev/null
+cmake --build "$build/consumer-subdirectory" -j "$jobs" >/dev/null
+"$build/consumer-subdirectory/consumer"
+if [ $have_nvcc = 1 ]; then
   # CUDA found but only nabla::nabla linked: the CUDA backend must not be compiled (it is
   # EXCLUDE_FROM_ALL; a FetchContent hello-world used to spend minutes in nvcc)
   step "consumer through FetchContent with CUDA present, linking nabla::nabla: no nvcc"
@@ -189,11 +199,12 @@ if command -v nvcc >/dev/null || [ -x /usr/local/cuda/bin/nvcc ]; then
     exit 1
   fi
   "$build/consumer-fetch-cuda-present/consumer"
-  step "consumer linking nabla::cuda (plain C++ user code; the backend compiled once with nvcc)"
-  cmake -S "$root/tests/consumer" -B "$build/consumer-cuda" -DCMAKE_BUILD_TYPE=Release -DNABLA_CONSUMER_CUDA=ON \
-    -DCMAKE_PREFIX_PATH="$build/install" -DCMAKE_CUDA_ARCHITECTURES="${NABLA_CUDA_ARCHS:-80}" >/dev/null
-  cmake --build "$build/consumer-cuda" -j "$jobs" >/dev/null
-  "$build/consumer-cuda/consumer"   # no GPU: runs on the CPU, proving a driverless machine is fine
+else
+  step "consumer through FetchContent"
+  cmake -S "$root/tests/consumer" -B "$build/consumer-fetchcontent" -DCMAKE_BUILD_TYPE=Release \
+    -DNABLA_CONSUMER_MODE=fetchcontent -DNABLA_SOURCE_DIR="$root" -DNABLA_WITH_CUDA=OFF >/dev/null
+  cmake --build "$build/consumer-fetchcontent" -j "$jobs" >/dev/null
+  "$build/consumer-fetchcontent/consumer"
 fi
 # the installed config must not name the build machine's paths
 if grep -rn "$root" "$build/install/lib/cmake/nabla" >/dev/null; then
