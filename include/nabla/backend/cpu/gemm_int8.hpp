@@ -22,13 +22,10 @@
 #include <vector>
 
 #include "gemm.hpp"
+#include "parallel.hpp"
 
 #if defined(NABLA_GEMM_X86)
 #define NABLA_GEMM_AVX512VNNI __attribute__((target("avx512f,avx512dq,avx512bw,avx512vl,avx512vnni,fma")))
-#endif
-
-#ifdef _OPENMP
-#include <omp.h>
 #endif
 
 #if defined(__GNUC__) && !defined(__clang__)
@@ -219,16 +216,17 @@ inline void gemm_int8(int64_t M, const float* x, int64_t ldx, const PackedInt8& 
   std::vector<uint8_t> qa(static_cast<size_t>(M * b.Kp), 0);
   const float inv = 1.0f / e.a_scale;
   const int64_t K = b.K;
-#pragma omp parallel for schedule(static) if (M * K > 32768)
-  for (int64_t m = 0; m < M; ++m)
-    for (int64_t k = 0; k < K; ++k) qa[static_cast<size_t>(m * b.Kp + k)] = quantize_u8(x[m * ldx + k], inv, e.a_zero_point);
-  // blocks of 64 rows x 4 panels, shared out over the threads
+  parallel_for(0, M, std::max<int64_t>(1, 32768 / std::max<int64_t>(K, 1)), [&](int64_t m0, int64_t m1) {
+    for (int64_t m = m0; m < m1; ++m)
+      for (int64_t k = 0; k < K; ++k) qa[static_cast<size_t>(m * b.Kp + k)] = quantize_u8(x[m * ldx + k], inv, e.a_zero_point);
+  });
+  // blocks of 64 rows x 4 panels, shared out over the threads when the product is large enough
   const int64_t mb = 64, pb = 4;
-  const int64_t row_blocks = (M + mb - 1) / mb, panel_blocks = (b.panels + pb - 1) / pb;
-  [[maybe_unused]] const bool parallel = M * b.N * b.Kp > (int64_t{1} << 18);
-#pragma omp parallel for collapse(2) schedule(static) if (parallel)
-  for (int64_t rb = 0; rb < row_blocks; ++rb)
-    for (int64_t q = 0; q < panel_blocks; ++q) {
+  const int64_t row_blocks = (M + mb - 1) / mb, panel_blocks = (b.panels + pb - 1) / pb, tiles = row_blocks * panel_blocks;
+  const bool parallel = M * b.N * b.Kp > (int64_t{1} << 18);
+  parallel_for(0, tiles, parallel ? 1 : tiles, [&](int64_t t0, int64_t t1) {
+    for (int64_t t = t0; t < t1; ++t) {
+      const int64_t rb = t / panel_blocks, q = t % panel_blocks;
       const int64_t m0 = rb * mb, rows = std::min(mb, M - m0);
       const int64_t p0 = q * pb, p1 = std::min(b.panels, p0 + pb);
       const uint8_t* a = qa.data() + m0 * b.Kp;
@@ -245,6 +243,7 @@ inline void gemm_int8(int64_t M, const float* x, int64_t ldx, const PackedInt8& 
 #endif
       gemm_detail::int8_block_scalar(a, b.Kp, rows, p0, p1, b, e, out, ldc);
     }
+  });
 }
 
 }  // namespace nabla::cpu
