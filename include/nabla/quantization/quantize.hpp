@@ -5,11 +5,12 @@
 // float one, which stays untouched, and runs its forward with a forward interceptor installed
 // (nn::detail::ForwardInterceptor): each Linear / Conv2d it knows runs its int8 version.
 //
-// Measured (MNIST CNN after 1 epoch, AMD EPYC 2 threads, /tmp-style program of the session of
-// 2026-12-07): float32 98.44% 13.2 ms at batch 64; static int8 (this file) 98.42% but 41.1 ms:
-// the conv path (float im2col, transpose, quantize, permute: four memory-bound passes) is 3x
-// SLOWER than the float conv. The int8 GEMM itself is 2-4.7x float32 (nabla_bench_gemm_int8), so
-// the fix is a uint8 im2col straight into the GEMM's row layout, and an NCHW epilogue.
+// Measured (MNIST CNN after 1 epoch, AMD EPYC 2 threads, a scratch program of the session of
+// 2026-12-07): float32 98.44% 13.4 ms at batch 64; static int8 (this file) 98.42%, 16.9 ms with
+// cpu::conv2d_int8 (uint8 windows gathered straight into the GEMM rows, images over threads;
+// the first version, float im2col + transpose + quantize, took 41 ms). Still 1.26x SLOWER than
+// float32: left are the per-layer quantize pass, the [P, O] -> NCHW transpose, the separate ReLU
+// and max-pool passes in float; fuse ReLU into the epilogue and keep uint8 between layers.
 // TODO before merging: the kernel through a kernel table (ops/quantized.hpp, filled by
 // backend/cpu/) instead of including the CPU GEMM here; conv + batch norm + ReLU folding found by
 // tracing; the histogram observer's PyTorch-like search; QDQ export; CUDA (cuBLASLt int8).
@@ -97,6 +98,16 @@ struct QuantizedGemm {
       bias.assign(bc.data<float>(), bc.data<float>() + bc.numel());
     }
   }
+  // x: [N, C, H, W] float32 CPU contiguous -> [N, O, Ho, Wo]
+  Tensor run_conv(const Tensor& x, const cpu::Conv2dGeometry& g) const {
+    NABLA_CHECK(input.has_value(), ValueError, "quantization: a dynamic int8 conv is not supported (calibrate it)");
+    cpu::Int8Epilogue e;
+    e.a_scale = input->scale, e.a_zero_point = input->zero_point, e.b_scale = w_scale.data();
+    e.bias = bias.empty() ? nullptr : bias.data(), e.relu = relu;
+    Tensor out = empty({x.size(0), packed.N, g.Ho, g.Wo}, TensorOptions(kFloat32));
+    cpu::conv2d_int8(x.data<float>(), x.size(0), g, packed, e, out.data<float>());
+    return out;
+  }
   // rows: [M, K] float32 CPU contiguous -> [M, N]
   Tensor run(const Tensor& rows) const {
     const int64_t M = rows.size(0);
@@ -153,18 +164,16 @@ class QuantizedModel : public nn::Module, public nn::detail::ForwardInterceptor 
     auto* conv = dynamic_cast<nn::Conv2d*>(&m);
     NABLA_CHECK(x.dim() == 4, ShapeError, "quantization: QuantizedConv2d expects [N, C, H, W], got ",
                 nabla::detail::describe(x));
-    // im2col in float (zero padding quantizes to the zero point: exact), one int8 GEMM over every
-    // pixel of every image, back to NCHW
-    const int64_t N = x.size(0);
     NABLA_CHECK(conv->padding.mode.empty(), ValueError,
                 "quantization: string padding is not supported by QuantizedConv2d yet");
-    Tensor cols = im2col(x.detach(), conv->kernel_size, conv->dilation, Pair2d(conv->padding.h, conv->padding.w), conv->stride);
-    const int64_t K = cols.size(1), L = cols.size(2);
-    Tensor rows = cols.transpose(1, 2).reshape({N * L, K}).contiguous();
-    const int64_t H = x.size(2) + 2 * conv->padding.h - conv->dilation.h * (conv->kernel_size.h - 1) - 1;
-    const int64_t W = x.size(3) + 2 * conv->padding.w - conv->dilation.w * (conv->kernel_size.w - 1) - 1;
-    const int64_t Ho = H / conv->stride.h + 1, Wo = W / conv->stride.w + 1;
-    return it->second->run(rows).reshape({N, Ho, Wo, conv->out_channels}).permute({0, 3, 1, 2}).contiguous();
+    NABLA_CHECK(x.device().is_cpu() && x.dtype() == kFloat32, ValueError,
+                "quantization: int8 layers run on float32 CPU inputs for now, got ", nabla::detail::describe(x));
+    Tensor xc = x.detach().contiguous();
+    cpu::Conv2dGeometry g{x.size(1), x.size(2), x.size(3), conv->kernel_size.h, conv->kernel_size.w, conv->stride.h,
+                          conv->stride.w, conv->padding.h, conv->padding.w, conv->dilation.h, conv->dilation.w, 0, 0};
+    g.Ho = (g.H + 2 * g.ph - g.dh * (g.kh - 1) - 1) / g.sh + 1;
+    g.Wo = (g.W + 2 * g.pw - g.dw * (g.kw - 1) - 1) / g.sw + 1;
+    return it->second->run_conv(xc, g);
   }
   void add(const nn::Module* m, std::shared_ptr<QuantizedGemm> q) { layers_[m] = std::move(q); }
   size_t quantized_layers() const { return layers_.size(); }

@@ -205,21 +205,12 @@ NABLA_GEMM_AVX2 inline void int8_block_avx2(const uint8_t* a, int64_t lda, int64
 
 }  // namespace gemm_detail
 
-// c[M, N] (row stride ldc) from float activations x[M, K] (row stride ldx), quantized with
-// (a_scale, a_zero_point) from the epilogue, times the packed weights; `isa` picks the kernel
-// (best_int8_isa() unless a test asks for another; a family the CPU lacks falls back).
-inline void gemm_int8(int64_t M, const float* x, int64_t ldx, const PackedInt8& b, const Int8Epilogue& e, float* c,
-                      int64_t ldc, Int8Isa isa = best_int8_isa()) {
+// c[M, N] (row stride ldc) from already quantized activation rows qa[M, Kp] (row stride Kp; the
+// columns past K meet zero weights, so any value will do) times the packed weights.
+inline void gemm_int8_rows(int64_t M, const uint8_t* qa, const PackedInt8& b, const Int8Epilogue& e, float* c, int64_t ldc,
+                           Int8Isa isa = best_int8_isa()) {
   if (M <= 0 || b.N <= 0) return;
   isa = static_cast<Int8Isa>(std::min(static_cast<int>(isa), static_cast<int>(best_int8_isa())));
-  // the quantized activations, K padded to a multiple of 4 (the padding meets zero weights)
-  std::vector<uint8_t> qa(static_cast<size_t>(M * b.Kp), 0);
-  const float inv = 1.0f / e.a_scale;
-  const int64_t K = b.K;
-  parallel_for(0, M, std::max<int64_t>(1, 32768 / std::max<int64_t>(K, 1)), [&](int64_t m0, int64_t m1) {
-    for (int64_t m = m0; m < m1; ++m)
-      for (int64_t k = 0; k < K; ++k) qa[static_cast<size_t>(m * b.Kp + k)] = quantize_u8(x[m * ldx + k], inv, e.a_zero_point);
-  });
   // blocks of 64 rows x 4 panels, shared out over the threads when the product is large enough
   const int64_t mb = 64, pb = 4;
   const int64_t row_blocks = (M + mb - 1) / mb, panel_blocks = (b.panels + pb - 1) / pb, tiles = row_blocks * panel_blocks;
@@ -229,7 +220,7 @@ inline void gemm_int8(int64_t M, const float* x, int64_t ldx, const PackedInt8& 
       const int64_t rb = t / panel_blocks, q = t % panel_blocks;
       const int64_t m0 = rb * mb, rows = std::min(mb, M - m0);
       const int64_t p0 = q * pb, p1 = std::min(b.panels, p0 + pb);
-      const uint8_t* a = qa.data() + m0 * b.Kp;
+      const uint8_t* a = qa + m0 * b.Kp;
       float* out = c + m0 * ldc;
 #ifdef NABLA_GEMM_X86
       if (isa == Int8Isa::avx512_vnni) {
@@ -244,6 +235,71 @@ inline void gemm_int8(int64_t M, const float* x, int64_t ldx, const PackedInt8& 
       gemm_detail::int8_block_scalar(a, b.Kp, rows, p0, p1, b, e, out, ldc);
     }
   });
+}
+
+// c[M, N] (row stride ldc) from float activations x[M, K] (row stride ldx), quantized with
+// (a_scale, a_zero_point) from the epilogue, times the packed weights; `isa` picks the kernel
+// (best_int8_isa() unless a test asks for another; a family the CPU lacks falls back).
+inline void gemm_int8(int64_t M, const float* x, int64_t ldx, const PackedInt8& b, const Int8Epilogue& e, float* c,
+                      int64_t ldc, Int8Isa isa = best_int8_isa()) {
+  if (M <= 0 || b.N <= 0) return;
+  std::vector<uint8_t> qa(static_cast<size_t>(M * b.Kp), 0);
+  const float inv = 1.0f / e.a_scale;
+  const int64_t K = b.K;
+  parallel_for(0, M, std::max<int64_t>(1, 32768 / std::max<int64_t>(K, 1)), [&](int64_t m0, int64_t m1) {
+    for (int64_t m = m0; m < m1; ++m)
+      for (int64_t k = 0; k < K; ++k) qa[static_cast<size_t>(m * b.Kp + k)] = quantize_u8(x[m * ldx + k], inv, e.a_zero_point);
+  });
+  gemm_int8_rows(M, qa.data(), b, e, c, ldc, isa);
+}
+
+// A 2-D convolution in int8: x [N, C, H, W] float32 (quantized once per image), weights packed
+// as [O, C * kh * kw], out [N, O, Ho, Wo]. Each image's windows are gathered in uint8 (the zero
+// padding is the zero point: exactly 0.0) into GEMM rows, one row per output pixel.
+struct Conv2dGeometry {
+  int64_t C, H, W, kh, kw, sh, sw, ph, pw, dh, dw, Ho, Wo;
+};
+inline void conv2d_int8(const float* x, int64_t N, const Conv2dGeometry& g, const PackedInt8& b, const Int8Epilogue& e,
+                        float* out, Int8Isa isa = best_int8_isa()) {
+  const int64_t P = g.Ho * g.Wo, O = b.N, Kp = b.Kp, CHW = g.C * g.H * g.W;
+  const float inv = 1.0f / e.a_scale;
+  const uint8_t zp = static_cast<uint8_t>(e.a_zero_point);
+  // images shared out over the threads (the GEMM inside then runs on one); with a single image
+  // the GEMM's own threads do the work
+  auto images = [&](int64_t n0, int64_t n1) {
+    std::vector<uint8_t> img(static_cast<size_t>(CHW)), rows(static_cast<size_t>(P * Kp), 0);
+    std::vector<float> tmp(static_cast<size_t>(P * O));
+    for (int64_t n = n0; n < n1; ++n) {
+      const float* xn = x + n * CHW;
+      for (int64_t i = 0; i < CHW; ++i) img[static_cast<size_t>(i)] = quantize_u8(xn[i], inv, e.a_zero_point);
+      for (int64_t oh = 0; oh < g.Ho; ++oh)
+        for (int64_t ow = 0; ow < g.Wo; ++ow) {
+          uint8_t* r = rows.data() + (oh * g.Wo + ow) * Kp;
+          const int64_t iw0 = ow * g.sw - g.pw;
+          const bool run_inside = g.dw == 1 && iw0 >= 0 && iw0 + g.kw <= g.W;
+          for (int64_t c = 0; c < g.C; ++c)
+            for (int64_t i = 0; i < g.kh; ++i, r += g.kw) {
+              const int64_t ih = oh * g.sh - g.ph + i * g.dh;
+              if (ih < 0 || ih >= g.H) {
+                std::memset(r, zp, static_cast<size_t>(g.kw));
+              } else if (run_inside) {
+                std::memcpy(r, img.data() + (c * g.H + ih) * g.W + iw0, static_cast<size_t>(g.kw));
+              } else {
+                for (int64_t j = 0; j < g.kw; ++j) {
+                  const int64_t iw = iw0 + j * g.dw;
+                  r[j] = iw >= 0 && iw < g.W ? img[static_cast<size_t>((c * g.H + ih) * g.W + iw)] : zp;
+                }
+              }
+            }
+        }
+      gemm_int8_rows(P, rows.data(), b, e, tmp.data(), O, isa);
+      float* on = out + n * O * P;
+      for (int64_t o = 0; o < O; ++o)
+        for (int64_t p = 0; p < P; ++p) on[o * P + p] = tmp[static_cast<size_t>(p * O + o)];
+    }
+  };
+  if (N == 1) images(0, 1);
+  else parallel_for(0, N, 1, images);
 }
 
 }  // namespace nabla::cpu
