@@ -38,25 +38,118 @@ TEST(Quantization, DynamicLinearIsCloseAndLeavesTheFloatModel) {
   EXPECT_TRUE(net->forward(x).equal(want));  // the float model is untouched
 }
 
-TEST(Quantization, StaticConvAndLinearAreClose) {
+Tensor float_forward(nn::Module& net, const Tensor& x) {
+  NoGradGuard ng;
+  const bool was = net.is_training();
+  net.eval();
+  Tensor y = net.forward(x);
+  net.train(was);
+  return y;
+}
+
+TEST(Quantization, StaticConvAndLinearAreCloseFusedOrNot) {
   manual_seed(2);
   auto net = cnn();
   std::vector<Tensor> calib;
   for (int i = 0; i < 4; ++i) calib.push_back(randn({8, 1, 14, 14}));
-  net->train();
-  auto qnet = q::quantize(net, calib);
-  EXPECT_TRUE(net->is_training());  // mode restored
-  EXPECT_EQ(qnet->quantized_layers(), 4u);
   Tensor x = randn({5, 1, 14, 14});
-  Tensor want;
-  {
+  const Tensor want = float_forward(*net, x);
+  for (bool fuse : {true, false})
+    for (auto obs : {q::ObserverKind::min_max, q::ObserverKind::histogram}) {
+      SCOPED_TRACE(std::string(fuse ? "fused" : "layer by layer") + (obs == q::ObserverKind::min_max ? ", min/max" : ", histogram"));
+      net->train();
+      q::QuantizeOptions o;
+      o.fuse = fuse, o.observer = obs;
+      auto qnet = q::quantize(net, calib, o);
+      EXPECT_TRUE(net->is_training());  // mode restored
+      EXPECT_EQ(qnet->quantized_layers(), 4u);
+      EXPECT_EQ(qnet->int8_weight_bytes(), size_t(8 * 9 + 16 * 8 * 9 + 576 * 32 + 32 * 10));
+      Tensor got = qnet->forward(x);
+      ASSERT_EQ(got.sizes(), want.sizes());
+      EXPECT_LT(rel_err(got, want), 0.05);
+      EXPECT_GT(rel_err(got, want), 0.0);
+    }
+  EXPECT_TRUE(float_forward(*net, x).equal(want));  // the float model is untouched
+}
+
+// Batch norm folded into the conv, max pooling and ReLU on the codes, the Flatten of channels-last
+// codes (the Linear's columns permuted), dropout dropped: the fused path against the float model
+// and against the unfused one.
+TEST(Quantization, FusedSequentialFoldsBatchNormAndPoolsOnCodes) {
+  manual_seed(3);
+  auto net = std::make_shared<nn::Sequential>(nn::Conv2d(3, 16, 3, 1, 1), nn::BatchNorm2d(16), nn::ReLU(),
+                                              nn::MaxPool2d(2), nn::Conv2d(16, 24, 3, 1, 1, 1, 1, false),
+                                              nn::BatchNorm2d(24), nn::ReLU(), nn::Dropout(0.3), nn::Flatten(),
+                                              nn::Linear(24 * 5 * 5, 40), nn::ReLU(), nn::Linear(40, 7),
+                                              nn::Functional([](const Tensor& t) { return log_softmax(t, 1); }));
+  {  // BN statistics that are not the identity
+    net->train();
     NoGradGuard ng;
-    net->eval();
-    want = net->forward(x);
+    for (int i = 0; i < 5; ++i) net->forward(randn({16, 3, 10, 10}) * 2.0 + 0.5);
   }
-  Tensor got = qnet->forward(x);
-  ASSERT_EQ(got.sizes(), want.sizes());
-  EXPECT_LT(rel_err(got, want), 0.05);
+  std::vector<Tensor> calib;
+  for (int i = 0; i < 4; ++i) calib.push_back(randn({16, 3, 10, 10}) * 2.0 + 0.5);
+  Tensor x = randn({6, 3, 10, 10}) * 2.0 + 0.5;
+  const Tensor want = float_forward(*net, x);
+  auto fused = q::quantize(net, calib);
+  q::QuantizeOptions plain;
+  plain.fuse = false;
+  auto layered = q::quantize(net, calib, plain);
+  EXPECT_EQ(fused->quantized_layers(), 4u);
+  EXPECT_EQ(layered->quantized_layers(), 4u);
+  EXPECT_EQ(fused->plan(), (std::vector<std::string>{"[0:3] Conv2d+BatchNorm2d+ReLU int8 -> uint8",
+                                                     "[3:4] MaxPool2d on uint8",
+                                                     "[4:7] Conv2d+BatchNorm2d+ReLU int8 -> uint8",
+                                                     "[8:9] Flatten on uint8",
+                                                     "[9:11] Linear+ReLU int8 -> uint8",
+                                                     "[11:12] Linear int8 -> float",
+                                                     "[12:13] Functional float"}));
+  EXPECT_EQ(layered->plan(), (std::vector<std::string>{"0 Conv2d int8 -> float", "4 Conv2d int8 -> float",
+                                                       "9 Linear int8 -> float", "11 Linear int8 -> float"}));
+  const Tensor a = fused->forward(x), b = layered->forward(x);
+  EXPECT_LT(rel_err(a, want), 0.05);
+  EXPECT_LT(rel_err(b, want), 0.05);
+  EXPECT_TRUE(a.argmax(1).equal(want.argmax(1)) || rel_err(a, want) < 0.02);
+  EXPECT_EQ(fused->forward(x.narrow(0, 2, 1)).sizes(), (Shape{1, 7}));  // batch 1
+}
+
+// A model that is not a Sequential (residual add between its layers): each layer runs alone.
+struct Residual : nn::Module {
+  std::shared_ptr<nn::Conv2d> a, b;
+  std::shared_ptr<nn::Linear> fc;
+  Residual() {
+    a = register_module("a", std::make_shared<nn::Conv2d>(4, 4, 3, 1, 1));
+    b = register_module("b", std::make_shared<nn::Conv2d>(4, 4, 3, 1, 1));
+    fc = register_module("fc", std::make_shared<nn::Linear>(4 * 6 * 6, 5));
+  }
+  Tensor forward(const Tensor& x) override {
+    Tensor h = x + b->forward(a->forward(x).relu());
+    return fc->forward(h.relu().flatten(1));
+  }
+};
+
+TEST(Quantization, ArbitraryModulesQuantizeLayerByLayer) {
+  manual_seed(4);
+  auto net = std::make_shared<Residual>();
+  std::vector<Tensor> calib{randn({8, 4, 6, 6}), randn({8, 4, 6, 6})};
+  auto qnet = q::quantize(net, calib);
+  EXPECT_EQ(qnet->quantized_layers(), 3u);
+  Tensor x = randn({3, 4, 6, 6});
+  EXPECT_LT(rel_err(qnet->forward(x), float_forward(*net, x)), 0.05);
+}
+
+TEST(Quantization, BadInputsAreClearErrors) {
+  auto net = cnn();
+  EXPECT_THROW(q::quantize(net, {}), Error);
+  EXPECT_THROW(q::quantize(nullptr, {randn({1, 1, 14, 14})}), Error);
+  auto qnet = q::quantize(net, {randn({2, 1, 14, 14})});
+  try {
+    qnet->forward(randn({2, 1, 14, 14}, TensorOptions(kFloat64)));
+    ADD_FAILURE() << "a float64 input was accepted";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("float32 CPU"), std::string::npos) << e.what();
+  }
+  EXPECT_THROW(qnet->forward(randn({2, 3, 14, 14})), Error);  // wrong channel count
 }
 
 TEST(Quantization, ChooseQparamsKeepsZeroExact) {

@@ -793,7 +793,10 @@ class Sequential : public ModuleList {
   NABLA_MODULE_ARROW(Sequential)
   using ModuleList::ModuleList;
   std::string type_name() const override { return "Sequential"; }
-  Tensor forward(const Tensor& input) override { return forward_range(0, size(), input); }
+  Tensor forward(const Tensor& input) override {
+    if (auto y = intercepted(input)) return *y;
+    return forward_range(0, size(), input);
+  }
   // Runs children [first, last) on x (checkpoint_sequential's segments).
   Tensor forward_range(size_t first, size_t last, const Tensor& x) const {
     Tensor y = x;
