@@ -283,6 +283,9 @@ TEST(OnnxRuntime, GPT2) {
   auto net = std::make_shared<models::GPT2LMHeadModel>(c);
   auto ids = [&](int64_t b) { return randint(0, c.vocab_size, {b, 12}, TensorOptions(kInt64)); };
   write_case("gpt2", *net, {ids(2), ids(5)}, "--rtol 1e-3 --atol 1e-4", {.input_names = {"input_ids"}, .output_names = {"logits"}});
+  // dynamic int8 (the Conv1D projections): DynamicQuantizeLinear before each
+  write_case("gpt2_dynamic_int8", *quantization::quantize_dynamic(net), {ids(2), ids(5)}, "--max-rel 0.02",
+             {.input_names = {"input_ids"}, .output_names = {"logits"}});
 }
 
 // A module that runs the other mapped ops: conv without bias + batch norm, both poolings,

@@ -1,6 +1,7 @@
 // int8 post-training quantization (quantization/quantize.hpp): dynamic and static, against the
 // float model, which stays untouched.
 
+#include <nabla/models/gpt2.hpp>
 #include <nabla/quantization/quantize.hpp>
 
 #include "test_util.hpp"
@@ -150,6 +151,25 @@ TEST(Quantization, BadInputsAreClearErrors) {
     EXPECT_NE(std::string(e.what()).find("float32 CPU"), std::string::npos) << e.what();
   }
   EXPECT_THROW(qnet->forward(randn({2, 3, 14, 14})), Error);  // wrong channel count
+}
+
+// GPT-2's projections are Hugging Face Conv1D layers (weight [in, out]): quantize_dynamic takes
+// them as Linear layers; the tied lm_head (a matmul with the embedding) stays float.
+TEST(Quantization, DynamicGpt2QuantizesItsConv1DLayers) {
+  manual_seed(5);
+  models::GPT2Config c;
+  c.vocab_size = 97, c.n_positions = 32, c.n_embd = 48, c.n_layer = 2, c.n_head = 4;
+  auto net = std::make_shared<models::GPT2LMHeadModel>(c);
+  Tensor ids = randint(0, c.vocab_size, {3, 12}, TensorOptions(kInt64));
+  const Tensor want = float_forward(*net, ids);
+  auto qnet = q::quantize_dynamic(net);
+  EXPECT_EQ(qnet->quantized_layers(), 8u);  // c_attn, attn.c_proj, c_fc, mlp.c_proj per block
+  EXPECT_EQ(qnet->plan()[0], "transformer.h.0.attn.c_attn Conv1D int8 (dynamic) -> float");
+  const Tensor got = qnet->forward(ids);
+  ASSERT_EQ(got.sizes(), want.sizes());
+  EXPECT_LT(rel_err(got, want), 0.05);
+  EXPECT_GT(rel_err(got, want), 0.0);
+  EXPECT_TRUE(float_forward(*net, ids).equal(want));
 }
 
 TEST(Quantization, ChooseQparamsKeepsZeroExact) {

@@ -319,10 +319,27 @@ inline void fold_batch_norm(Tensor& w, std::vector<float>& bias, const nn::Batch
   w = wc;
 }
 
-inline std::shared_ptr<QuantizedLayer> make_linear(const nn::Linear& fc, std::optional<QParams> in,
+// A layer computing x W^T + b: nn::Linear, or a module named "Conv1D" (Hugging Face GPT-2's, in
+// models/gpt2.hpp: the weight stored [in, out]). Found by type name, so that this file need
+// not include the models above it.
+struct LinearView {
+  Tensor weight;  // [out, in]
+  Tensor bias;
+};
+inline std::optional<LinearView> as_linear(nn::Module& m) {
+  if (auto* fc = dynamic_cast<nn::Linear*>(&m)) return LinearView{fc->weight, fc->bias};
+  if (m.type_name() == "Conv1D") {
+    const Tensor* w = m.tensor_slot("weight");
+    const Tensor* b = m.tensor_slot("bias");
+    if (w && w->defined() && w->dim() == 2) return LinearView{w->t(), b ? *b : Tensor()};
+  }
+  return std::nullopt;
+}
+
+inline std::shared_ptr<QuantizedLayer> make_linear(const LinearView& fc, std::optional<QParams> in,
                                                    const std::vector<int64_t>& chw = {}) {
   auto l = std::make_shared<QuantizedLayer>();
-  const int64_t N = fc.out_features, K = fc.in_features;
+  const int64_t N = fc.weight.size(0), K = fc.weight.size(1);
   Int8Weights q = quantize_weights(fc.weight);
   if (chw.empty()) {
     l->packed = cpu::pack_int8(q.q.data(), N, K);
@@ -530,7 +547,7 @@ inline std::shared_ptr<QuantizedModel> quantize_dynamic(const std::shared_ptr<nn
   NABLA_CHECK(model != nullptr, ValueError, "quantization::quantize_dynamic: the model is null");
   auto q = std::make_shared<QuantizedModel>(model);
   for (const auto& [name, m] : detail::all_modules(model))
-    if (auto* fc = dynamic_cast<nn::Linear*>(m.get())) q->add(fc, detail::make_linear(*fc, std::nullopt));
+    if (auto fc = detail::as_linear(*m)) q->add(m.get(), detail::make_linear(*fc, std::nullopt));
   return q;
 }
 
@@ -572,7 +589,7 @@ struct Calibrator : nn::detail::ForwardInterceptor {
       }
       return y;
     }
-    if (dynamic_cast<nn::Linear*>(&m) || dynamic_cast<nn::Conv2d*>(&m)) {
+    if (as_linear(m) || dynamic_cast<nn::Conv2d*>(&m)) {
       auto& o = inputs[&m];
       if (!o) o = make();
       o->observe(x);
@@ -603,7 +620,7 @@ inline CompiledSequential compile(const nn::Sequential& seq, const std::vector<s
     s.first = i;
     nn::Module& m = child(i);
     auto* conv = dynamic_cast<nn::Conv2d*>(&m);
-    auto* fc = dynamic_cast<nn::Linear*>(&m);
+    const std::optional<LinearView> fc = as_linear(m);
     if ((conv && o.conv && quantizable_conv(*conv) && obs[i]) || (fc && o.linear && obs[i])) {
       size_t j = i + 1;
       const nn::BatchNorm2d* bn = nullptr;
@@ -692,8 +709,8 @@ inline std::shared_ptr<QuantizedModel> quantize(const std::shared_ptr<nn::Module
   for (const auto& [name, m] : detail::all_modules(model)) {
     auto it = cal.inputs.find(m.get());
     if (it == cal.inputs.end() || in_compiled.count(m.get())) continue;
-    if (auto* fc = dynamic_cast<nn::Linear*>(m.get()); fc && o.linear)
-      q->add(fc, detail::make_linear(*fc, it->second->qparams()));
+    if (auto fc = detail::as_linear(*m); fc && o.linear)
+      q->add(m.get(), detail::make_linear(*fc, it->second->qparams()));
     else if (auto* conv = dynamic_cast<nn::Conv2d*>(m.get()); conv && o.conv && detail::quantizable_conv(*conv))
       q->add(conv, detail::make_conv(*conv, it->second->qparams(), nullptr));
   }
