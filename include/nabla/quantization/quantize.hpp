@@ -278,8 +278,7 @@ struct QuantizedLayer {
       const float inv = 1.0f / in.scale;
       const float* p = xf.data<float>();
       cpu::parallel_for(0, M, std::max<int64_t>(1, cpu::kParallelGrain / K), [&](int64_t m0, int64_t m1) {
-        for (int64_t m = m0; m < m1; ++m)
-          for (int64_t k = 0; k < K; ++k) rows[static_cast<size_t>(m * Kp + k)] = cpu::quantize_u8(p[m * K + k], inv, in.zero_point);
+        for (int64_t m = m0; m < m1; ++m) cpu::quantize_u8_row(p + m * K, K, inv, in.zero_point, rows.data() + m * Kp);
       });
     }
     cpu::Int8Epilogue e = epilogue(in);

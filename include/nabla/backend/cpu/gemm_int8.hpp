@@ -106,6 +106,16 @@ inline uint8_t quantize_u8(float x, float inv_scale, int32_t zero_point) {
   return static_cast<uint8_t>(std::min(255.0f, std::max(0.0f, q)));
 }
 
+// quantize_u8 over n contiguous values. The restrict-qualified locals matter: a uint8 store may
+// alias anything, and without them the compiler reloads the pointers each iteration and does
+// not vectorize (13x slower on MNIST fc1's activations).
+inline void quantize_u8_row(const float* __restrict x, int64_t n, float inv_scale, int32_t zero_point,
+                            uint8_t* __restrict out) {
+  const float zp = static_cast<float>(zero_point);
+  for (int64_t i = 0; i < n; ++i)
+    out[i] = static_cast<uint8_t>(std::min(255.0f, std::max(0.0f, std::nearbyint(x[i] * inv_scale) + zp)));
+}
+
 namespace gemm_detail {
 
 inline float int8_epilogue(int32_t acc, int64_t n, const PackedInt8& b, const Int8Epilogue& e) {
@@ -266,9 +276,9 @@ inline void gemm_int8(int64_t M, const float* x, int64_t ldx, const PackedInt8& 
   std::vector<uint8_t> qa(static_cast<size_t>(M * b.Kp), 0);
   const float inv = 1.0f / e.a_scale;
   const int64_t K = b.K;
+  const int64_t Kp = b.Kp;
   parallel_for(0, M, std::max<int64_t>(1, 32768 / std::max<int64_t>(K, 1)), [&](int64_t m0, int64_t m1) {
-    for (int64_t m = m0; m < m1; ++m)
-      for (int64_t k = 0; k < K; ++k) qa[static_cast<size_t>(m * b.Kp + k)] = quantize_u8(x[m * ldx + k], inv, e.a_zero_point);
+    for (int64_t m = m0; m < m1; ++m) quantize_u8_row(x + m * ldx, K, inv, e.a_zero_point, qa.data() + m * Kp);
   });
   gemm_int8_rows(M, qa.data(), b, e, c, ldc, isa);
 }
@@ -300,12 +310,17 @@ inline void quantize_nchw_to_nhwc(const float* x, int64_t N, int64_t C, int64_t 
   const float inv = 1.0f / scale;
   const int64_t HW = H * W;
   parallel_for(0, N, std::max<int64_t>(1, kParallelGrain / std::max<int64_t>(C * HW, 1)), [&](int64_t n0, int64_t n1) {
-    for (int64_t n = n0; n < n1; ++n)
+    for (int64_t n = n0; n < n1; ++n) {
+      if (C == 1) {  // the same layout
+        quantize_u8_row(x + n * HW, HW, inv, zero_point, out + n * HW);
+        continue;
+      }
       for (int64_t c = 0; c < C; ++c) {
         const float* src = x + (n * C + c) * HW;
         uint8_t* dst = out + n * HW * C + c;
         for (int64_t p = 0; p < HW; ++p) dst[p * C] = quantize_u8(src[p], inv, zero_point);
       }
+    }
   });
 }
 
