@@ -10,6 +10,7 @@
 #include <nabla/io/onnx.hpp>
 #include <nabla/models/gpt2.hpp>
 #include <nabla/models/resnet.hpp>
+#include <nabla/quantization/quantize.hpp>
 
 #include "support/temp_files.hpp"
 #include "test_util.hpp"
@@ -282,6 +283,9 @@ TEST(OnnxRuntime, GPT2) {
   auto net = std::make_shared<models::GPT2LMHeadModel>(c);
   auto ids = [&](int64_t b) { return randint(0, c.vocab_size, {b, 12}, TensorOptions(kInt64)); };
   write_case("gpt2", *net, {ids(2), ids(5)}, "--rtol 1e-3 --atol 1e-4", {.input_names = {"input_ids"}, .output_names = {"logits"}});
+  // dynamic int8 (the Conv1D projections): DynamicQuantizeLinear before each
+  write_case("gpt2_dynamic_int8", *quantization::quantize_dynamic(net), {ids(2), ids(5)}, "--max-rel 0.02",
+             {.input_names = {"input_ids"}, .output_names = {"logits"}});
 }
 
 // A module that runs the other mapped ops: conv without bias + batch norm, both poolings,
@@ -321,6 +325,50 @@ struct OpZoo : nn::Module {
     return r;
   }
 };
+
+// int8 models for onnxruntime: QDQ (QuantizeLinear/DequantizeLinear) around float ops; the
+// checker compares with nabla's int8 outputs (a code off by one at a rounding tie moves the
+// output by a quantization step: a looser, relative bound).
+std::vector<Tensor> calibration(const Shape& s, int n) {
+  std::vector<Tensor> b;
+  for (int i = 0; i < n; ++i) b.push_back(randn(s));
+  return b;
+}
+
+TEST(OnnxRuntime, QuantizedMnistCnn) {
+  NABLA_REQUIRE_ONNX_DIR();
+  manual_seed(7);
+  auto net = mnist_cnn();
+  auto q = quantization::quantize(net, calibration({8, 1, 28, 28}, 4));
+  write_case("mnist_cnn_int8", *q, {randn({4, 1, 28, 28}), randn({9, 1, 28, 28})}, "--max-rel 0.02");
+}
+
+TEST(OnnxRuntime, QuantizedResNetBlockAndDynamicMlp) {
+  NABLA_REQUIRE_ONNX_DIR();
+  manual_seed(8);
+  auto block = models::resnet18({.num_classes = 10, .cifar_stem = true});
+  settle_batch_norm(*block, {4, 3, 32, 32});
+  auto q = quantization::quantize(block, calibration({4, 3, 32, 32}, 2));
+  write_case("resnet18_int8", *q, {randn({2, 3, 32, 32}), randn({3, 3, 32, 32})}, "--max-rel 0.05");
+  auto mlp = std::make_shared<nn::Sequential>(nn::Linear(32, 64), nn::GELU(), nn::Linear(64, 8));
+  write_case("mlp_dynamic_int8", *quantization::quantize_dynamic(mlp), {randn({5, 32}), randn({2, 32})}, "--max-rel 0.02");
+}
+
+TEST(OnnxExport, AQuantizedModelExportsAsQdq) {
+  manual_seed(9);
+  auto net = mnist_cnn();
+  auto q = quantization::quantize(net, calibration({8, 1, 28, 28}, 2));
+  const std::string bytes = export_module(*q, randn({2, 1, 28, 28}));
+  // input quantized; each layer's int8 weights dequantized per channel into a float Conv / Gemm;
+  // the codes passed on between layers quantized again; MaxPool and the Reshape on dequantized
+  // codes; the last Gemm's float output out
+  EXPECT_EQ(node_types(bytes),
+            (std::vector<std::string>{"QuantizeLinear", "DequantizeLinear", "DequantizeLinear", "Conv", "Relu",
+                                      "QuantizeLinear", "DequantizeLinear", "DequantizeLinear", "Conv", "Relu",
+                                      "QuantizeLinear", "DequantizeLinear", "MaxPool", "Reshape", "DequantizeLinear",
+                                      "Gemm", "Relu", "QuantizeLinear", "DequantizeLinear", "DequantizeLinear", "Gemm",
+                                      "Identity"}));
+}
 
 TEST(OnnxRuntime, OpZoo) {
   NABLA_REQUIRE_ONNX_DIR();

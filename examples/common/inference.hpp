@@ -5,8 +5,13 @@
 //                   unstructured (global L1 over every Conv2d/Linear weight, X of them zeroed:
 //                   same shapes, same speed) and structured (X of the output channels of every
 //                   Conv2d/Linear but the last, by L2 norm, then removed: smaller layers)
+//   --quantize int8 [--calibration-batches N]
+//                   static int8 post-training quantization (nabla::quantization::quantize:
+//                   observers over N training batches, histogram by default), measured against
+//                   float32 on the CPU; with --export also written as a QDQ ONNX file
+//                   (PATH with .int8 before the extension)
 // Each variant prints a row: test accuracy, latency of one forward at batch 1 and 64 (median
-// of repeated runs, after a warm-up), parameters and their non-zero count.
+// of repeated runs, after a warm-up), parameters, their non-zero count and the weights' bytes.
 
 #include <algorithm>
 #include <chrono>
@@ -18,6 +23,7 @@
 #include <nabla/io/onnx.hpp>
 #include <nabla/nabla.hpp>
 #include <nabla/nn/prune.hpp>
+#include <nabla/quantization/quantize.hpp>
 
 #include "example_cli.hpp"
 
@@ -26,12 +32,15 @@ namespace nabla_example {
 struct InferenceOptions {
   std::string export_path;
   double prune = 0;
+  std::string quantize;  // "" or "int8"
+  int64_t calibration_batches = 10;
+  bool any() const { return !export_path.empty() || prune > 0 || !quantize.empty(); }
 };
 
 struct InferenceRow {
   std::string variant;
   double accuracy = 0, ms1 = 0, ms64 = 0;
-  int64_t params = 0, nonzero = 0;
+  int64_t params = 0, nonzero = 0, bytes = 0;
 };
 
 // Median milliseconds of one forward of `x` (no grad, eval).
@@ -59,7 +68,20 @@ inline InferenceRow measure(const std::string& variant, nabla::nn::Module& m, na
   for (const auto& p : m.parameters()) {
     r.params += p.numel();
     r.nonzero += (p != 0).sum().item<int64_t>();
+    r.bytes += p.numel() * static_cast<int64_t>(p.element_size());
   }
+  return r;
+}
+
+// The int8 row: the float model's parameters counted, its quantized weights at one byte each.
+inline InferenceRow measure_int8(const std::string& variant, nabla::quantization::QuantizedModel& q,
+                                 nabla::data::DataLoader& test, const nabla::Tensor& sample64) {
+  InferenceRow f = measure(variant, *q.float_model(), test, sample64);  // counts only; timings replaced below
+  InferenceRow r = f;
+  r.accuracy = evaluate(q, test).accuracy;
+  r.ms1 = latency_ms(q, sample64.narrow(0, 0, 1), 50);
+  r.ms64 = latency_ms(q, sample64, 20);
+  r.bytes = f.bytes - 3 * static_cast<int64_t>(q.int8_weight_bytes());
   return r;
 }
 
@@ -71,22 +93,66 @@ inline std::vector<std::pair<std::string, std::shared_ptr<nabla::nn::Module>>> p
   return out;
 }
 
+inline void print_rows(const std::vector<InferenceRow>& rows) {
+  std::printf("\n%-18s %9s %12s %12s %12s %12s %10s\n", "variant", "accuracy", "batch 1 ms", "batch 64 ms", "parameters",
+              "non-zero", "weight MB");
+  for (const auto& r : rows)
+    std::printf("%-18s %8.2f%% %12.3f %12.3f %12lld %12lld %10.3f\n", r.variant.c_str(), 100 * r.accuracy, r.ms1, r.ms64,
+                (long long)r.params, (long long)r.nonzero, static_cast<double>(r.bytes) / 1e6);
+}
+
+// The path with ".int8" before its extension: model.onnx -> model.int8.onnx.
+inline std::string int8_path(const std::string& path) {
+  const auto dot = path.find_last_of('.'), slash = path.find_last_of('/');
+  if (dot == std::string::npos || (slash != std::string::npos && dot < slash)) return path + ".int8";
+  return path.substr(0, dot) + ".int8" + path.substr(dot);
+}
+
 // Runs the steps asked for on the trained `model` (a Sequential for the structured variant;
 // other models skip it, saying so). `sample` holds test inputs (up to 64 are timed) on the
-// model's device; --prune needs the test loader.
+// model's device; --prune and --quantize need the test loader, --quantize also the training
+// loader (its first batches calibrate). int8 runs on the CPU: with --quantize a model on a GPU
+// is moved to the CPU first, and every row is then measured there.
 inline void run_inference_steps(const std::shared_ptr<nabla::nn::Module>& model, nabla::data::DataLoader* test_loader,
-                                const nabla::Tensor& sample, const InferenceOptions& o, const char* program) {
+                                nabla::Tensor sample, const InferenceOptions& o, const char* program,
+                                nabla::data::DataLoader* calibration_loader = nullptr) {
   namespace prune = nabla::nn::utils::prune;
   if (!o.export_path.empty()) {
     nabla::onnx::export_model(model, {sample.narrow(0, 0, 1)}, o.export_path);
     std::printf("wrote %s (ONNX opset 17, dynamic batch; input \"input\", output \"output\")\n", o.export_path.c_str());
   }
-  if (o.prune <= 0) return;
-  NABLA_CHECK(test_loader != nullptr, nabla::ValueError, program, ": --prune needs the test set to measure accuracy");
+  if (o.prune <= 0 && o.quantize.empty()) return;
+  NABLA_CHECK(test_loader != nullptr, nabla::ValueError, program, ": --prune and --quantize need the test set to measure accuracy");
   nabla::data::DataLoader& test = *test_loader;
+  if (!o.quantize.empty() && !sample.device().is_cpu()) {
+    std::printf("%s: int8 runs on the CPU; the model moves there, and every row below is measured on the CPU\n", program);
+    model->to(nabla::Device::cpu());
+    sample = sample.to(nabla::Device::cpu());
+  }
   const nabla::Tensor x64 = sample.narrow(0, 0, std::min<int64_t>(64, sample.size(0)));
   std::vector<InferenceRow> rows;
   rows.push_back(measure("float32", *model, test, x64));
+  if (!o.quantize.empty()) {
+    NABLA_CHECK(calibration_loader != nullptr, nabla::ValueError, program, ": --quantize needs the training set to calibrate");
+    std::vector<nabla::Tensor> calibration;
+    for (nabla::data::Batch& b : *calibration_loader) {
+      if (static_cast<int64_t>(calibration.size()) >= o.calibration_batches) break;
+      calibration.push_back(b.data.to(nabla::Device::cpu()));
+    }
+    const auto t0 = std::chrono::steady_clock::now();
+    auto q = nabla::quantization::quantize(model, calibration);
+    const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    std::printf("int8: %zu layers quantized, calibrated on %zu batches in %.2f s (histogram observer)\n",
+                q->quantized_layers(), calibration.size(), s);
+    rows.push_back(measure_int8("int8 static", *q, test, x64));
+    if (!o.export_path.empty()) {
+      const std::string path = int8_path(o.export_path);
+      nabla::onnx::export_model(q, {sample.narrow(0, 0, 1)}, path);
+      std::printf("wrote %s (QDQ: QuantizeLinear/DequantizeLinear around each int8 layer, for trtexec --int8)\n",
+                  path.c_str());
+    }
+  }
+  if (o.prune <= 0) return print_rows(rows);
   // unstructured: global L1 over every Conv2d/Linear weight, made permanent (remove) in a copy
   nabla::nn::StateDict state;  // a copy (state_dict() shares the parameters' memory)
   for (const auto& [name, t] : model->state_dict()) state.insert(name, t.clone());
@@ -109,11 +175,7 @@ inline void run_inference_steps(const std::shared_ptr<nabla::nn::Module>& model,
     std::printf("%s: structured pruning (remove_channels) takes a Sequential; this model is a %s, so that row is skipped\n",
                 program, model->type_name().c_str());
   }
-  std::printf("\n%-18s %9s %12s %12s %12s %12s\n", "variant", "accuracy", "batch 1 ms", "batch 64 ms", "parameters",
-              "non-zero");
-  for (const auto& r : rows)
-    std::printf("%-18s %8.2f%% %12.3f %12.3f %12lld %12lld\n", r.variant.c_str(), 100 * r.accuracy, r.ms1, r.ms64,
-                (long long)r.params, (long long)r.nonzero);
+  print_rows(rows);
 }
 
 }  // namespace nabla_example

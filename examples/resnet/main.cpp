@@ -97,6 +97,11 @@ with --synthetic, times the training step on random ImageNet-shaped data instead
   --prune X                 after training, prune X (e.g. 0.5) of the conv/linear weights (global L1,
                             unstructured) and print accuracy, latency at batch 1 and 64 and the
                             non-zero count against float32
+  --quantize int8           after training, static int8 post-training quantization (observers over
+                            --calibration-batches training batches): accuracy, latency at batch 1 and 64
+                            and weight size against float32, on the CPU; with --export also writes the
+                            QDQ model (PATH with .int8 before the extension) for trtexec --int8
+  --calibration-batches N   training batches that calibrate --quantize (default 10)
   --no-progress             plain progress lines even on a terminal
   --help                    this text
 )";
@@ -141,13 +146,16 @@ Args parse(int argc, char** argv) {
     else if (f == "--memory-limit") a.memory_limit = o.bytes();
     else if (f == "--export") a.inference.export_path = o.value();
     else if (f == "--prune") a.inference.prune = o.real();
+    else if (f == "--quantize") a.inference.quantize = o.choice({"int8"});
+    else if (f == "--calibration-batches") a.inference.calibration_batches = o.integer(1);
     else o.error("unknown option \"" + f + "\"");
   }
   if (a.momentum >= 1) o.error("--momentum must be below 1");
   if (a.label_smoothing > 1) o.error("--label-smoothing must be in [0, 1]");
   if (a.cifar_stem < 0) a.cifar_stem = a.synthetic ? 0 : 1;
   if (a.inference.prune >= 1) o.error("--prune takes a fraction in [0, 1)");
-  if (a.synthetic && a.inference.prune > 0) o.error("--prune measures test accuracy; it needs CIFAR-10, not --synthetic");
+  if (a.synthetic && (a.inference.prune > 0 || !a.inference.quantize.empty()))
+    o.error("--prune and --quantize measure test accuracy; they need CIFAR-10, not --synthetic");
   return a;
 }
 
@@ -275,7 +283,7 @@ int run(const Args& a) {
   }
   // after training (or from a finished checkpoint): --export, --prune
   auto inference_steps = [&] {
-    if (!lead || (a.inference.export_path.empty() && a.inference.prune <= 0)) return;
+    if (!lead || !a.inference.any()) return;
     nb::Tensor sample;
     if (test) {
       for (nd::Batch& b : *test) {  // normalised as the test loader gives it
@@ -285,7 +293,7 @@ int run(const Args& a) {
     } else {
       sample = nb::randn({2, 3, a.image_size, a.image_size}, nb::TensorOptions().device(device));
     }
-    nabla_example::run_inference_steps(model, test.get(), sample, a.inference, "resnet");
+    nabla_example::run_inference_steps(model, test.get(), sample, a.inference, "resnet", &train);
   };
   if (start_epoch >= a.epochs) {
     if (lead) std::printf("the checkpoint is already at the end of epoch %lld; nothing to do\n", (long long)a.epochs);

@@ -21,6 +21,8 @@ Layers, lowest first. Within a layer any order is allowed as long as there is no
   6 nn/   7 optim/   7.5 amp/ (GradScaler: steps optimizers)   8 data/   9 io/
   9.2 text/ (tokenizers; read their files with io/json)
   9.3 distributed/ (collectives over MPI, DistributedDataParallel: wraps nn modules, uses autograd)
+  9.4 quantization/ (int8 models: wrap nn modules, run the backend/cpu int8 kernels, report QDQ to
+      the tracer)
   9.5 models/ (built from all of those)
  10 the fused kernels that fill an op's slots (backend/cpu files with NABLA_FILL_KERNELS and
     kernels/*.cuh): they implement an op, so they sit above it, and nothing includes them but
@@ -65,6 +67,8 @@ def layer(rel, text):
         return 9.2
     if p.startswith("distributed/"):
         return 9.3
+    if p.startswith("quantization/"):
+        return 9.4
     if p.startswith("models/"):
         return 9.5
     raise SystemExit(f"include_layers.py: {rel} is in no layer; add its directory to the list")

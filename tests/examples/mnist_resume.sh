@@ -7,8 +7,9 @@
 #  3. a missing data folder and a corrupt file give one clear error line and exit code 1;
 #  4. --amp bf16 with --checkpointing learns; --amp f16 resumes byte-identically (GradScaler state
 #     in the checkpoint); a --memory-limit below what training needs is one OutOfMemory line;
-#  5. from run 1's finished checkpoint, --export writes an ONNX file and --prune 0.5 prints the
-#     float32 / unstructured / structured rows (half the weights zero; narrower layers).
+#  5. from run 1's finished checkpoint, --export writes an ONNX file, --quantize int8 an int8 row
+#     (accuracy within 1 point of float32, a quarter of the weight bytes) and the QDQ file, and
+#     --prune 0.5 the unstructured / structured rows (half the weights zero; narrower layers).
 # Usage: mnist_resume.sh <path to the mnist program>. Needs $NABLA_DATA/mnist (skips otherwise).
 set -euo pipefail
 mnist=$1
@@ -87,12 +88,20 @@ set -e
 cat err.txt
 test $rc -eq 1 && grep -q "memory limit" err.txt && test "$(wc -l < err.txt)" -eq 1
 
-echo "== 5. --export and --prune after training"
+echo "== 5. --export, --quantize and --prune after training"
 cp a.csv p.csv
 "$mnist" --data "$data" --limit 3200 --test-limit 2000 --no-progress --epochs 1 --checkpoint a.safetensors --csv p.csv \
-  --resume --export m.onnx --prune 0.5 | tee p.log
+  --resume --export m.onnx --prune 0.5 --quantize int8 --calibration-batches 4 | tee p.log
 grep -q "^wrote m.onnx" p.log
 test "$(stat -c %s m.onnx)" -gt 4000000  # the CNN's 1.2M float32 weights are in it
+grep -q "^wrote m.int8.onnx" p.log
+test "$(stat -c %s m.int8.onnx)" -lt 1500000  # int8 weights: a quarter
+int8=$(awk '$1 == "int8" { print $3, $8 }' p.log)
+echo "int8: $int8"
+# int8: accuracy within 1 point of float32 (the issue's bar is 0.3 on the fully trained model;
+# docs/inference.md), weights about a quarter of float32's 4.8 MB
+awk -v f="$(awk '$1 == "float32" { print $2, $7 }' p.log)" -v q="$int8" 'BEGIN { split(f, a, " "); split(q, b, " ");
+  exit (b[1] + 0 >= a[1] - 1 && b[2] + 0 < 0.3 * (a[2] + 0)) ? 0 : 1 }' 
 float=$(awk '$1 == "float32" { print $2, $5 }' p.log)
 unstructured=$(awk '$1 == "unstructured" { print $3, $6, $7 }' p.log)
 structured=$(awk '$1 == "structured" { print $3, $6 }' p.log)

@@ -24,6 +24,7 @@
 #include <memory>
 #include <string>
 #include <unordered_map>
+#include <unordered_set>
 #include <utility>
 #include <vector>
 
@@ -125,12 +126,21 @@ class Graph {
     return constant(from_vector(v, Shape{static_cast<int64_t>(v.size())}, TensorOptions(kInt64)));
   }
   std::string scalar(double v, DType dtype) { return constant(full({}, v, TensorOptions(dtype))); }
+  // A constant of int8 values, held as their two's-complement bytes in a uint8 tensor (nabla has
+  // no int8 dtype): written with ONNX's INT8 type.
+  std::string int8_constant(const Tensor& bytes) {
+    NABLA_CHECK(bytes.dtype() == kUInt8, ValueError, "onnx: int8 constants come as their bytes in a uint8 tensor, got ",
+                nabla::detail::describe(bytes));
+    std::string name = constant(bytes, "onnx::Int8");
+    int8_names_.insert(name);
+    return name;
+  }
 
   std::string serialize(int64_t opset, const std::string& producer) const {
     io::proto::Writer graph;
     for (const auto& n : nodes) graph.message_field(1, node_proto(n));
     graph.bytes_field(2, "main_graph");
-    for (const auto& [name, t] : initializers) graph.message_field(5, tensor_proto(name, t));
+    for (const auto& [name, t] : initializers) graph.message_field(5, tensor_proto(name, t, int8_names_.count(name) > 0));
     for (const auto& v : inputs) graph.message_field(11, value_info(v));
     for (const auto& v : outputs) graph.message_field(12, value_info(v));
     io::proto::Writer opset_id;
@@ -173,11 +183,11 @@ class Graph {
     }
     return w;
   }
-  static io::proto::Writer tensor_proto(const std::string& name, const Tensor& t) {
+  static io::proto::Writer tensor_proto(const std::string& name, const Tensor& t, bool int8) {
     static_assert(std::endian::native == std::endian::little, "ONNX raw_data is little-endian");
     io::proto::Writer w;
     for (int64_t d : t.sizes()) w.varint_field(1, d);
-    w.varint_field(2, onnx_dtype(t.dtype()));
+    w.varint_field(2, int8 ? 3 : onnx_dtype(t.dtype()));  // TensorProto.INT8 = 3
     w.bytes_field(8, name);
     const size_t nbytes = static_cast<size_t>(t.numel()) * element_size(t.dtype());
     w.bytes_field(9, std::string_view(static_cast<const char*>(t.data_ptr()), nbytes));
@@ -202,6 +212,7 @@ class Graph {
     return w;
   }
   int64_t counter_ = 0;
+  std::unordered_set<std::string> int8_names_;
 };
 
 // Collects the records of one traced forward (and keeps every tensor in them alive, so no
@@ -366,6 +377,7 @@ class Lowering {
     if (op == "ArgMax" || op == "ArgMin")
       return out(g_.add1(op, {in(0)}, {attr_i("axis", r_->i("axis")), attr_i("keepdims", r_->i("keepdims"))}));
     if (op == "Attention") return attention();
+    if (op == "QuantizeDequantize" || op == "DequantizeInt8" || op == "DynamicQuantizeDequantize") return qdq();
     if (op == "Dropout")
       fail("dropout in training mode is random; export runs the module in eval mode, so this is a functional "
            "dropout(x, p, /*training=*/true) call");
@@ -456,6 +468,28 @@ class Lowering {
         }
     }
     out(g_.add1("Expand", {in(0), g_.ints(shape)}));
+  }
+
+  // int8 quantization as QDQ pairs (what TensorRT and onnxruntime fuse into int8 kernels):
+  //   QuantizeDequantize         activation, affine uint8 per tensor (attrs scale, zero_point)
+  //   DequantizeInt8             int8 weights (input 0: their bytes, uint8), symmetric per axis
+  //                              (input 1: float scales), zero points 0
+  //   DynamicQuantizeDequantize  activation quantized from its own range (DynamicQuantizeLinear)
+  void qdq() {
+    const std::string& op = r_->op;
+    if (op == "DequantizeInt8") {
+      const Tensor& codes = r_->inputs[0];
+      const int64_t axis = r_->i("axis"), channels = codes.size(axis);
+      std::string zero = g_.int8_constant(zeros({channels}, TensorOptions(kUInt8)));
+      return out(g_.add1("DequantizeLinear", {g_.int8_constant(codes), in(1), zero}, {attr_i("axis", axis)}));
+    }
+    if (r_->inputs[0].dtype() != kFloat32) fail("quantized activations are float32");
+    if (op == "DynamicQuantizeDequantize") {
+      std::vector<std::string> q = g_.add("DynamicQuantizeLinear", {in(0)}, {}, 3);
+      return out(g_.add1("DequantizeLinear", {q[0], q[1], q[2]}));
+    }
+    std::string scale = g_.scalar(r_->f("scale"), kFloat32), zp = g_.scalar(static_cast<double>(r_->i("zero_point")), kUInt8);
+    out(g_.add1("DequantizeLinear", {g_.add1("QuantizeLinear", {in(0), scale, zp}), scale, zp}));
   }
 
   void conv() {

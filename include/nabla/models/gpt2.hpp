@@ -198,6 +198,7 @@ class Conv1D : public nn::Module {
   }
   Tensor forward(const Tensor& x) override {
     run_forward_pre_hooks();
+    if (auto y = intercepted(x)) return *y;  // an int8 version (quantization::quantize_dynamic)
     return nn::functional::linear(x, weight.t(), bias);
   }
   std::string type_name() const override { return "Conv1D"; }

@@ -21,6 +21,7 @@
 #include <functional>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <sstream>
 #include <string>
 #include <type_traits>
@@ -221,6 +222,33 @@ inline std::string join(const std::vector<std::string>& v) {
 }
 }  // namespace detail
 
+class Module;
+namespace detail {
+// A forward interceptor: while one is installed on a thread, the built-in layers (Linear, Conv2d)
+// offer it their input first thing in forward; a result replaces the layer's own computation.
+// Quantization uses it: calibration observes the inputs, a quantized model runs the layers' int8
+// versions, and the float model itself is never modified.
+struct ForwardInterceptor {
+  virtual ~ForwardInterceptor() = default;
+  virtual std::optional<Tensor> intercept(Module& m, const Tensor& x) = 0;
+};
+inline ForwardInterceptor*& forward_interceptor() {
+  thread_local ForwardInterceptor* active = nullptr;
+  return active;
+}
+// Installs an interceptor on this thread for its lifetime.
+class InterceptorGuard {
+ public:
+  explicit InterceptorGuard(ForwardInterceptor& i) : prev_(forward_interceptor()) { forward_interceptor() = &i; }
+  ~InterceptorGuard() { forward_interceptor() = prev_; }
+  InterceptorGuard(const InterceptorGuard&) = delete;
+  InterceptorGuard& operator=(const InterceptorGuard&) = delete;
+
+ private:
+  ForwardInterceptor* prev_;
+};
+}  // namespace detail
+
 class Module {
  public:
   Module() { detail::live_modules().add(this); }
@@ -374,6 +402,12 @@ class Module {
   }
   void run_forward_pre_hooks() {
     for (size_t i = 0; i < pre_hooks_.size(); ++i) pre_hooks_[i].fn(*this);
+  }
+  // What the forward interceptor installed on this thread returns for this module and input, if
+  // any (see detail::ForwardInterceptor); built-in layers return it instead of computing.
+  std::optional<Tensor> intercepted(const Tensor& x) {
+    detail::ForwardInterceptor* i = detail::forward_interceptor();
+    return i ? i->intercept(*this, x) : std::nullopt;
   }
   // Takes a parameter or buffer out of the module (it is no longer listed, saved or converted)
   // and returns it; the data member that held it, if any, is left as it was.
@@ -759,7 +793,10 @@ class Sequential : public ModuleList {
   NABLA_MODULE_ARROW(Sequential)
   using ModuleList::ModuleList;
   std::string type_name() const override { return "Sequential"; }
-  Tensor forward(const Tensor& input) override { return forward_range(0, size(), input); }
+  Tensor forward(const Tensor& input) override {
+    if (auto y = intercepted(input)) return *y;
+    return forward_range(0, size(), input);
+  }
   // Runs children [first, last) on x (checkpoint_sequential's segments).
   Tensor forward_range(size_t first, size_t last, const Tensor& x) const {
     Tensor y = x;
