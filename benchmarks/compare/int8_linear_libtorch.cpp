@@ -254,7 +254,8 @@ void run_shape(const Shape& s, const QOps& q, int threads, int rounds, const std
                     nabla_int8(scale, zp);
                   },
                   ni_out});
-  // 3: what gemm_int8 spends quantizing x (its loop, copied here): int8 static minus this ~ the GEMM
+  // 3: what gemm_int8 spends quantizing x (the row function it calls, one thread per share of the
+  // rows as there): int8 static minus this ~ the GEMM
   auto qa = std::make_shared<std::vector<uint8_t>>();
   rows.push_back({"(nabla: gemm_int8's quantization of x alone)", -1, nabla_setup,
                   [=, &packed] {
@@ -262,9 +263,10 @@ void run_shape(const Shape& s, const QOps& q, int threads, int rounds, const std
                     *qa = std::vector<uint8_t>(static_cast<size_t>(M * packed.Kp), 0);
                     uint8_t* o = qa->data();
                     const float inv = 1.0f / fixed_scale;
-#pragma omp parallel for schedule(static) if (M * K > 32768)
-                    for (int64_t m = 0; m < M; ++m)
-                      for (int64_t k = 0; k < K; ++k) o[m * packed.Kp + k] = nabla::cpu::quantize_u8(p[m * K + k], inv, fixed_zp);
+                    const int64_t Kp = packed.Kp;
+                    nabla::cpu::parallel_for(0, M, std::max<int64_t>(1, 32768 / K), [&](int64_t m0, int64_t m1) {
+                      for (int64_t m = m0; m < m1; ++m) nabla::cpu::quantize_u8_row(p + m * K, K, inv, fixed_zp, o + m * Kp);
+                    });
                   },
                   [] { return std::vector<float>(); }});
   // 4: torch f32
