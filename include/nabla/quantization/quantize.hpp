@@ -133,20 +133,23 @@ inline Tensor to_float(const Flow& v) {
   return out;
 }
 
-// Fake quantization, recorded for the ONNX exporter as one QuantizeLinear/DequantizeLinear pair.
+// Fake quantization: x through the uint8 grid and back, in float. Recorded for the ONNX exporter
+// as one QuantizeLinear/DequantizeLinear pair (DynamicQuantizeLinear when the parameters come
+// from x's own range).
+inline Tensor quantize_dequantize(const Tensor& x, QParams q) {
+  const auto s = static_cast<double>(q.scale);
+  return ((round(x / s) + q.zero_point).clamp(0, 255) - q.zero_point) * s;
+}
 inline Tensor fake_quantize(const Tensor& x, QParams q) {
   trace::Scope scope;
-  Tensor y = ((round(x / static_cast<double>(q.scale)) + q.zero_point).clamp(0, 255) - q.zero_point) *
-             static_cast<double>(q.scale);
+  Tensor y = quantize_dequantize(x, q);
   scope.record("QuantizeDequantize", {x}, {y},
                {{"scale", static_cast<double>(q.scale)}, {"zero_point", static_cast<int64_t>(q.zero_point)}});
   return y;
 }
 inline Tensor fake_quantize_dynamic(const Tensor& x) {
   trace::Scope scope;
-  const QParams q = choose_qparams(x.min().item<double>(), x.max().item<double>());
-  Tensor y = ((round(x / static_cast<double>(q.scale)) + q.zero_point).clamp(0, 255) - q.zero_point) *
-             static_cast<double>(q.scale);
+  Tensor y = quantize_dequantize(x, choose_qparams(x.min().item<double>(), x.max().item<double>()));
   scope.record("DynamicQuantizeDequantize", {x}, {y});
   return y;
 }
