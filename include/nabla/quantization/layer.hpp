@@ -14,6 +14,7 @@
 #include "../autograd/trace.hpp"
 #include "../backend/cpu/gemm_int8.hpp"
 #include "../nn/conv_layers.hpp"
+#include "../ops/conv.hpp"
 #include "../nn/layers.hpp"
 #include "../nn/module.hpp"
 #include "observer.hpp"
@@ -55,11 +56,7 @@ inline Int8Weights quantize_weights(const Tensor& w2d) {
 
 namespace detail {
 
-inline std::vector<float> to_floats(const Tensor& t) {
-  if (!t.defined()) return {};
-  Tensor c = t.detach().to(Device::cpu(), kFloat32).contiguous();
-  return std::vector<float>(c.data<float>(), c.data<float>() + c.numel());
-}
+inline std::vector<float> to_floats(const Tensor& t) { return t.defined() ? t.detach().to_vector<float>() : std::vector<float>{}; }
 
 
 inline void check_cpu_float(const Tensor& x, const char* what) {
@@ -170,8 +167,7 @@ struct QuantizedLayer {
 
   cpu::Conv2dGeometry geometry(int64_t H, int64_t W) const {
     cpu::Conv2dGeometry g{C, H, W, kh, kw, sh, sw, ph, pw, dh, dw, 0, 0};
-    g.Ho = (H + 2 * ph - dh * (kh - 1) - 1) / sh + 1;
-    g.Wo = (W + 2 * pw - dw * (kw - 1) - 1) / sw + 1;
+    g.Ho = nabla::detail::conv_out_size(H, 2 * ph, kh, sh, dh), g.Wo = nabla::detail::conv_out_size(W, 2 * pw, kw, sw, dw);
     NABLA_CHECK(g.Ho > 0 && g.Wo > 0, ShapeError, "quantization: QuantizedConv2d: the input ", H, "x", W,
                 " is smaller than the kernel ", kh, "x", kw);
     return g;

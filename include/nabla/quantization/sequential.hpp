@@ -8,6 +8,7 @@
 #include <optional>
 #include <vector>
 
+#include "../ops/pool.hpp"
 #include "layer.hpp"
 
 namespace nabla {
@@ -65,13 +66,8 @@ struct CompiledSequential {
           const nn::MaxPool2d& p = *s.pool;
           cpu::Conv2dGeometry g{v.shape[1], v.shape[2], v.shape[3], p.kernel_size.h, p.kernel_size.w, p.stride.h,
                                 p.stride.w, p.padding.h, p.padding.w, p.dilation.h, p.dilation.w, 0, 0};
-          auto out_dim = [&](int64_t in, int64_t k, int64_t st, int64_t pad, int64_t d) {
-            const int64_t span = in + 2 * pad - d * (k - 1) - 1;
-            int64_t o = (p.ceil_mode ? (span + st - 1) / st : span / st) + 1;
-            if (p.ceil_mode && (o - 1) * st >= in + pad) --o;  // the last window must start inside
-            return o;
-          };
-          g.Ho = out_dim(g.H, g.kh, g.sh, g.ph, g.dh), g.Wo = out_dim(g.W, g.kw, g.sw, g.pw, g.dw);
+          g.Ho = nabla::detail::pool_out_size(g.H, g.kh, g.sh, g.ph, g.dh, p.ceil_mode);
+          g.Wo = nabla::detail::pool_out_size(g.W, g.kw, g.sw, g.pw, g.dw, p.ceil_mode);
           Flow r;
           r.shape = {v.shape[0], g.C, g.Ho, g.Wo}, r.chw = {g.C, g.Ho, g.Wo}, r.qp = v.qp;
           r.q.resize(static_cast<size_t>(numel_of(r.shape)));
