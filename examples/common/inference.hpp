@@ -58,6 +58,14 @@ inline double latency_ms(nabla::nn::Module& m, const nabla::Tensor& x, int runs)
   return ms[ms.size() / 2];
 }
 
+inline void count_parameters(nabla::nn::Module& m, InferenceRow& r) {
+  for (const auto& p : m.parameters()) {
+    r.params += p.numel();
+    r.nonzero += (p != 0).sum().item<int64_t>();
+    r.bytes += p.numel() * static_cast<int64_t>(p.element_size());
+  }
+}
+
 inline InferenceRow measure(const std::string& variant, nabla::nn::Module& m, nabla::data::DataLoader& test,
                             const nabla::Tensor& sample64) {
   InferenceRow r;
@@ -65,23 +73,20 @@ inline InferenceRow measure(const std::string& variant, nabla::nn::Module& m, na
   r.accuracy = evaluate(m, test).accuracy;
   r.ms1 = latency_ms(m, sample64.narrow(0, 0, 1), 50);
   r.ms64 = latency_ms(m, sample64, 20);
-  for (const auto& p : m.parameters()) {
-    r.params += p.numel();
-    r.nonzero += (p != 0).sum().item<int64_t>();
-    r.bytes += p.numel() * static_cast<int64_t>(p.element_size());
-  }
+  count_parameters(m, r);
   return r;
 }
 
 // The int8 row: the float model's parameters counted, its quantized weights at one byte each.
 inline InferenceRow measure_int8(const std::string& variant, nabla::quantization::QuantizedModel& q,
                                  nabla::data::DataLoader& test, const nabla::Tensor& sample64) {
-  InferenceRow f = measure(variant, *q.float_model(), test, sample64);  // counts only; timings replaced below
-  InferenceRow r = f;
+  InferenceRow r;
+  r.variant = variant;
   r.accuracy = evaluate(q, test).accuracy;
   r.ms1 = latency_ms(q, sample64.narrow(0, 0, 1), 50);
   r.ms64 = latency_ms(q, sample64, 20);
-  r.bytes = f.bytes - 3 * static_cast<int64_t>(q.int8_weight_bytes());
+  count_parameters(*q.float_model(), r);
+  r.bytes -= 3 * static_cast<int64_t>(q.int8_weight_bytes());
   return r;
 }
 
