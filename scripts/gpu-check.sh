@@ -8,6 +8,7 @@
 #      from PyTorch's pip wheel, the toolkit's lib64); fails loudly when a library is missing
 #   2. the test suite (CPU + CUDA column), --gtest_brief=1, counted from its XML report
 #   2a. the attention tests again with the opt-in CUDA flash kernels on (NABLA_CUDA_FLASH_ATTENTION=1)
+#   2b. nabla::distributed's tests as one rank on the GPU: the NCCL backend, then MPI staging
 #   3. GPU benchmarks, nabla and PyTorch on the same shapes, same GPU, one run: ratios
 #   4. MNIST (cnn, batch 64, Adam) on the GPU, nabla's example beside the PyTorch twin
 #   4a. the same under --amp bf16 and f16 beside PyTorch's AMP recipe, and f16 + checkpointing
@@ -213,6 +214,25 @@ if [ -n "$tests_bin" ] && [ "$rounds" = 0 ] && [ $has_gpu = 1 ]; then
   note "attention (CUDA flash kernels on): $(count_xml "$logs/attention_flash.xml")"
   grep -c "declined every case" "$logs/attention_flash.log" >/dev/null &&
     note "attention: $(grep -c 'declined every case' "$logs/attention_flash.log") rows where the CUDA kernel declined"
+fi
+
+# ---- 2b. nabla::distributed on the GPU: world size 1, NCCL then MPI ------------------------------
+# tests/distributed/test_distributed.cpp as one rank (no mpirun on the device: Open MPI's isolated
+# singleton, its runtime carried in build-gpu/lib): the Cuda/* collectives and DDP tests over NCCL
+# (NABLA_TEST_BACKEND=nccl; NCCL from PyTorch's wheel), then over MPI with CUDA tensors staged
+# through host memory. World size 1 runs every code path except the traffic between ranks.
+dist_bin=$(find_bin nabla_distributed_tests)
+if [ -n "$dist_bin" ] && [ "$rounds" = 0 ] && [ $has_gpu = 1 ]; then
+  dist_env=(env OMPI_MCA_ess_singleton_isolated=1 OMPI_MCA_mca_base_component_show_load_errors=0 OMP_NUM_THREADS=4
+            OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1)
+  [ -d "$prep/lib/openmpi" ] && dist_env+=(OMPI_MCA_mca_base_component_path="$prep/lib/openmpi")
+  for backend in nccl mpi; do
+    run_step "distributed_$backend" 90 "${dist_env[@]}" NABLA_TEST_BACKEND=$backend "$dist_bin" --gtest_brief=1 \
+      --gtest_output=xml:"$logs/distributed_$backend.xml"
+    note "distributed ($backend backend, 1 rank, CUDA and CPU tensors): $(count_xml "$logs/distributed_$backend.xml")"
+  done
+elif [ "$rounds" = 0 ]; then
+  note "distributed: not run ($([ $has_gpu = 0 ] && echo 'no GPU' || echo 'no nabla_distributed_tests in the prep folder'))"
 fi
 
 # ---- 3. benchmarks beside PyTorch --------------------------------------------------------------

@@ -5,9 +5,12 @@
 #   bash scripts/gpu-prep.sh         # then: run(command="bash scripts/gpu-check.sh", carry=["build-gpu"])
 #
 # What it makes (build-gpu/, at most 60 MiB, checked):
-#   bin/      nabla_tests, nabla_bench_gpu, mnist: sm_90 code, stripped, no -march=native, with
-#             libstdc++/libgcc linked statically (the device image has other system libraries)
-#   lib/      libgomp.so.1 and libz.so.1 from this machine, in case the device has none
+#   bin/      nabla_tests, nabla_bench_gpu, mnist (and resnet, gpt, nabla_distributed_tests when
+#             they exist): sm_90 code, stripped, no -march=native, with libstdc++/libgcc linked
+#             statically (the device image has other system libraries)
+#   lib/      libgomp.so.1 and libz.so.1 from this machine, in case the device has none; with
+#             nabla_distributed_tests, Open MPI's runtime (libmpi and what it loads, and its plugins
+#             in lib/openmpi/): the device has no MPI, and the test runs there as one rank
 #   data/     the MNIST files from $NABLA_DATA/mnist (the device has no data and no network)
 #   PREP.txt  what was built, from which commit, and the checks below
 # Checks (any failure stops with an error): cuDNN was found (NABLA_WITH_CUDNN=ON), cuobjdump
@@ -39,12 +42,15 @@ cmake -S "$root" -B "$cmake_dir" -DCMAKE_BUILD_TYPE=Release \
   -DCMAKE_EXE_LINKER_FLAGS="-static-libstdc++ -static-libgcc" | tee "$cmake_dir/configure.log" |
   grep -E "nabla:|Error" || true
 grep -q "with cuDNN" "$cmake_dir/configure.log" || die "configured without cuDNN"
+dist=0   # nabla::distributed's tests, when MPI and NCCL are here
+grep -q "nabla::distributed (MPI found), with NCCL" "$cmake_dir/configure.log" && dist=1
 
 step "build (nabla_tests, nabla_bench_gpu, mnist; -j $jobs)"
 targets=(nabla_tests nabla_bench_gpu mnist)
 for t in resnet gpt; do   # the larger examples, once they exist
   grep -qs "add_executable($t " "$root/examples/CMakeLists.txt" && targets+=("$t")
 done
+[ $dist = 1 ] && targets+=(nabla_distributed_tests)
 cmake --build "$cmake_dir" -j "$jobs" --target "${targets[@]}"
 
 step "collect into $out"
@@ -77,6 +83,24 @@ for l in libgomp.so.1 libz.so.1; do
   p=$(ldconfig -p | awk -v l="$l" '$1 == l && /x86-64/ && !found { print $NF; found = 1 }')
   [ -n "$p" ] && cp -L "$p" "$out/lib/"
 done
+if [ $dist = 1 ]; then
+  # Open MPI's runtime for a singleton run: libmpi, the libraries it needs (not glibc's or the
+  # compiler's), and the plugins it loads at MPI_Init (those needing InfiniBand, PSM, UCX, OFI,
+  # CUDA or a batch system are left out; the device has none of them)
+  mkdir -p "$out/lib/openmpi"
+  sofile() { ldconfig -p | awk -v l="$1" '$1 == l && /x86-64/ && !found { print $NF; found = 1 }'; }
+  libmpi=$(sofile libmpi.so.40)
+  [ -n "$libmpi" ] || die "no libmpi.so.40 here"
+  plugins=$(dirname "$(find /usr/lib /usr/lib64 /usr/local/lib -path '*openmpi*' -name mca_ess_singleton.so 2>/dev/null | head -1)")
+  [ -f "$plugins/mca_ess_singleton.so" ] || die "no Open MPI plugin folder (mca_ess_singleton.so) here"
+  for p in "$plugins"/mca_*.so; do
+    case $(basename "$p") in *psm*|*ucx*|*ofi*|*openib*|*verbs*|*cuda*|*monitoring*|*flux*|*jsm*|*slurm*|*_tm*|*lsf*|*alps*) continue ;; esac
+    cp -L "$p" "$out/lib/openmpi/"
+  done
+  { ldd "$libmpi"; for l in libmca_common_sm.so.40 libnl-3.so.200; do f=$(sofile $l); if [ -n "$f" ]; then echo "$l => $f"; fi; done
+    echo "libmpi.so.40 => $libmpi"; } | awk '/=>/ && $3 ~ /^\// { print $3 }' | sort -u |
+    grep -vE '/(libc|libm|libpthread|libdl|librt|libstdc\+\+|libgcc_s)\.so' | while read -r l; do cp -L "$l" "$out/lib/"; done
+fi
 cp "$data"/mnist/*-ubyte.gz "$data/mnist/MD5SUMS" "$out/data/mnist/"
 # tiny Shakespeare (1.1 MB) for the GPT-2 step, when the shared data has it
 if [ -f "$data/tinyshakespeare/input.txt" ]; then

@@ -92,7 +92,7 @@ reports+=("$build/release/test-reports:Release")
 if [ -x "$build/release/tests/nabla_tests" ]; then
   step "GPU check, dry run (scripts/gpu-check.sh --dry-run)"
   OUT="$build/gpu-check-dry" bash "$root/scripts/gpu-check.sh" --dry-run --bin-dir "$build/release"
-  for key in device driver cuda commit tests memcheck racecheck "mnist epoch"; do
+  for key in device driver cuda commit tests distributed memcheck racecheck "mnist epoch"; do
     grep -q "^$key: " "$build/gpu-check-dry/summary.md" || { echo "gpu-check summary lacks '$key:'" >&2; exit 1; }
   done
   grep -qE "^resnet[ :]" "$build/gpu-check-dry/summary.md" || { echo "gpu-check summary lacks a resnet line" >&2; exit 1; }

@@ -4,6 +4,11 @@
 // (SGD with momentum, Adam, several bucket layouts, gradients as bucket views), no_sync
 // accumulation against a bigger batch, unused parameters, and the errors. Every rank runs every
 // test in the same order (they call collectives together); the exit code is the worst rank's.
+//
+// The collectives and DDP tests run twice: on CPU tensors (Cpu/...) and on CUDA tensors
+// (Cuda/..., skipped without a GPU; each rank on cuda:<local rank mod device count>).
+// NABLA_TEST_BACKEND=nccl starts the group with the NCCL backend (CUDA tensors over NCCL, CPU
+// tensors over MPI); the default, mpi, stages CUDA tensors through host memory.
 
 #include <gtest/gtest.h>
 
@@ -18,6 +23,27 @@ namespace {
 
 int rank() { return dist::get_rank(); }
 int world() { return dist::get_world_size(); }
+std::string backend() {
+  const char* b = std::getenv("NABLA_TEST_BACKEND");
+  return b && *b ? b : "mpi";
+}
+
+// The device a test's tensors live on: its parameter (CPU or CUDA); CUDA tests skip without a
+// GPU. Tests that are not parameterised run on the CPU.
+DeviceType current_type = kCPU;
+class OnDevice : public ::testing::TestWithParam<DeviceType> {
+ protected:
+  void SetUp() override {
+    if (GetParam() == kCUDA && !cuda::is_available()) GTEST_SKIP() << "no CUDA device";
+    current_type = GetParam();
+  }
+  void TearDown() override { current_type = kCPU; }
+};
+Device dev() {
+  return current_type == kCUDA ? Device::cuda(dist::get_local_rank() % std::max(cuda::device_count(), 1)) : Device::cpu();
+}
+TensorOptions on_dev(DType dt = kFloat32) { return TensorOptions().dtype(dt).device(dev()); }
+std::string param_name(const ::testing::TestParamInfo<DeviceType>& info) { return info.param == kCUDA ? "Cuda" : "Cpu"; }
 
 const std::vector<DType> kAllDTypes = {kFloat32, kFloat64, kFloat16, kBFloat16, kInt32, kInt64, kUInt8, kBool};
 const std::vector<dist::ReduceOp> kAllOps = {dist::ReduceOp::SUM, dist::ReduceOp::AVG, dist::ReduceOp::PRODUCT,
@@ -31,7 +57,7 @@ double value(DType dt, int r, int64_t i) {
 Tensor rank_tensor(DType dt, int r, const Shape& shape) {
   std::vector<double> v;
   for (int64_t i = 0; i < numel_of(shape); ++i) v.push_back(value(dt, r, i));
-  return from_vector(v, shape, kFloat64).to(dt);
+  return from_vector(v, shape, kFloat64).to(dt).to(dev());
 }
 double expected(DType dt, dist::ReduceOp op, int64_t i) {
   double acc = op == dist::ReduceOp::PRODUCT ? 1.0 : op == dist::ReduceOp::MIN ? 1e300 : op == dist::ReduceOp::MAX ? -1e300 : 0.0;
@@ -56,13 +82,15 @@ std::string name(DType dt, dist::ReduceOp op) { return std::string(dtype_name(dt
 // Within a float16 / bfloat16 rounding of the exact value (the reduction's float32 result is
 // rounded to the dtype once per step).
 void expect_values(const Tensor& got, const std::vector<double>& want, DType dt, const std::string& what) {
-  auto v = got.to(kFloat64).to_vector<double>();
+  EXPECT_EQ(got.device(), dev()) << what;
+  auto v = got.to(Device::cpu()).to(kFloat64).to_vector<double>();
   ASSERT_EQ(v.size(), want.size()) << what;
   const double rel = dt == kFloat16 ? 2e-3 : dt == kBFloat16 ? 1.6e-2 : 1e-6;
   for (size_t i = 0; i < v.size(); ++i) EXPECT_NEAR(v[i], want[i], rel * std::abs(want[i]) + 1e-12) << what << " element " << i;
 }
 
-TEST(Collectives, AllReduceEveryDTypeAndOp) {
+using Collectives = OnDevice;
+TEST_P(Collectives, AllReduceEveryDTypeAndOp) {
   for (DType dt : kAllDTypes)
     for (dist::ReduceOp op : kAllOps) {
       if (dt == kBool && op == dist::ReduceOp::AVG) {
@@ -79,7 +107,7 @@ TEST(Collectives, AllReduceEveryDTypeAndOp) {
     }
 }
 
-TEST(Collectives, AllReduceNonContiguousIsWrittenInPlace) {
+TEST_P(Collectives, AllReduceNonContiguousIsWrittenInPlace) {
   Tensor base = rank_tensor(kFloat32, rank(), {3, 4});
   Tensor view = base.t();  // [4, 3], strided: staged and copied back
   ASSERT_FALSE(view.is_contiguous());
@@ -89,7 +117,7 @@ TEST(Collectives, AllReduceNonContiguousIsWrittenInPlace) {
   expect_values(base, want, kFloat32, "base of the transposed view");
 }
 
-TEST(Collectives, BroadcastEveryDTypeFromEveryRoot) {
+TEST_P(Collectives, BroadcastEveryDTypeFromEveryRoot) {
   for (DType dt : kAllDTypes)
     for (int src = 0; src < world(); ++src) {
       Tensor t = rank_tensor(dt, rank(), {5});
@@ -98,17 +126,17 @@ TEST(Collectives, BroadcastEveryDTypeFromEveryRoot) {
       for (int64_t i = 0; i < 5; ++i) want.push_back(value(dt, src, i));
       expect_values(t, want, dt, std::string(dtype_name(dt)) + " from " + std::to_string(src));
     }
-  Tensor t = zeros({2});
+  Tensor t = zeros({2}, on_dev());
   EXPECT_THROW(dist::broadcast(t, world()), ValueError);
 }
 
-TEST(Collectives, AllGatherEveryDType) {
+TEST_P(Collectives, AllGatherEveryDType) {
   for (DType dt : kAllDTypes) {
     Tensor in = rank_tensor(dt, rank(), {2, 2});
     std::vector<Tensor> out;
     dist::all_gather(out, in);
     ASSERT_EQ(out.size(), static_cast<size_t>(world()));
-    Tensor flat = empty({world() * 2, 2}, TensorOptions().dtype(dt));
+    Tensor flat = empty({world() * 2, 2}, on_dev(dt));
     dist::all_gather_into_tensor(flat, in);
     for (int r = 0; r < world(); ++r) {
       std::vector<double> want;
@@ -117,11 +145,11 @@ TEST(Collectives, AllGatherEveryDType) {
       expect_values(flat.slice(0, 2 * r, 2 * r + 2), want, dt, std::string(dtype_name(dt)) + " into_tensor rank " + std::to_string(r));
     }
   }
-  std::vector<Tensor> wrong(static_cast<size_t>(world()) + 1, zeros({2, 2}));
-  EXPECT_THROW(dist::all_gather(wrong, zeros({2, 2})), ValueError);
+  std::vector<Tensor> wrong(static_cast<size_t>(world()) + 1, zeros({2, 2}, on_dev()));
+  EXPECT_THROW(dist::all_gather(wrong, zeros({2, 2}, on_dev())), ValueError);
 }
 
-TEST(Collectives, ReduceScatterEveryDTypeAndOp) {
+TEST_P(Collectives, ReduceScatterEveryDTypeAndOp) {
   for (DType dt : kAllDTypes)
     for (dist::ReduceOp op : kAllOps) {
       if (dt == kBool && op == dist::ReduceOp::AVG) continue;
@@ -130,11 +158,11 @@ TEST(Collectives, ReduceScatterEveryDTypeAndOp) {
       for (int j = 0; j < world(); ++j) {
         std::vector<double> v;
         for (int64_t i = 0; i < 3; ++i) v.push_back(value(dt, rank(), j * 3 + i));
-        inputs.push_back(from_vector(v, {3}, kFloat64).to(dt));
+        inputs.push_back(from_vector(v, {3}, kFloat64).to(dt).to(dev()));
       }
-      Tensor out = empty({3}, TensorOptions().dtype(dt));
+      Tensor out = empty({3}, on_dev(dt));
       dist::reduce_scatter(out, inputs, op);
-      Tensor out2 = empty({3}, TensorOptions().dtype(dt));
+      Tensor out2 = empty({3}, on_dev(dt));
       dist::reduce_scatter_tensor(out2, cat(inputs, 0), op);
       std::vector<double> want;
       for (int64_t i = 0; i < 3; ++i) want.push_back(expected(dt, op, rank() * 3 + i));
@@ -143,15 +171,15 @@ TEST(Collectives, ReduceScatterEveryDTypeAndOp) {
     }
 }
 
-TEST(Collectives, AsyncWorkOverlapsAndCompletesInOrder) {
+TEST_P(Collectives, AsyncWorkOverlapsAndCompletesInOrder) {
   std::vector<Tensor> ts;
   std::vector<dist::WorkHandle> works;
   for (int k = 0; k < 8; ++k) {
-    ts.push_back(full({1000}, static_cast<double>(rank() + k)));
+    ts.push_back(full({1000}, static_cast<double>(rank() + k), on_dev()));
     works.push_back(dist::all_reduce(ts.back(), dist::ReduceOp::SUM, /*async_op=*/true));
     ASSERT_NE(works.back(), nullptr);
   }
-  Tensor busy = randn({64, 64});
+  Tensor busy = randn({64, 64}, on_dev());
   for (int i = 0; i < 20; ++i) busy = matmul(busy, busy).tanh();  // computation while they run
   for (auto& w : works) w->wait();
   for (int k = 0; k < 8; ++k) {
@@ -165,7 +193,7 @@ TEST(Collectives, AsyncWorkOverlapsAndCompletesInOrder) {
   dist::barrier();
 }
 
-TEST(Collectives, RankAndEnvironmentAgree) {
+TEST(Group, RankAndEnvironmentAgree) {
   EXPECT_GE(rank(), 0);
   EXPECT_LT(rank(), world());
   if (dist::env_rank() >= 0) {
@@ -175,7 +203,7 @@ TEST(Collectives, RankAndEnvironmentAgree) {
     EXPECT_EQ(dist::env_world_size(), world());
   }
   EXPECT_GE(dist::get_local_rank(), 0);
-  EXPECT_EQ(dist::get_backend(), "mpi");
+  EXPECT_EQ(dist::get_backend(), backend());
   EXPECT_THROW(dist::init_process_group("mpi"), DistributedError);  // already initialised
 }
 
@@ -193,14 +221,17 @@ struct Net : nn::Module {
 
 std::shared_ptr<Net> make_net(uint64_t seed) {
   manual_seed(seed);
-  return std::make_shared<Net>();
+  auto net = std::make_shared<Net>();
+  net->to(dev());
+  return net;
 }
 
 // The same global batch on every rank: step s's inputs and targets.
 std::pair<Tensor, Tensor> global_batch(int64_t n, int step) {
   manual_seed(1000 + static_cast<uint64_t>(step));
   Tensor x = randn({n, 6});
-  return {x, randn({n, 3})};
+  Tensor y = randn({n, 3});
+  return {x.to(dev()), y.to(dev())};
 }
 Tensor my_share(const Tensor& t) {
   const int64_t b = t.size(0) / world();
@@ -211,11 +242,14 @@ void expect_same_parameters(nn::Module& a, nn::Module& b, const std::string& wha
   auto pa = a.named_parameters(), pb = b.named_parameters();
   ASSERT_EQ(pa.size(), pb.size());
   for (size_t i = 0; i < pa.size(); ++i) {
-    auto x = pa[i].second.to_vector<float>(), y = pb[i].second.to_vector<float>();
+    EXPECT_EQ(pa[i].second.device(), dev());
+    auto x = pa[i].second.to(Device::cpu()).to_vector<float>(), y = pb[i].second.to(Device::cpu()).to_vector<float>();
     for (size_t k = 0; k < x.size(); ++k)
       ASSERT_NEAR(x[k], y[k], 2e-5 * std::abs(y[k]) + 2e-6) << what << ": " << pa[i].first << "[" << k << "] on rank " << rank();
   }
 }
+
+using DDP = OnDevice;
 
 template <class Opt, class Options>
 void train_and_compare(Options opt_options, dist::DistributedDataParallelOptions ddp_options, const std::string& what) {
@@ -238,22 +272,22 @@ void train_and_compare(Options opt_options, dist::DistributedDataParallelOptions
   expect_same_parameters(*local, *reference, what + ", after 5 steps");
 }
 
-TEST(DDP, SGDMomentumMatchesSingleProcessFullBatch) {
+TEST_P(DDP, SGDMomentumMatchesSingleProcessFullBatch) {
   train_and_compare<optim::SGD>(optim::SGDOptions(0.1).momentum(0.9), {}, "SGD");
 }
 
-TEST(DDP, AdamMatchesSingleProcessFullBatch) {
+TEST_P(DDP, AdamMatchesSingleProcessFullBatch) {
   train_and_compare<optim::Adam>(optim::AdamOptions(0.01), {}, "Adam");
 }
 
-TEST(DDP, ManySmallBucketsAndBucketViewsMatch) {
+TEST_P(DDP, ManySmallBucketsAndBucketViewsMatch) {
   // caps of a few hundred bytes: one bucket per parameter or two
   auto o = dist::DistributedDataParallelOptions().bucket_cap_mb(0.0004).first_bucket_cap_mb(0.0001);
   train_and_compare<optim::SGD>(optim::SGDOptions(0.05).momentum(0.9), o, "small buckets");
   train_and_compare<optim::Adam>(optim::AdamOptions(0.01), o.gradient_as_bucket_view(true), "bucket views");
 }
 
-TEST(DDP, BucketsFollowPyTorchsRules) {
+TEST(DDPRules, BucketsFollowPyTorchsRules) {
   auto net = make_net(1);
   // default caps: everything (a few KiB) in one bucket
   dist::DistributedDataParallel one(net);
@@ -270,7 +304,7 @@ TEST(DDP, BucketsFollowPyTorchsRules) {
   EXPECT_TRUE(small.named_parameters().contains("module.fc1.weight"));
 }
 
-TEST(DDP, NoSyncAccumulationEqualsABiggerBatch) {
+TEST_P(DDP, NoSyncAccumulationEqualsABiggerBatch) {
   const int64_t micro = 2 * world(), k = 3;
   auto local = make_net(200 + static_cast<uint64_t>(rank()));
   auto reference = make_net(200);
@@ -310,7 +344,7 @@ struct Branchy : nn::Module {
   Tensor forward(const Tensor& x) override { return use_b ? fc_a->forward(x) + fc_b->forward(x) : fc_a->forward(x); }
 };
 
-TEST(DDP, FindUnusedParameters) {
+TEST(DDPRules, FindUnusedParameters) {
   manual_seed(7);
   auto net = std::make_shared<Branchy>();
   net->use_b = rank() == 0;
@@ -328,7 +362,7 @@ TEST(DDP, FindUnusedParameters) {
   EXPECT_FALSE(net->fc_never->bias.grad().defined());
 }
 
-TEST(DDP, UnusedParameterWithoutTheOptionIsAClearError) {
+TEST(DDPRules, UnusedParameterWithoutTheOptionIsAClearError) {
   manual_seed(8);
   auto net = std::make_shared<Branchy>();  // fc_b and fc_never unused on every rank
   dist::DistributedDataParallel ddp(net);
@@ -342,12 +376,13 @@ TEST(DDP, UnusedParameterWithoutTheOptionIsAClearError) {
   dist::barrier();  // the group is still usable
 }
 
-TEST(DDP, BroadcastsBuffersFromRankZero) {
+TEST_P(DDP, BroadcastsBuffersFromRankZero) {
   manual_seed(9);
   auto bn = std::make_shared<nn::BatchNorm2d>(3);
+  bn->to(dev());
   dist::DistributedDataParallel ddp(bn);
   Tensor x = full({4, 3, 1, 1}, static_cast<double>(rank() + 1));
-  x = x + arange(12).reshape({4, 3, 1, 1}).to(kFloat32);
+  x = (x + arange(12).reshape({4, 3, 1, 1}).to(kFloat32)).to(dev());
   ddp.forward(x).sum().backward();
   // the training forward left each rank its own running statistics; before the next forward
   // (in eval mode, which does not update them) rank 0's are sent to everyone
@@ -363,10 +398,15 @@ TEST(DDP, BroadcastsBuffersFromRankZero) {
   for (auto& t : all) EXPECT_TRUE(allclose(t, all[0])) << "running_mean differs across ranks";
 }
 
+INSTANTIATE_TEST_SUITE_P(Cpu, Collectives, ::testing::Values(kCPU), param_name);
+INSTANTIATE_TEST_SUITE_P(Cuda, Collectives, ::testing::Values(kCUDA), param_name);
+INSTANTIATE_TEST_SUITE_P(Cpu, DDP, ::testing::Values(kCPU), param_name);
+INSTANTIATE_TEST_SUITE_P(Cuda, DDP, ::testing::Values(kCUDA), param_name);
+
 }  // namespace
 
 int main(int argc, char** argv) {
-  dist::init_process_group("mpi", std::chrono::seconds(120));
+  dist::init_process_group(backend(), std::chrono::seconds(120));
   ::testing::InitGoogleTest(&argc, argv);
   if (dist::get_rank() != 0) GTEST_FLAG_SET(brief, true);  // rank 0 reports; the others only their failures
   int rc = RUN_ALL_TESTS();

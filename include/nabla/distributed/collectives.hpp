@@ -28,11 +28,22 @@ inline WorkHandle all_reduce_async(const Tensor& tensor, ReduceOp op = ReduceOp:
   auto& g = detail::group("all_reduce");
   detail::check_tensor(tensor, "all_reduce");
   MPI_Op mop = detail::mpi_op(g, op, tensor.dtype(), "all_reduce");
-  Tensor buf = detail::staged(tensor);
-  auto d = detail::describe_call(detail::CollectiveKind::AllReduce, static_cast<int64_t>(op), tensor, 0);
-  auto work = g.enqueue([&g, buf, mop, op, d] {
+  const bool nccl = detail::via_nccl(g, tensor);
+  Tensor buf = detail::staged(tensor, nccl);
+  auto ready = detail::ready_for(nccl, buf);
+  auto d = detail::describe_call(detail::CollectiveKind::AllReduce, static_cast<int64_t>(op), tensor, 0, nccl);
+  auto work = g.enqueue([&g, buf, mop, op, d, ready] {
     g.check_not_broken("all_reduce");
     detail::check_descriptors(g, d, "all_reduce");
+#if defined(NABLA_HAS_NCCL)
+    if (ready) {
+      detail::run_nccl(g, "all_reduce", ready, [&](ncclComm_t c, cudaStream_t s) {
+        return ncclAllReduce(buf.data_ptr(), buf.data_ptr(), static_cast<size_t>(buf.numel()), detail::nccl_type(buf.dtype()),
+                             detail::nccl_op(op, buf.dtype()), c, s);
+      });
+      return;
+    }
+#endif
     const int n = static_cast<int>(buf.numel());
     g.run_collective(
         "all_reduce",
@@ -54,11 +65,21 @@ inline WorkHandle broadcast_async(const Tensor& tensor, int src) {
   detail::check_tensor(tensor, "broadcast");
   NABLA_CHECK(src >= 0 && src < g.world_size(), ValueError, "distributed::broadcast: src ", src, " is not a rank of ",
               g.world_size());
-  Tensor buf = detail::staged(tensor);
-  auto d = detail::describe_call(detail::CollectiveKind::Broadcast, 0, tensor, src);
-  auto work = g.enqueue([&g, buf, src, d] {
+  const bool nccl = detail::via_nccl(g, tensor);
+  Tensor buf = detail::staged(tensor, nccl);
+  auto ready = detail::ready_for(nccl, buf);
+  auto d = detail::describe_call(detail::CollectiveKind::Broadcast, 0, tensor, src, nccl);
+  auto work = g.enqueue([&g, buf, src, d, ready] {
     g.check_not_broken("broadcast");
     detail::check_descriptors(g, d, "broadcast");
+#if defined(NABLA_HAS_NCCL)
+    if (ready) {
+      detail::run_nccl(g, "broadcast", ready, [&](ncclComm_t c, cudaStream_t s) {
+        return ncclBroadcast(buf.data_ptr(), buf.data_ptr(), static_cast<size_t>(buf.numel()), detail::nccl_type(buf.dtype()), src, c, s);
+      });
+      return;
+    }
+#endif
     const int n = static_cast<int>(buf.numel());
     g.run_collective(
         "broadcast", [&](MPI_Request* r) { return MPI_Ibcast(buf.data_ptr(), n, detail::mpi_type(buf.dtype()), src, g.comm(), r); },
@@ -75,12 +96,23 @@ namespace detail {
 // output (world_size * input.numel() elements, contiguous on the worker) <- every rank's input.
 inline WorkHandle all_gather_flat(const Tensor& input, std::function<void(const Tensor&)> finish) {
   auto& g = group("all_gather");
-  Tensor in = staged(input);
-  Tensor out = empty({static_cast<int64_t>(g.world_size()) * input.numel()}, TensorOptions().dtype(input.dtype()));
-  auto d = describe_call(CollectiveKind::AllGather, 0, input, 0);
-  auto work = g.enqueue([&g, in, out, d] {
+  const bool nccl = via_nccl(g, input);
+  Tensor in = staged(input, nccl);
+  Tensor out = empty({static_cast<int64_t>(g.world_size()) * input.numel()},
+                     TensorOptions().dtype(input.dtype()).device(nccl ? input.device() : Device::cpu()));
+  auto ready = ready_for(nccl, in);
+  auto d = describe_call(CollectiveKind::AllGather, 0, input, 0, nccl);
+  auto work = g.enqueue([&g, in, out, d, ready] {
     g.check_not_broken("all_gather");
     check_descriptors(g, d, "all_gather");
+#if defined(NABLA_HAS_NCCL)
+    if (ready) {
+      run_nccl(g, "all_gather", ready, [&](ncclComm_t c, cudaStream_t s) {
+        return ncclAllGather(in.data_ptr(), out.data_ptr(), static_cast<size_t>(in.numel()), nccl_type(in.dtype()), c, s);
+      });
+      return;
+    }
+#endif
     const int n = static_cast<int>(in.numel());
     const MPI_Datatype t = mpi_type(in.dtype());
     g.run_collective(
@@ -93,12 +125,23 @@ inline WorkHandle all_gather_flat(const Tensor& input, std::function<void(const 
 inline WorkHandle reduce_scatter_flat(const Tensor& output, const Tensor& flat_input, ReduceOp op) {
   auto& g = group("reduce_scatter");
   MPI_Op mop = mpi_op(g, op, output.dtype(), "reduce_scatter");
-  Tensor in = staged(flat_input);
-  Tensor out = staged(output);
-  auto d = describe_call(CollectiveKind::ReduceScatter, static_cast<int64_t>(op), output, 0);
-  auto work = g.enqueue([&g, in, out, mop, op, d] {
+  const bool nccl = via_nccl(g, output);
+  Tensor in = staged(nccl ? flat_input.to(output.device()) : flat_input, nccl);
+  Tensor out = staged(output, nccl);
+  auto ready = ready_for(nccl, in);
+  auto d = describe_call(CollectiveKind::ReduceScatter, static_cast<int64_t>(op), output, 0, nccl);
+  auto work = g.enqueue([&g, in, out, mop, op, d, ready] {
     g.check_not_broken("reduce_scatter");
     check_descriptors(g, d, "reduce_scatter");
+#if defined(NABLA_HAS_NCCL)
+    if (ready) {
+      run_nccl(g, "reduce_scatter", ready, [&](ncclComm_t c, cudaStream_t s) {
+        return ncclReduceScatter(in.data_ptr(), out.data_ptr(), static_cast<size_t>(out.numel()), nccl_type(out.dtype()),
+                                 nccl_op(op, out.dtype()), c, s);
+      });
+      return;
+    }
+#endif
     const int n = static_cast<int>(out.numel());
     const MPI_Datatype t = mpi_type(out.dtype());
     g.run_collective(
@@ -113,13 +156,14 @@ inline WorkHandle reduce_scatter_flat(const Tensor& output, const Tensor& flat_i
 }  // namespace detail
 
 // output_tensors[r] <- rank r's input. output_tensors must hold world_size tensors of the
-// input's shape and dtype, or be empty (it is then filled with new CPU tensors).
+// input's shape and dtype, or be empty (it is then filled with new tensors on the input's device).
 inline WorkHandle all_gather_async(std::vector<Tensor>& output_tensors, const Tensor& input) {
   auto& g = detail::group("all_gather");
   detail::check_tensor(input, "all_gather", "input");
   const size_t w = static_cast<size_t>(g.world_size());
   if (output_tensors.empty())
-    for (size_t r = 0; r < w; ++r) output_tensors.push_back(empty(input.sizes(), TensorOptions().dtype(input.dtype())));
+    for (size_t r = 0; r < w; ++r)
+      output_tensors.push_back(empty(input.sizes(), TensorOptions().dtype(input.dtype()).device(input.device())));
   NABLA_CHECK(output_tensors.size() == w, ValueError, "distributed::all_gather: got ", output_tensors.size(),
               " output tensors for a world of ", w);
   for (const Tensor& o : output_tensors)
@@ -165,7 +209,7 @@ inline WorkHandle reduce_scatter(const Tensor& output, const std::vector<Tensor>
     NABLA_CHECK(t.defined() && t.sizes() == output.sizes() && t.dtype() == output.dtype(), ShapeError,
                 "distributed::reduce_scatter: every input must match the output ", ::nabla::detail::describe(output), ", got ",
                 ::nabla::detail::describe(t));
-    flat.push_back(t.detach().to(Device::cpu()).reshape({-1}));
+    flat.push_back(t.detach().to(detail::via_nccl(g, output) ? output.device() : Device::cpu()).reshape({-1}));
   }
   return detail::start_or_wait(async_op, [&] { return detail::reduce_scatter_flat(output, cat(flat, 0), op); });
 }
@@ -181,7 +225,10 @@ inline WorkHandle reduce_scatter_tensor(const Tensor& output, const Tensor& inpu
   NABLA_CHECK(input.defined() && input.numel() == output.numel() * g.world_size() && input.dtype() == output.dtype(), ShapeError,
               "distributed::reduce_scatter_tensor: input ", ::nabla::detail::describe(input), " must hold world_size (",
               g.world_size(), ") times the output ", ::nabla::detail::describe(output));
-  return detail::start_or_wait(async_op, [&] { return detail::reduce_scatter_flat(output, input.detach().to(Device::cpu()).contiguous().reshape({-1}), op); });
+  return detail::start_or_wait(async_op, [&] { 
+    const Device where = detail::via_nccl(g, output) ? output.device() : Device::cpu();
+    return detail::reduce_scatter_flat(output, input.detach().to(where).contiguous().reshape({-1}), op);
+  });
 }
 
 }  // namespace distributed

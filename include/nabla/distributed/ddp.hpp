@@ -64,21 +64,24 @@ struct DistributedDataParallelOptions {
 
 namespace detail {
 
-// Broadcasts `tensors` from src, one flat message per dtype.
+// Broadcasts `tensors` from src, one flat message per dtype and device (a CUDA group stays on
+// its device: NCCL sends it from there, MPI stages it through host memory).
 inline void broadcast_coalesced(const std::vector<Tensor>& tensors, int src) {
-  std::vector<DType> dtypes;
+  std::vector<std::pair<DType, Device>> groups;
   for (const Tensor& t : tensors)
-    if (std::find(dtypes.begin(), dtypes.end(), t.dtype()) == dtypes.end()) dtypes.push_back(t.dtype());
+    if (std::find(groups.begin(), groups.end(), std::make_pair(t.dtype(), t.device())) == groups.end())
+      groups.emplace_back(t.dtype(), t.device());
   NoGradGuard no_grad;
-  for (DType dt : dtypes) {
+  for (const auto& key : groups) {
+    auto in_group = [&](const Tensor& t) { return t.dtype() == key.first && t.device() == key.second; };
     std::vector<Tensor> parts;
     for (const Tensor& t : tensors)
-      if (t.dtype() == dt) parts.push_back(t.detach().to(Device::cpu()).reshape({-1}));
+      if (in_group(t)) parts.push_back(t.detach().reshape({-1}));
     Tensor flat = cat(parts, 0).contiguous();
     broadcast(flat, src);
     int64_t off = 0;
     for (const Tensor& t : tensors) {
-      if (t.dtype() != dt) continue;
+      if (!in_group(t)) continue;
       t.detach().copy_(flat.slice(0, off, off + t.numel()).view(t.sizes()));
       off += t.numel();
     }

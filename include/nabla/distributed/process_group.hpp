@@ -47,6 +47,7 @@
 #include "../core/half.hpp"
 #include "../core/tensor.hpp"
 #include "../ops/all.hpp"
+#include "nccl.hpp"
 
 namespace nabla {
 namespace distributed {
@@ -233,6 +234,10 @@ class ProcessGroup {
     }
     queue_cv_.notify_all();
     if (worker_.joinable()) worker_.join();
+#if defined(NABLA_HAS_NCCL)
+    if (nccl_ && broken()) nccl_->abort();
+    nccl_.reset();
+#endif
     int finalized = 0;
     MPI_Finalized(&finalized);
     if (broken() || finalized) return;  // a failed group, or MPI already ended by the program
@@ -302,31 +307,38 @@ class ProcessGroup {
                                                   ": the process group is broken by an earlier failure: ", first_error_));
     }
   }
-  // Polls `req` until it completes, a peer reports a failure, or the timeout passes.
-  void wait_request(MPI_Request& req, const char* op) {
+  // Polls `test` (a PollState) until it is done, fails, a peer reports a failure, or the
+  // timeout passes; on any failure `on_fail` runs first (the NCCL transport aborts its
+  // communicator there), then the group breaks with DistributedError.
+  template <class Test>
+  void poll(const char* op, Test&& test, const std::function<void()>& on_fail = nullptr) {
     const auto start = std::chrono::steady_clock::now();
     const auto deadline = start + options_.timeout;
+    auto give_up = [&](const std::string& message) {
+      if (on_fail) on_fail();
+      fail(message);
+    };
     while (true) {
-      int done = 0, aborted = 0;
+      const PollState s = test();
+      if (s.state == PollState::Done) return;
+      if (s.state == PollState::Failed) give_up(::nabla::detail::cat("nabla::distributed::", op, " on rank ", rank_, ": ", s.error));
+      int aborted = 0;
       MPI_Status abort_status;
       {
         std::lock_guard<std::mutex> lock(mpi_mutex_);
-        int rc = MPI_Test(&req, &done, MPI_STATUS_IGNORE);
-        if (rc != MPI_SUCCESS) fail(::nabla::detail::cat("nabla::distributed::", op, " on rank ", rank_, ": MPI error ", rc));
-        if (!done) MPI_Test(&abort_req_, &aborted, &abort_status);
+        MPI_Test(&abort_req_, &aborted, &abort_status);
       }
-      if (done) return;
       if (aborted) {
         abort_msg_[sizeof(abort_msg_) - 1] = '\0';
-        fail(::nabla::detail::cat("nabla::distributed::", op, " on rank ", rank_, " of ", world_, ": rank ",
-                                  abort_status.MPI_SOURCE, " failed: ", abort_msg_));
+        give_up(::nabla::detail::cat("nabla::distributed::", op, " on rank ", rank_, " of ", world_, ": rank ",
+                                     abort_status.MPI_SOURCE, " failed: ", abort_msg_));
       }
       const auto now = std::chrono::steady_clock::now();
       if (now > deadline) {
-        fail(::nabla::detail::cat("nabla::distributed::", op, " on rank ", rank_, " of ", world_, " timed out after ",
-                                  std::chrono::duration<double>(now - start).count(),
-                                  " s waiting for the other ranks (a rank may have died, hung, or skipped this collective; "
-                                  "timeout ", options_.timeout.count() / 1000.0, " s: ProcessGroupOptions::timeout or NABLA_DIST_TIMEOUT)"));
+        give_up(::nabla::detail::cat("nabla::distributed::", op, " on rank ", rank_, " of ", world_, " timed out after ",
+                                     std::chrono::duration<double>(now - start).count(),
+                                     " s waiting for the other ranks (a rank may have died, hung, or skipped this collective; "
+                                     "timeout ", options_.timeout.count() / 1000.0, " s: ProcessGroupOptions::timeout or NABLA_DIST_TIMEOUT)"));
       }
       // MPI progresses only inside MPI calls: poll hot for the first 20 ms (a collective whose
       // peers are there finishes well within it), then back off to spare the CPU while a peer
@@ -335,6 +347,16 @@ class ProcessGroup {
       if (now - start < std::chrono::milliseconds(20)) std::this_thread::yield();
       else std::this_thread::sleep_for(std::chrono::microseconds(now - start < std::chrono::seconds(1) ? 50 : 500));
     }
+  }
+  // Polls `req` until it completes, a peer reports a failure, or the timeout passes.
+  void wait_request(MPI_Request& req, const char* op) {
+    poll(op, [&]() -> PollState {
+      std::lock_guard<std::mutex> lock(mpi_mutex_);
+      int done = 0;
+      int rc = MPI_Test(&req, &done, MPI_STATUS_IGNORE);
+      if (rc != MPI_SUCCESS) return {PollState::Failed, ::nabla::detail::cat("MPI error ", rc)};
+      return {done ? PollState::Done : PollState::Running, {}};
+    });
   }
   // Starts an MPI non-blocking call under the MPI lock and waits for it.
   template <class Start>
@@ -370,6 +392,35 @@ class ProcessGroup {
     throw DistributedError(message);
   }
   MPI_Comm comm() const { return comm_; }
+#if defined(NABLA_HAS_NCCL)
+  // The NCCL communicator (backend "nccl"), made at the first CUDA collective on that tensor's
+  // device: every rank reaches it at the same point of the same call order. Rank 0's unique id
+  // goes to the others over MPI. One device per process, as with PyTorch's NCCL groups.
+  NcclComm& nccl(int device, const char* op) {
+    if (!nccl_) {
+      ncclUniqueId id{};
+      if (rank_ == 0) {
+        ncclResult_t r = ncclGetUniqueId(&id);
+        if (r != ncclSuccess) fail(::nabla::detail::cat("nabla::distributed::", op, " on rank 0: ncclGetUniqueId failed: ", ncclGetErrorString(r)));
+      }
+      run_mpi(op, [&](MPI_Request* r) { return MPI_Ibcast(&id, static_cast<int>(sizeof id), MPI_BYTE, 0, comm_, r); });
+      try {
+        nccl_ = std::make_unique<NcclComm>(device, rank_, world_, id,
+                                           [this](const char* what, auto&& test, const std::function<void()>& on_fail) {
+                                             poll(what, test, on_fail);
+                                           });
+      } catch (const DistributedError& e) {
+        if (!broken()) fail(e.what());
+        throw;
+      }
+    }
+    if (nccl_->device() != device)
+      fail(::nabla::detail::cat("nabla::distributed::", op, " on rank ", rank_, ": this process group's NCCL communicator is on cuda:",
+                                nccl_->device(), " (the device of its first CUDA collective) but this tensor is on cuda:", device,
+                                "; keep every CUDA tensor of one rank on one device"));
+    return *nccl_;
+  }
+#endif
   MPI_Op half_op(DType dt, int which) const { return dt == kFloat16 ? half_ops_[which] : bf16_ops_[which]; }
 
   // Tells every other rank that this one failed (best effort: small eager sends, waited on for
@@ -443,6 +494,9 @@ class ProcessGroup {
   std::atomic<bool> broken_{false}, notified_{false};
   std::mutex error_mutex_;
   std::string first_error_;
+#if defined(NABLA_HAS_NCCL)
+  std::unique_ptr<NcclComm> nccl_;  // used by the worker thread only
+#endif
 };
 
 inline SyncCall::SyncCall() : prev(ProcessGroup::inline_allowed()) { ProcessGroup::inline_allowed() = true; }
@@ -558,10 +612,30 @@ inline void divide_in_place(void* p, int64_t n, DType dt, int by) {
   }
 }
 
-// A contiguous CPU tensor holding t's values (t itself when it already is one).
-inline Tensor staged(const Tensor& t) {
-  if (t.device().is_cpu() && t.is_contiguous()) return t;
-  return t.detach().to(Device::cpu()).contiguous();
+// Whether t's collective runs over NCCL: backend "nccl" and a CUDA tensor. Everything else goes
+// over MPI, CUDA tensors staged through host memory.
+inline bool via_nccl(const ProcessGroup& g, const Tensor& t) {
+#if defined(NABLA_HAS_NCCL)
+  return g.backend() == "nccl" && t.defined() && t.is_cuda();
+#else
+  (void)g, (void)t;
+  return false;
+#endif
+}
+// A contiguous tensor holding t's values where the transport reads them (t itself when it
+// already is one): on t's device for NCCL (on_device), else on the CPU.
+inline Tensor staged(const Tensor& t, bool on_device = false) {
+  if ((on_device || t.device().is_cpu()) && t.is_contiguous()) return t;
+  return on_device ? t.detach().contiguous() : t.detach().to(Device::cpu()).contiguous();
+}
+// What an NCCL collective on t waits for: the work queued on t's device so far (null for MPI).
+inline ReadyHandle ready_for(bool nccl, const Tensor& t) {
+#if defined(NABLA_HAS_NCCL)
+  if (nccl) return ready_on(t);
+#else
+  (void)nccl, (void)t;
+#endif
+  return nullptr;
 }
 // Copies the staged result back into t when the staging made a copy.
 inline void unstage(const Tensor& t, const Tensor& buf) {
@@ -588,14 +662,16 @@ inline const char* kind_name(CollectiveKind k) {
   return "?";
 }
 
-// What a rank is about to do, as 16 int64: kind, reduce op, dtype, root, ndim, numel, dims.
+// What a rank is about to do, as 16 int64: kind, reduce op (+ kOverNccl when the tensor goes over
+// NCCL: a rank on NCCL and one on MPI would never meet), dtype, root, ndim, numel, dims.
+inline constexpr int64_t kOverNccl = 1000;
 struct Descriptor {
   int64_t v[16]{};
 };
-inline Descriptor describe_call(CollectiveKind kind, int64_t op, const Tensor& t, int64_t root) {
+inline Descriptor describe_call(CollectiveKind kind, int64_t op, const Tensor& t, int64_t root, bool nccl = false) {
   Descriptor d;
   d.v[0] = static_cast<int64_t>(kind);
-  d.v[1] = op;
+  d.v[1] = op + (nccl ? kOverNccl : 0);
   d.v[2] = t.defined() ? static_cast<int64_t>(t.dtype()) : -1;
   d.v[3] = root;
   d.v[4] = t.defined() ? t.dim() : -1;
@@ -615,8 +691,9 @@ inline std::string descriptor_str(const Descriptor& d) {
     s += d.v[4] > 10 ? ", ...]" : "]";
   }
   if (static_cast<CollectiveKind>(d.v[0]) == CollectiveKind::AllReduce || static_cast<CollectiveKind>(d.v[0]) == CollectiveKind::ReduceScatter)
-    s += ::nabla::detail::cat(" (", reduce_op_name(static_cast<ReduceOp>(d.v[1])), ")");
+    s += ::nabla::detail::cat(" (", reduce_op_name(static_cast<ReduceOp>(d.v[1] % kOverNccl)), ")");
   if (static_cast<CollectiveKind>(d.v[0]) == CollectiveKind::Broadcast) s += ::nabla::detail::cat(" from rank ", d.v[3]);
+  s += d.v[1] >= kOverNccl ? " over NCCL" : "";
   return s;
 }
 // On the worker: every rank's descriptor must equal rank 0's.
@@ -635,21 +712,50 @@ inline void check_descriptors(ProcessGroup& g, const Descriptor& mine, const cha
   g.fail(msg);
 }
 
+#if defined(NABLA_HAS_NCCL)
+inline ncclRedOp_t nccl_op(ReduceOp op, DType dt) {
+  if (dt == kBool) return op == ReduceOp::SUM || op == ReduceOp::MAX ? ncclMax : ncclMin;  // AVG refused by mpi_op
+  switch (op) {
+    case ReduceOp::SUM: return ncclSum;
+    case ReduceOp::AVG: return ncclAvg;  // integers: the sum divided, truncated
+    case ReduceOp::PRODUCT: return ncclProd;
+    case ReduceOp::MIN: return ncclMin;
+    case ReduceOp::MAX: return ncclMax;
+  }
+  return ncclSum;
+}
+// On the worker: `launch(comm, stream)` (an NCCL call) after `ready`, polled to completion under
+// the group's timeout and failure notices.
+template <class Launch>
+void run_nccl(ProcessGroup& g, const char* op, const ReadyHandle& ready, Launch&& launch) {
+  g.nccl(ready->device(), op).run(op, ready, launch, [&g](const char* what, auto&& test, const std::function<void()>& on_fail) {
+    g.poll(what, test, on_fail);
+  });
+}
+#endif
+
 }  // namespace detail
 
 // ---- the process group ----------------------------------------------------------------------
 
-// Starts the default process group. backend "mpi": every rank launched by mpirun / srun; the
+// Starts the default process group; every rank is launched by mpirun / srun. backend "mpi": the
 // collectives run over MPI (CPU tensors directly, CUDA tensors staged through host memory).
-// "nccl" is accepted only where nabla was built with NCCL (see docs/distributed.md).
+// "nccl" (where nabla::distributed was built with NCCL, docs/distributed.md): CUDA tensors'
+// collectives run over NCCL (its unique id sent over MPI), CPU tensors' still over MPI.
 inline void init_process_group(const std::string& backend = "mpi", ProcessGroupOptions options = {}) {
   NABLA_CHECK(detail::default_group() == nullptr, DistributedError,
               "distributed::init_process_group: the default process group is already initialised");
   NABLA_CHECK(backend == "mpi" || backend == "nccl", ValueError, "distributed::init_process_group: unknown backend \"", backend,
               "\" (expected \"mpi\" or \"nccl\")");
+#if defined(NABLA_HAS_NCCL)
+  NABLA_CHECK(backend != "nccl" || ::nabla::cuda::is_available(), DistributedError,
+              "distributed::init_process_group: backend \"nccl\" needs a CUDA device, and this process sees none (use \"mpi\")");
+#else
   NABLA_CHECK(backend != "nccl", DistributedError,
-              "distributed::init_process_group: backend \"nccl\": this nabla has no NCCL backend yet; use \"mpi\" "
-              "(CUDA tensors are staged through host memory)");
+              "distributed::init_process_group: backend \"nccl\": this program's nabla::distributed was built without NCCL "
+              "(it needs nabla::cuda and NCCL when CMake configures it: docs/distributed.md); use \"mpi\", which stages CUDA "
+              "tensors through host memory");
+#endif
   detail::default_group() = std::make_unique<detail::ProcessGroup>(backend, options);
   if (!detail::previous_terminate()) detail::previous_terminate() = std::set_terminate(&detail::terminate_with_notice);
 }

@@ -41,6 +41,10 @@ void set_memory_limit(size_t bytes, int device = 0);
 size_t get_memory_limit(int device = 0);
 FusedStats fused_stats();
 void reset_fused_stats();
+// The stream nabla runs `device`'s work on (a cudaStream_t, as void* so that this header needs no
+// CUDA include): for code that interleaves its own CUDA work with nabla's, as
+// at::cuda::getCurrentCUDAStream does for LibTorch. nabla::distributed's NCCL transport waits on it.
+void* current_stream(int device = -1);  // -1: the current device
 #else
 inline bool is_available() { return false; }
 inline int device_count() { return 0; }
@@ -55,6 +59,10 @@ inline void set_memory_limit(size_t, int device = 0) {
 inline size_t get_memory_limit(int = 0) { return 0; }
 inline FusedStats fused_stats() { return {}; }
 inline void reset_fused_stats() {}
+inline void* current_stream(int device = -1) {
+  throw DeviceError(::nabla::detail::cat("nabla::cuda::current_stream: cuda:", device,
+                                         " does not exist (this program does not link nabla::cuda)"));
+}
 #endif
 
 }  // namespace cuda

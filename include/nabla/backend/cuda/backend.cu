@@ -224,6 +224,11 @@ void empty_cache(int device) {
   NABLA_CUDA_CHECK(cudaMemPoolTrimTo(s.pool, 0));
 }
 
+void* current_stream(int device) {
+  if (device < 0) NABLA_CUDA_CHECK(cudaGetDevice(&device));
+  return static_cast<void*>(detail::stream(device));  // names the device in a DeviceError when it does not exist
+}
+
 FusedStats fused_stats() {
   const auto& c = detail::fused_counters();
   FusedStats s;
