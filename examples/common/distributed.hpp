@@ -6,6 +6,7 @@
 // without it --distributed is a clear error.
 
 #include <cstdio>
+#include <cstdlib>
 #include <exception>
 #include <functional>
 #include <memory>
@@ -23,18 +24,44 @@
 
 namespace nabla_example {
 
+#if defined(NABLA_EXAMPLE_DISTRIBUTED)
+// A module whose forward is `body` over `inner`'s parameters (inner registered as "inner"): what
+// DistributedDataParallel wraps when the training forward is not the model's own.
+class Through : public nabla::nn::Module {
+ public:
+  Through(std::shared_ptr<nabla::nn::Module> inner, std::function<nabla::Tensor(const nabla::Tensor&)> body) : body_(std::move(body)) {
+    register_module("inner", std::move(inner));
+  }
+  nabla::Tensor forward(const nabla::Tensor& x) override { return body_(x); }
+
+ private:
+  std::function<nabla::Tensor(const nabla::Tensor&)> body_;
+};
+#endif
+
 class Ranks {
  public:
-  // Starts the process group when `distributed` (the program's name goes into errors).
-  Ranks(bool distributed, const std::string& program) : program_(program) {
+  // Starts the process group when `distributed` (the program's name goes into errors). The
+  // backend: NCCL when the model goes to a GPU (`device` "cuda", or "auto" with one present) and
+  // nabla::distributed was built with NCCL, else MPI; NABLA_DIST_BACKEND=mpi|nccl overrides.
+  Ranks(bool distributed, const std::string& program, const std::string& device = "cpu") : program_(program) {
     if (!distributed) return;
 #if defined(NABLA_EXAMPLE_DISTRIBUTED)
-    nabla::distributed::init_process_group("mpi");
+    std::string backend = "mpi";
+#if defined(NABLA_HAS_NCCL)
+    if (device == "cuda" || (device == "auto" && nabla::cuda::is_available())) backend = "nccl";
+#else
+    (void)device;
+#endif
+    if (const char* b = std::getenv("NABLA_DIST_BACKEND"); b && *b) backend = b;
+    nabla::distributed::init_process_group(backend);
+    backend_ = backend == "nccl" ? "NCCL" : "MPI";
     enabled_ = true;
     rank_ = nabla::distributed::get_rank();
     world_ = nabla::distributed::get_world_size();
     local_rank_ = nabla::distributed::get_local_rank();
 #else
+    (void)device;
     throw nabla::ValueError(program + ": --distributed: this " + program +
                             " was built without MPI (install libopenmpi-dev and rebuild)");
 #endif
@@ -52,6 +79,8 @@ class Ranks {
   int rank() const { return rank_; }
   int world() const { return world_; }
   int local_rank() const { return local_rank_; }
+  // "MPI" or "NCCL": what the gradients travel over (for the start-up line).
+  const char* backend() const { return backend_; }
   bool lead() const { return rank_ == 0; }  // writes checkpoints and CSV, prints the progress
 
   // The training order: every rank the same permutation, each taking every world-th example.
@@ -65,17 +94,26 @@ class Ranks {
   // This rank's contiguous slice [from, to) of n evaluation examples.
   std::pair<int64_t, int64_t> slice(int64_t n) const { return {n * rank_ / world_, n * (rank_ + 1) / world_}; }
 
-  // What training calls for the model's forward: the model, or DistributedDataParallel around it
-  // (rank 0's weights everywhere; gradients averaged over the ranks during backward).
+  // What training calls for the model's forward: `body` (default: the model's own forward;
+  // --checkpointing passes checkpoint_sequential over the model), or DistributedDataParallel
+  // around it (rank 0's weights everywhere; gradients averaged over the ranks during backward).
   template <class M>
-  std::function<nabla::Tensor(const nabla::Tensor&)> wrap(const std::shared_ptr<M>& model) {
+  std::function<nabla::Tensor(const nabla::Tensor&)> wrap(const std::shared_ptr<M>& model,
+                                                          std::function<nabla::Tensor(const nabla::Tensor&)> body = nullptr) {
 #if defined(NABLA_EXAMPLE_DISTRIBUTED)
-    if (enabled_) {
+    if (enabled_ && !body) {
       auto ddp = std::make_shared<nabla::distributed::DistributedDataParallel<M>>(model);
       stats_ = [ddp] { return ddp->comm_stats(); };
       return [ddp](const nabla::Tensor& x) { return ddp->forward(x); };
     }
+    if (enabled_) {  // DDP's forward must run the body: it arms the gradient hooks after it
+      auto through = std::make_shared<Through>(model, body);
+      auto ddp = std::make_shared<nabla::distributed::DistributedDataParallel<Through>>(through);
+      stats_ = [ddp] { return ddp->comm_stats(); };
+      return [ddp](const nabla::Tensor& x) { return ddp->forward(x); };
+    }
 #endif
+    if (body) return body;
     return [model](const nabla::Tensor& x) { return model->forward(x); };
   }
 
@@ -142,6 +180,7 @@ class Ranks {
   std::string program_;
   bool enabled_ = false;
   int rank_ = 0, world_ = 1, local_rank_ = 0;
+  const char* backend_ = "MPI";
 #if defined(NABLA_EXAMPLE_DISTRIBUTED)
   std::function<nabla::distributed::CommStats()> stats_;
 #endif

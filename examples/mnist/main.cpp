@@ -75,7 +75,7 @@ Trains a classifier on MNIST and reports test accuracy after each epoch.
   --memory-limit SIZE       fail with a clear error instead of allocating past SIZE on the training device
                             (e.g. 4GiB, 512MiB, 100MB; default: no limit)
   --distributed             data-parallel training on every rank of `mpirun -np N mnist --distributed ...`
-                            (DistributedDataParallel over MPI): --batch-size is per rank, so the global
+                            (DistributedDataParallel over MPI, NCCL on GPUs): --batch-size is per rank, so the global
                             batch is N times it; rank 0 writes the checkpoint and the CSV
   --export PATH             after training, write the model as ONNX (opset 17, dynamic batch) for
                             onnxruntime / TensorRT (trtexec --onnx=PATH)
@@ -170,11 +170,9 @@ int run(const Args& a) {
   // gets the flags.
   nb::set_flush_denormal(true);
   // --distributed: one process per rank (mpirun); each trains on its share of every batch.
-  nabla_example::Ranks ranks(a.distributed, "mnist");
+  nabla_example::Ranks ranks(a.distributed, "mnist", a.device);
   const int world = ranks.world();
   const bool lead = ranks.lead();  // writes the checkpoint and the CSV, prints the progress
-  NABLA_CHECK(!(a.distributed && a.checkpointing), nb::ValueError,
-              "mnist: --checkpointing with --distributed is not supported yet (checkpoint_sequential bypasses DDP's forward)");
   nb::Device device = nb::Device::cpu();
   if (a.device == "cuda" || (a.device == "auto" && nb::cuda::is_available())) {
     NABLA_CHECK(nb::cuda::is_available(), nb::DeviceError,
@@ -219,9 +217,14 @@ int run(const Args& a) {
   nb::manual_seed(static_cast<uint64_t>(a.seed));
   auto model = make_model(a.model);
   model->to(device);
-  // What training calls: the model, or DistributedDataParallel around it (rank 0's weights on
-  // every rank, gradients averaged across ranks during backward).
-  auto forward = ranks.wrap(model);
+  // The training forward. --checkpointing: segments of two layers keep only their input; the
+  // last segment (the classifier) runs normally, as checkpoint_sequential does
+  const int64_t segments = a.model == "cnn" ? 4 : 3;
+  std::function<nb::Tensor(const nb::Tensor&)> body;  // null: the model's own forward
+  if (a.checkpointing) body = [model, segments](const nb::Tensor& x) { return nb::checkpoint_sequential(model, segments, x); };
+  // What training calls: that, or DistributedDataParallel around it (rank 0's weights on every
+  // rank, gradients averaged across ranks during backward).
+  auto forward = ranks.wrap(model, body);
   auto opt = make_optimizer(a, model->parameters());
   nb::optim::StepLR schedule(*opt, 1, a.gamma);
 
@@ -258,8 +261,8 @@ int run(const Args& a) {
     return 0;
   }
   if (lead && world > 1)
-    std::printf("distributed: %d ranks over MPI, batch %lld per rank (global %lld), %lld training images per rank\n",
-                world, (long long)a.batch_size, (long long)a.batch_size * world, (long long)train.size() * a.batch_size);
+    std::printf("distributed: %d ranks over %s, batch %lld per rank (global %lld), %lld training images per rank\n",
+                world, ranks.backend(), (long long)a.batch_size, (long long)a.batch_size * world, (long long)train.size() * a.batch_size);
   if (lead) std::printf("model %s, %lld parameters; device %s%s%s; optimizer %s lr %g; %lld training images, batch %lld\n",
               a.model.c_str(), (long long)[&] {
                 int64_t n = 0;
@@ -305,10 +308,7 @@ int run(const Args& a) {
       {
         std::optional<nb::amp::autocast> autocast;
         if (use_amp) autocast.emplace(device.type, amp_dtype);
-        // checkpointing: segments of two layers keep only their input; the last segment (the
-        // classifier) runs normally, as checkpoint_sequential does
-        nb::Tensor logits = a.checkpointing ? nb::checkpoint_sequential(model, a.model == "cnn" ? 4 : 3, b.data)
-                                            : forward(b.data);
+        nb::Tensor logits = forward(b.data);
         loss = nb::cross_entropy(logits, b.target);
       }
       scaler.scale(loss).backward();

@@ -90,7 +90,7 @@ with --synthetic, times the training step on random ImageNet-shaped data instead
   --memory-limit SIZE       fail with a clear error instead of allocating past SIZE on the training device
                             (e.g. 4GiB, 512MiB; default: no limit)
   --distributed             data-parallel training on every rank of `mpirun -np N resnet --distributed ...`
-                            (DistributedDataParallel over MPI): --batch-size is per rank, so the global
+                            (DistributedDataParallel over MPI, NCCL on GPUs): --batch-size is per rank, so the global
                             batch is N times it; rank 0 writes the checkpoint and the CSV
   --export PATH             after training, write the model as ONNX (opset 17, dynamic batch) for
                             onnxruntime / TensorRT (trtexec --onnx=PATH)
@@ -202,7 +202,7 @@ int run(const Args& a) {
 #endif
   nb::set_flush_denormal(true);  // as torch.set_flush_denormal(True); after the thread count
   // --distributed: one process per rank (mpirun); each trains on its share of every batch.
-  nabla_example::Ranks ranks(a.distributed, "resnet");
+  nabla_example::Ranks ranks(a.distributed, "resnet", a.device);
   const int world = ranks.world();
   const bool lead = ranks.lead();  // writes the checkpoint and the CSV, prints the progress
   nb::Device device = nb::Device::cpu();
@@ -303,7 +303,7 @@ int run(const Args& a) {
   int64_t params = 0;
   for (const auto& p : model->parameters()) params += p.numel();
   if (lead && world > 1)
-    std::printf("distributed: %d ranks over MPI, batch %lld per rank (global %lld)\n", world, (long long)a.batch_size,
+    std::printf("distributed: %d ranks over %s, batch %lld per rank (global %lld)\n", world, ranks.backend(), (long long)a.batch_size,
                 (long long)a.batch_size * world);
   if (lead) std::printf("model %s%s, %lld parameters; device %s%s%s; SGD nesterov lr %g (%s) wd %g, label smoothing %g; "
               "%lld training images%s, batch %lld\n",

@@ -5,7 +5,10 @@
 #  2. only rank 0 writes the CSV and the checkpoint; each rank prints its throughput and the time
 #     it waited for gradient all-reduces;
 #  3. a two-rank run stopped mid-epoch and resumed on two ranks ends with the checkpoint of an
-#     uninterrupted two-rank run, byte for byte; resuming it on one process is a clear error.
+#     uninterrupted two-rank run, byte for byte; resuming it on one process is a clear error;
+#  4. --checkpointing on two ranks (checkpoint_sequential inside DDP's forward) ends with that same
+#     checkpoint, byte for byte: recomputing the segments changes neither the gradients nor their
+#     averaging.
 # Usage: mnist_distributed.sh <path to the mnist program>. Needs $NABLA_DATA/mnist and mpirun.
 set -euo pipefail
 mnist=$1
@@ -51,4 +54,8 @@ if OMP_NUM_THREADS=1 "$mnist" --data "$data" --limit 1280 --test-limit 500 --no-
   echo "resuming a two-rank checkpoint on one process should fail"; exit 1
 fi
 grep -q "was written by a run of 2 rank(s), this one has 1" err.log
+
+echo "== 4. two ranks with --checkpointing"
+"${launch[@]}" -np 2 "$mnist" "${short[@]}" --checkpointing --checkpoint ckpt.safetensors --csv ckpt.csv | grep "checkpointing"
+cmp full.safetensors ckpt.safetensors && echo "--checkpointing checkpoint == plain checkpoint"
 echo "mnist_distributed: all checks passed"
