@@ -13,8 +13,10 @@
 #   4. MNIST (cnn, batch 64, Adam) on the GPU, nabla's example beside the PyTorch twin
 #   4a. the same under --amp bf16 and f16 beside PyTorch's AMP recipe, and f16 + checkpointing
 #      under a 1 GiB --memory-limit
-#   4b. the ResNet train step (ResNet-50 224px batch 64, ResNet-18 CIFAR stem batch 128; float32)
-#      on synthetic data, nabla's example beside benchmarks/gpu/resnet_torch.py
+#   4b. the ResNet train step (ResNet-50 224px batch 64, ResNet-18 CIFAR stem batch 128; float32;
+#      ResNet-50 batch 128 under bf16 autocast) on synthetic data, nabla's example beside
+#      benchmarks/gpu/resnet_torch.py; PyTorch's channels-last bf16; ResNet-50 batch 64 with bf16 and
+#      checkpointing under a 4 GiB --memory-limit
 #   4c. the GPT-2 train step (124M shape, context 1024, batch 8, bf16 autocast) on tiny
 #      Shakespeare, `gpt train` beside benchmarks/gpu/gpt_torch.py
 #   5. compute-sanitizer memcheck over the CUDA tests (not the deliberate out-of-memory test)
@@ -297,15 +299,17 @@ else
   note "mnist amp: not run (no GPU)"
 fi
 
-# ---- 4b. ResNet train step beside PyTorch (synthetic data, float32, TF32 off on both sides) -----
+# ---- 4b. ResNet train step beside PyTorch (synthetic data; TF32 off on both sides) -------------
 resnet_bin=$(find_bin resnet)
 img_s() { grep -oE 'train step: [0-9.]+ img/s' "$1" | grep -oE '[0-9.]+' | head -1; }
 gpu_mib() { grep -oE 'peak GPU memory [0-9]+ MiB' "$1" | grep -oE '[0-9]+' | head -1; }
 if [ $has_gpu = 1 ] && [ -n "$resnet_bin" ] && [ "$rounds" = 0 ]; then
-  # name, nabla flags, PyTorch flags: the same net, batch and image count on both sides
-  for row in "resnet50_224_b64|--arch resnet50 --image-size 224 --batch-size 64 --limit 768|--arch resnet50 --image-size 224 --batch-size 64 --limit 768" \
-             "resnet18_cifar32_b128|--arch resnet18 --cifar-stem --image-size 32 --batch-size 128 --limit 2560|--arch resnet18 --cifar-stem --image-size 32 --batch-size 128 --limit 2560"; do
-    IFS='|' read -r name nflags tflags <<<"$row"
+  # name, label, nabla flags, PyTorch flags: the same net, batch, image count and precision on both sides
+  r50="--arch resnet50 --image-size 224"
+  for row in "resnet50_224_b64|float32|$r50 --batch-size 64 --limit 768|$r50 --batch-size 64 --limit 768" \
+             "resnet18_cifar32_b128|float32|--arch resnet18 --cifar-stem --image-size 32 --batch-size 128 --limit 2560|--arch resnet18 --cifar-stem --image-size 32 --batch-size 128 --limit 2560" \
+             "resnet50_224_b128_bf16|bf16 autocast|$r50 --batch-size 128 --limit 1152 --amp bf16|$r50 --batch-size 128 --limit 1152 --amp bf16"; do
+    IFS='|' read -r name label nflags tflags <<<"$row"
     # shellcheck disable=SC2086
     run_step "resnet_nabla.$name" 90 "$resnet_bin" --device cuda --synthetic $nflags --epochs 1 --no-progress \
       --checkpoint /tmp/nabla_resnet.safetensors --csv /tmp/nabla_resnet.csv
@@ -313,8 +317,23 @@ if [ $has_gpu = 1 ] && [ -n "$resnet_bin" ] && [ "$rounds" = 0 ]; then
     run_step "resnet_torch.$name" 90 python3 "$root/benchmarks/gpu/resnet_torch.py" $tflags
     n=$(img_s "$logs/resnet_nabla.$name.log"); t=$(img_s "$logs/resnet_torch.$name.log")
     ratio=$(python3 -c "import sys; n, t = sys.argv[1:]; print(f'{float(n) / float(t):.2f}x')" "${n:-0}" "${t:-1}" 2>/dev/null)
-    note "resnet $name float32: nabla ${n:-failed} img/s (peak GPU $(gpu_mib "$logs/resnet_nabla.$name.log") MiB), PyTorch eager ${t:-failed} img/s (peak $(gpu_mib "$logs/resnet_torch.$name.log") MiB): ${ratio:-?} of PyTorch's rate"
+    note "resnet $name $label: nabla ${n:-failed} img/s (peak GPU $(gpu_mib "$logs/resnet_nabla.$name.log") MiB), PyTorch eager ${t:-failed} img/s (peak $(gpu_mib "$logs/resnet_torch.$name.log") MiB): ${ratio:-?} of PyTorch's rate"
   done
+  # PyTorch's channels-last bf16 (its fastest eager recipe), the anchor for nabla's rows above
+  # (nabla has no channels-last memory format yet)
+  # shellcheck disable=SC2086
+  run_step resnet_torch.r50_b128_bf16_cl 90 python3 "$root/benchmarks/gpu/resnet_torch.py" $r50 --batch-size 128 \
+    --limit 1152 --amp bf16 --channels-last
+  t=$(img_s "$logs/resnet_torch.r50_b128_bf16_cl.log")
+  note "resnet resnet50_224_b128_bf16 channels-last, PyTorch only: ${t:-failed} img/s (peak $(gpu_mib "$logs/resnet_torch.r50_b128_bf16_cl.log") MiB)"
+  # the seed's 4 GB GPU: ResNet-50 batch 64 under a 4 GiB budget with bf16 and checkpointing (the
+  # limit must hold: no OutOfMemory)
+  # shellcheck disable=SC2086
+  run_step resnet_nabla.budget 90 "$resnet_bin" --device cuda --synthetic $r50 --batch-size 64 --limit 320 --epochs 1 \
+    --no-progress --amp bf16 --checkpointing --memory-limit 4GiB --checkpoint /tmp/nabla_resnet_b.safetensors \
+    --csv /tmp/nabla_resnet_b.csv
+  n=$(img_s "$logs/resnet_nabla.budget.log")
+  note "resnet resnet50_224_b64 bf16 + checkpointing + 4 GiB limit: nabla ${n:-failed} img/s, peak GPU $(gpu_mib "$logs/resnet_nabla.budget.log") MiB"
 elif [ "$rounds" = 0 ]; then
   note "resnet: not run ($([ $has_gpu = 0 ] && echo 'no GPU' || echo 'no resnet binary'))"
 fi

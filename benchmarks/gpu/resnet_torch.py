@@ -10,6 +10,10 @@ same line as the example:
 
     python3 benchmarks/gpu/resnet_torch.py [--arch resnet50] [--batch-size 64] [--image-size 224]
                                            [--limit N] [--cifar-stem] [--tf32] [--channels-last]
+                                           [--amp bf16|f16]
+
+--amp is PyTorch's AMP recipe, as the example's: autocast around forward and loss, float32
+weights and optimizer, a GradScaler for f16.
 """
 import argparse
 import time
@@ -28,7 +32,9 @@ def main():
     p.add_argument("--cifar-stem", action="store_true")
     p.add_argument("--tf32", action="store_true", help="allow TF32 in convolutions and matmuls")
     p.add_argument("--channels-last", action="store_true")
+    p.add_argument("--amp", choices=["none", "bf16", "f16"], default="none")
     a = p.parse_args()
+    amp_dtype = {"bf16": torch.bfloat16, "f16": torch.float16}.get(a.amp)
     torch.backends.cudnn.allow_tf32 = a.tf32
     torch.backends.cuda.matmul.allow_tf32 = a.tf32
     dev = torch.device("cuda")
@@ -50,6 +56,7 @@ def main():
     opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9, nesterov=True, weight_decay=5e-4)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, 0.1, total_steps=steps)
     loss_fn = nn.CrossEntropyLoss(label_smoothing=0.1)
+    scaler = torch.amp.GradScaler("cuda", enabled=a.amp == "f16")
     perm = torch.randperm(n)
     model.train()
     timed, timed_images = 0.0, 0
@@ -59,16 +66,19 @@ def main():
         x = images[idx].to(dev).contiguous(memory_format=fmt)
         y = labels[idx].to(dev)
         opt.zero_grad(set_to_none=True)
-        loss = loss_fn(model(x), y)
-        loss.backward()
-        opt.step()
+        with torch.autocast("cuda", dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
+            loss = loss_fn(model(x), y)
+        scaler.scale(loss).backward()
+        scaler.step(opt)
+        scaler.update()
         sched.step()
         loss.item()  # waits for the device
         if i > 0:
             timed += time.perf_counter() - t0
             timed_images += len(idx)
     print(f"train step: {timed_images / max(timed, 1e-9):.1f} img/s over {timed_images} images after one warm-up batch "
-          f"({a.arch}, {a.image_size}x{a.image_size}, batch {a.batch_size}); peak GPU memory "
+          f"({a.arch}, {a.image_size}x{a.image_size}, batch {a.batch_size}"
+          f"{', amp ' + a.amp if amp_dtype else ''}{', channels-last' if a.channels_last else ''}); peak GPU memory "
           f"{torch.cuda.max_memory_allocated() / 2**20:.0f} MiB; torch {torch.__version__}")
 
 
