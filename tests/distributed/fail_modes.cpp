@@ -3,6 +3,8 @@
 //   throw     rank 1 dies of an uncaught exception; the others' all_reduce names it
 //   hang      rank 1 never calls the collective; the others time out (NABLA_DIST_TIMEOUT)
 //   mismatch  rank 1 passes a different shape; every rank names both shapes
+//   recv      the others wait in recv() for a message from rank 1, which dies before sending it
+//   recv_hang the same, but rank 1 never sends (the receives time out)
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
@@ -22,10 +24,17 @@ int main(int argc, char** argv) {
   try {
     // (inside the try: a rank can leave the barrier, and fail, before the others have left it)
     dist::barrier();
-    if (mode == "throw" && rank == 1) throw std::runtime_error("rank 1 fails on purpose");
-    if (mode == "hang" && rank == 1) {
+    if ((mode == "throw" || mode == "recv") && rank == 1) throw std::runtime_error("rank 1 fails on purpose");
+    if ((mode == "hang" || mode == "recv_hang") && rank == 1) {
       std::this_thread::sleep_for(std::chrono::seconds(20));
       std::_Exit(0);
+    }
+    if (mode == "recv" || mode == "recv_hang") {
+      nabla::Tensor t = nabla::zeros({4});
+      dist::recv(t, 1);
+      std::printf("rank %d: recv returned, no error\n", rank);
+      dist::destroy_process_group();
+      return 0;
     }
     nabla::Tensor t = nabla::ones({mode == "mismatch" && rank == 1 ? 5 : 4});
     dist::all_reduce(t);

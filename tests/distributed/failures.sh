@@ -29,5 +29,7 @@ check() {  # check <mode> <timeout s> <max seconds a rank may wait> <ranks that 
 check throw 30 10 "0 2" "rank 1 failed" "rank 1 fails on purpose"
 check hang 2 8 "0 2" "timed out after" "all_reduce" "NABLA_DIST_TIMEOUT"
 check mismatch 30 10 "0 1 2" "rank 0 all_reduce of float32[4] (SUM)" "rank 1 all_reduce of float32[5] (SUM)"
+check recv 30 10 "0 2" "distributed::recv" "rank 1 failed" "rank 1 fails on purpose"
+check recv_hang 2 8 "0 2" "distributed::recv" "timed out after"
 [ $fail = 0 ] && echo "failures.sh: every mode ended with the error named, in time"
 exit $fail

@@ -12,6 +12,7 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <nabla/distributed.hpp>
 #include <vector>
@@ -169,6 +170,168 @@ TEST_P(Collectives, ReduceScatterEveryDTypeAndOp) {
       expect_values(out, want, dt, "reduce_scatter " + name(dt, op));
       expect_values(out2, want, dt, "reduce_scatter_tensor " + name(dt, op));
     }
+}
+
+TEST_P(Collectives, ReduceToEveryRootEveryDTypeAndOp) {
+  for (DType dt : kAllDTypes)
+    for (dist::ReduceOp op : kAllOps) {
+      if (dt == kBool && op == dist::ReduceOp::AVG) continue;
+      for (int dst = 0; dst < world(); ++dst) {
+        Tensor t = rank_tensor(dt, rank(), {2, 3});
+        dist::reduce(t, dst, op);
+        std::vector<double> want;
+        for (int64_t i = 0; i < 6; ++i) want.push_back(rank() == dst ? expected(dt, op, i) : value(dt, rank(), i));
+        expect_values(t, want, dt, "reduce to " + std::to_string(dst) + " " + name(dt, op) + (rank() == dst ? "" : " (not the root: unchanged)"));
+      }
+    }
+  Tensor t = zeros({2}, on_dev());
+  EXPECT_THROW(dist::reduce(t, world()), ValueError);
+}
+
+TEST_P(Collectives, GatherToEveryRoot) {
+  for (DType dt : kAllDTypes)
+    for (int dst = 0; dst < world(); ++dst) {
+      Tensor in = rank_tensor(dt, rank(), {2, 2});
+      std::vector<Tensor> out;
+      dist::gather(in, out, dst);
+      if (rank() != dst) {
+        EXPECT_TRUE(out.empty());
+        continue;
+      }
+      ASSERT_EQ(out.size(), static_cast<size_t>(world()));
+      for (int r = 0; r < world(); ++r) {
+        std::vector<double> want;
+        for (int64_t i = 0; i < 4; ++i) want.push_back(value(dt, r, i));
+        expect_values(out[static_cast<size_t>(r)], want, dt, std::string(dtype_name(dt)) + " gather from rank " + std::to_string(r));
+      }
+    }
+  std::vector<Tensor> none;
+  EXPECT_THROW(dist::gather(zeros({2}, on_dev()), none, -1), ValueError);
+}
+
+TEST_P(Collectives, ScatterFromEveryRoot) {
+  for (DType dt : kAllDTypes)
+    for (int src = 0; src < world(); ++src) {
+      std::vector<Tensor> list;  // rank q gets the values of "rank" q + src
+      if (rank() == src)
+        for (int q = 0; q < world(); ++q) list.push_back(rank_tensor(dt, q + src, {3}));
+      Tensor t = zeros({3}, on_dev(dt));
+      dist::scatter(t, list, src);
+      std::vector<double> want;
+      for (int64_t i = 0; i < 3; ++i) want.push_back(value(dt, rank() + src, i));
+      expect_values(t, want, dt, std::string(dtype_name(dt)) + " scatter from " + std::to_string(src));
+    }
+  EXPECT_THROW(dist::scatter(zeros({3}, on_dev()), {}, world()), ValueError);
+}
+
+TEST_P(Collectives, AllToAllSingleEqualAndUnevenSplits) {
+  const int w = world(), me = rank();
+  for (DType dt : kAllDTypes) {
+    // equal blocks of 2 rows: rank r's block q goes to rank q, as its block r
+    Tensor in = rank_tensor(dt, me, {2 * w, 3});
+    Tensor out = empty({2 * w, 3}, on_dev(dt));
+    dist::all_to_all_single(out, in);
+    std::vector<double> want;
+    for (int r = 0; r < w; ++r)
+      for (int64_t j = 0; j < 6; ++j) want.push_back(value(dt, r, 6 * me + j));
+    expect_values(out, want, dt, std::string(dtype_name(dt)) + " all_to_all_single, equal splits");
+  }
+  // uneven: rank r sends r + q + 1 rows to rank q
+  std::vector<int64_t> in_split, out_split;
+  int64_t in_rows = 0, out_rows = 0;
+  for (int q = 0; q < w; ++q) {
+    in_split.push_back(me + q + 1);
+    out_split.push_back(q + me + 1);
+    in_rows += me + q + 1;
+    out_rows += q + me + 1;
+  }
+  Tensor in = rank_tensor(kFloat32, me, {in_rows, 2});
+  Tensor out = full({out_rows, 2}, -1.0, on_dev());
+  dist::all_to_all_single(out, in, out_split, in_split);
+  std::vector<double> want;
+  for (int r = 0; r < w; ++r) {
+    int64_t row = 0;  // where rank r's rows for me start: after what it sent to ranks before me
+    for (int q = 0; q < me; ++q) row += r + q + 1;
+    for (int64_t k = 0; k < 2 * (r + me + 1); ++k) want.push_back(value(kFloat32, r, 2 * row + k));
+  }
+  expect_values(out, want, kFloat32, "all_to_all_single, uneven splits");
+  if (w > 1) {
+    EXPECT_THROW(dist::all_to_all_single(out, in, {1}, {1}), ValueError);  // one split size per rank
+  }
+}
+
+TEST_P(Collectives, AllToAllListsOfDifferentShapes) {
+  const int w = world(), me = rank();
+  // rank r sends rank q a vector of r + q + 1 elements with the values of "rank" r * w + q
+  std::vector<Tensor> inputs, outputs;
+  for (int q = 0; q < w; ++q) {
+    inputs.push_back(rank_tensor(kInt64, me * w + q, {me + q + 1}));
+    outputs.push_back(zeros({q + me + 1}, on_dev(kInt64)));
+  }
+  dist::all_to_all(outputs, inputs);
+  for (int r = 0; r < w; ++r) {
+    std::vector<double> want;
+    for (int64_t i = 0; i < r + me + 1; ++i) want.push_back(value(kInt64, r * w + me, i));
+    expect_values(outputs[static_cast<size_t>(r)], want, kInt64, "all_to_all from rank " + std::to_string(r));
+  }
+  std::vector<Tensor> short_list(1, zeros({1}, on_dev()));
+  if (w > 1) {
+    EXPECT_THROW(dist::all_to_all(short_list, short_list), ValueError);
+  }
+}
+
+TEST_P(Collectives, PointToPointRingWithoutDeadlock) {
+  if (world() < 2) GTEST_SKIP() << "needs two ranks";
+  const int w = world(), next = (rank() + 1) % w, prev = (rank() + w - 1) % w;
+  // 4 MB: past MPI's eager limit, so a send completes only once its receive is posted. Every rank
+  // sends before it receives; isend starts at once, so the ring does not wait on itself.
+  Tensor mine = full({1 << 20}, static_cast<double>(rank()), on_dev());
+  Tensor got = zeros({1 << 20}, on_dev());
+  auto sent = dist::isend(mine, next, /*tag=*/3);
+  EXPECT_EQ(dist::recv(got, prev, 3), prev);
+  sent->wait();
+  EXPECT_TRUE(sent->is_completed());
+  EXPECT_EQ(got.min().item<double>(), prev);
+  EXPECT_EQ(got.max().item<double>(), prev);
+  // async receive, non-contiguous destination (copied back when waited)
+  Tensor base = zeros({3, 4}, on_dev());
+  Tensor view = base.t();
+  auto r = dist::irecv(view, prev, 4);
+  dist::send(arange(12).reshape({4, 3}).to(kFloat32).to(dev()) + static_cast<double>(rank()), next, 4);
+  r->wait();
+  EXPECT_TRUE(allclose(view, arange(12).reshape({4, 3}).to(kFloat32).to(dev()) + static_cast<double>(prev)));
+  dist::barrier();
+}
+
+TEST_P(Collectives, RecvFromAnyRankAndSizeChecks) {
+  if (world() < 2) GTEST_SKIP() << "needs two ranks";
+  if (rank() == 0) {
+    std::vector<int> from;
+    for (int k = 1; k < world(); ++k) {
+      Tensor t = zeros({5}, on_dev(kInt32));
+      const int src = dist::recv(t, /*src=*/-1, /*tag=*/7);
+      from.push_back(src);
+      EXPECT_EQ(t.sum().item<int64_t>(), 5 * src) << "from rank " << src;
+    }
+    std::sort(from.begin(), from.end());
+    for (int k = 1; k < world(); ++k) EXPECT_EQ(from[static_cast<size_t>(k - 1)], k);
+    // rank 1 sends 3 elements into a 4-element tensor: a clear error, and the group goes on
+    Tensor four = zeros({4}, on_dev());
+    try {
+      dist::recv(four, 1, 8);
+      ADD_FAILURE() << "expected DistributedError";
+    } catch (const DistributedError& e) {
+      EXPECT_NE(std::string(e.what()).find("sent 3 elements"), std::string::npos) << e.what();
+    }
+  } else {
+    dist::send(full({5}, static_cast<double>(rank()), on_dev(kInt32)), 0, 7);
+    if (rank() == 1) dist::send(zeros({3}, on_dev()), 0, 8);
+  }
+  Tensor t = zeros({2}, on_dev());
+  EXPECT_THROW(dist::send(t, rank()), ValueError);      // not to itself
+  EXPECT_THROW(dist::send(t, world()), ValueError);     // not a rank
+  EXPECT_THROW(dist::recv(t, 0, /*tag=*/-2), ValueError);
+  dist::barrier();
 }
 
 TEST_P(Collectives, AsyncWorkOverlapsAndCompletesInOrder) {
@@ -388,7 +551,9 @@ TEST_P(DDP, BroadcastsBuffersFromRankZero) {
   // (in eval mode, which does not update them) rank 0's are sent to everyone
   std::vector<Tensor> before;
   dist::all_gather(before, bn->named_buffers()["running_mean"].clone());
-  EXPECT_FALSE(allclose(before[0], before[1])) << "the ranks' statistics should differ before the broadcast";
+  if (world() > 1) {
+    EXPECT_FALSE(allclose(before[0], before[1])) << "the ranks' statistics should differ before the broadcast";
+  }
   ddp.eval();
   NoGradGuard no_grad;
   ddp.forward(x);

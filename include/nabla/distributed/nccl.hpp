@@ -91,6 +91,17 @@ inline ncclDataType_t nccl_type(DType dt) {
   return ncclUint8;
 }
 
+// NCCL calls made as one group (ncclGroupStart / ncclGroupEnd), as point-to-point exchanges must
+// be: `calls()` returns its first failure or ncclSuccess; the group's result otherwise.
+template <class Calls>
+ncclResult_t nccl_group(Calls&& calls) {
+  ncclResult_t r = ncclGroupStart();
+  if (r != ncclSuccess) return r;
+  const ncclResult_t first = calls();
+  const ncclResult_t end = ncclGroupEnd();
+  return first != ncclSuccess && first != ncclInProgress ? first : end;
+}
+
 // An event recorded on nabla's stream of `device` when a collective is called: what the NCCL
 // call must wait for. Destroyed by the worker once the NCCL stream has waited on it.
 class ReadyEvent {

@@ -1,7 +1,7 @@
 #pragma once
-// nabla::distributed's process group and collectives over MPI (torch.distributed's API):
-// init_process_group, get_rank / get_world_size, barrier, all_reduce, broadcast, all_gather,
-// reduce_scatter (those in collectives.hpp), each with an async form that returns a Work handle.
+// nabla::distributed's process group (torch.distributed's API): init_process_group, get_rank /
+// get_world_size, and what the collectives (collectives.hpp, scatter_gather.hpp) and the
+// point-to-point messages (point_to_point.hpp) run on; each has an async form returning a Work.
 //
 // How it runs. One worker thread per process owns the MPI traffic and runs the collectives in
 // the order they were called (every rank calls them in the same order, so they match up); the
@@ -20,7 +20,8 @@
 // error, and the process does not call MPI_Finalize (it would wait for the dead rank).
 //
 // Tensors: CPU tensors of every dtype go to MPI directly (float16 / bfloat16 reduce through
-// user-defined MPI ops computing in float32); CUDA tensors are staged through host memory.
+// user-defined MPI ops computing in float32). CUDA tensors go over NCCL under the "nccl" backend
+// (nccl.hpp: on their own stream, polled like MPI requests), else staged through host memory.
 // Booleans reduce as PyTorch's NCCL does: SUM and MAX are logical or, PRODUCT and MIN logical
 // and. AVG is SUM divided by the world size (integers truncate, as NCCL's ncclAvg).
 
@@ -98,6 +99,14 @@ inline int env_local_rank() {
 class Work {
  public:
   void wait() {
+    if (progress_ && !done_flag_.load(std::memory_order_acquire)) {  // point-to-point: driven by the waiter
+      try {
+        progress_(true);
+        complete();
+      } catch (...) {
+        complete(std::current_exception());
+      }
+    }
     // the result usually arrives within microseconds to milliseconds: spin briefly before sleeping
     const auto until = std::chrono::steady_clock::now() + std::chrono::milliseconds(2);
     while (!done_flag_.load(std::memory_order_acquire) && std::chrono::steady_clock::now() < until) std::this_thread::yield();
@@ -111,7 +120,14 @@ class Work {
       f();  // on the waiting thread: copy back into non-contiguous / CUDA tensors
     }
   }
-  bool is_completed() const {
+  bool is_completed() {
+    if (progress_ && !done_flag_.load(std::memory_order_acquire)) {
+      try {
+        if (progress_(false)) complete();
+      } catch (...) {
+        complete(std::current_exception());
+      }
+    }
     std::lock_guard<std::mutex> lock(mutex_);
     return done_;
   }
@@ -134,6 +150,10 @@ class Work {
     std::lock_guard<std::mutex> lock(mutex_);
     finish_ = std::move(f);
   }
+  // A Work no worker completes (point-to-point, started on the caller's thread): progress(block)
+  // tests it once (block = false, returns whether it is done) or waits for it (block = true); it
+  // throws DistributedError on failure. Set once, before the Work is handed out.
+  void set_progress(std::function<bool(bool)> progress) { progress_ = std::move(progress); }
 
  private:
   mutable std::mutex mutex_;
@@ -142,10 +162,19 @@ class Work {
   std::atomic<bool> done_flag_{false};
   std::exception_ptr error_;
   std::function<void()> finish_;
+  std::function<bool(bool)> progress_;
 };
 using WorkHandle = std::shared_ptr<Work>;
 
 namespace detail {
+
+// "MPI error 15 (MPI_ERR_TRUNCATE: message truncated)"
+inline std::string mpi_error(int rc) {
+  char text[MPI_MAX_ERROR_STRING] = {};
+  int len = 0;
+  if (MPI_Error_string(rc, text, &len) != MPI_SUCCESS) len = 0;
+  return ::nabla::detail::cat("MPI error ", rc, len > 0 ? " (" : "", std::string(text, static_cast<size_t>(len)), len > 0 ? ")" : "");
+}
 
 // While alive, collectives started on this thread may run inline (the synchronous forms).
 struct SyncCall {
@@ -322,16 +351,20 @@ class ProcessGroup {
       const PollState s = test();
       if (s.state == PollState::Done) return;
       if (s.state == PollState::Failed) give_up(::nabla::detail::cat("nabla::distributed::", op, " on rank ", rank_, ": ", s.error));
-      int aborted = 0;
-      MPI_Status abort_status;
+      int aborted = 0, source = -1;
       {
+        // two threads may poll (the worker, and a point-to-point waiter): the first to see the
+        // notice keeps its sender, since the completed request is then null for the other
         std::lock_guard<std::mutex> lock(mpi_mutex_);
+        MPI_Status abort_status;
         MPI_Test(&abort_req_, &aborted, &abort_status);
+        if (aborted && abort_source_ < 0) abort_source_ = abort_status.MPI_SOURCE;
+        source = abort_source_;
       }
       if (aborted) {
         abort_msg_[sizeof(abort_msg_) - 1] = '\0';
         give_up(::nabla::detail::cat("nabla::distributed::", op, " on rank ", rank_, " of ", world_, ": rank ",
-                                     abort_status.MPI_SOURCE, " failed: ", abort_msg_));
+                                     source, " failed: ", abort_msg_));
       }
       const auto now = std::chrono::steady_clock::now();
       if (now > deadline) {
@@ -349,14 +382,31 @@ class ProcessGroup {
     }
   }
   // Polls `req` until it completes, a peer reports a failure, or the timeout passes.
-  void wait_request(MPI_Request& req, const char* op) {
+  void wait_request(MPI_Request& req, const char* op, MPI_Status* status = MPI_STATUS_IGNORE) {
     poll(op, [&]() -> PollState {
       std::lock_guard<std::mutex> lock(mpi_mutex_);
       int done = 0;
-      int rc = MPI_Test(&req, &done, MPI_STATUS_IGNORE);
-      if (rc != MPI_SUCCESS) return {PollState::Failed, ::nabla::detail::cat("MPI error ", rc)};
+      int rc = MPI_Test(&req, &done, status);
+      if (rc != MPI_SUCCESS) return {PollState::Failed, mpi_error(rc)};
       return {done ? PollState::Done : PollState::Running, {}};
     });
+  }
+  // Starts an MPI non-blocking call under the MPI lock (on any thread) and returns its request.
+  template <class Start>
+  MPI_Request start_request(const char* op, Start&& start) {
+    MPI_Request req;
+    std::lock_guard<std::mutex> lock(mpi_mutex_);
+    int rc = start(&req);
+    if (rc != MPI_SUCCESS) fail(::nabla::detail::cat("nabla::distributed::", op, " on rank ", rank_, ": ", mpi_error(rc)));
+    return req;
+  }
+  // One MPI_Test of `req`: whether it is done (status filled in then).
+  bool test_request(MPI_Request& req, MPI_Status* status, const char* op) {
+    std::lock_guard<std::mutex> lock(mpi_mutex_);
+    int done = 0;
+    int rc = MPI_Test(&req, &done, status);
+    if (rc != MPI_SUCCESS) fail(::nabla::detail::cat("nabla::distributed::", op, " on rank ", rank_, ": ", mpi_error(rc)));
+    return done != 0;
   }
   // Starts an MPI non-blocking call under the MPI lock and waits for it.
   template <class Start>
@@ -365,7 +415,7 @@ class ProcessGroup {
     {
       std::lock_guard<std::mutex> lock(mpi_mutex_);
       int rc = start(&req);
-      if (rc != MPI_SUCCESS) fail(::nabla::detail::cat("nabla::distributed::", op, " on rank ", rank_, ": MPI error ", rc));
+      if (rc != MPI_SUCCESS) fail(::nabla::detail::cat("nabla::distributed::", op, " on rank ", rank_, ": ", mpi_error(rc)));
     }
     wait_request(req, op);
   }
@@ -378,7 +428,7 @@ class ProcessGroup {
     if (options_.check_shapes && world_ > 1) {
       std::lock_guard<std::mutex> lock(mpi_mutex_);
       int rc = blocking();
-      if (rc != MPI_SUCCESS) fail(::nabla::detail::cat("nabla::distributed::", op, " on rank ", rank_, ": MPI error ", rc));
+      if (rc != MPI_SUCCESS) fail(::nabla::detail::cat("nabla::distributed::", op, " on rank ", rank_, ": ", mpi_error(rc)));
       return;
     }
     run_mpi(op, std::forward<Start>(start));
@@ -484,6 +534,7 @@ class ProcessGroup {
   int rank_ = 0, world_ = 1, local_rank_ = 0;
   MPI_Op half_ops_[4]{}, bf16_ops_[4]{};
   MPI_Request abort_req_ = MPI_REQUEST_NULL;
+  int abort_source_ = -1;
   char abort_msg_[1024]{};
   std::mutex mpi_mutex_;  // every MPI call after init holds it (MPI_THREAD_SERIALIZED)
   std::mutex queue_mutex_;
@@ -650,7 +701,7 @@ inline void check_tensor(const Tensor& t, const char* op, const char* what = "te
               ::nabla::detail::describe(t), " has more than 2^31-1 elements, MPI's count limit");
 }
 
-enum class CollectiveKind : int64_t { AllReduce = 1, Broadcast, AllGather, ReduceScatter, Barrier };
+enum class CollectiveKind : int64_t { AllReduce = 1, Broadcast, AllGather, ReduceScatter, Barrier, Reduce, Gather, Scatter, AllToAll };
 inline const char* kind_name(CollectiveKind k) {
   switch (k) {
     case CollectiveKind::AllReduce: return "all_reduce";
@@ -658,6 +709,10 @@ inline const char* kind_name(CollectiveKind k) {
     case CollectiveKind::AllGather: return "all_gather";
     case CollectiveKind::ReduceScatter: return "reduce_scatter";
     case CollectiveKind::Barrier: return "barrier";
+    case CollectiveKind::Reduce: return "reduce";
+    case CollectiveKind::Gather: return "gather";
+    case CollectiveKind::Scatter: return "scatter";
+    case CollectiveKind::AllToAll: return "all_to_all";
   }
   return "?";
 }
@@ -690,9 +745,11 @@ inline std::string descriptor_str(const Descriptor& d) {
     for (int64_t i = 0; i < d.v[4] && i < 10; ++i) s += ::nabla::detail::cat(i ? ", " : "", d.v[6 + i]);
     s += d.v[4] > 10 ? ", ...]" : "]";
   }
-  if (static_cast<CollectiveKind>(d.v[0]) == CollectiveKind::AllReduce || static_cast<CollectiveKind>(d.v[0]) == CollectiveKind::ReduceScatter)
+  const auto kind = static_cast<CollectiveKind>(d.v[0]);
+  if (kind == CollectiveKind::AllReduce || kind == CollectiveKind::ReduceScatter || kind == CollectiveKind::Reduce)
     s += ::nabla::detail::cat(" (", reduce_op_name(static_cast<ReduceOp>(d.v[1] % kOverNccl)), ")");
-  if (static_cast<CollectiveKind>(d.v[0]) == CollectiveKind::Broadcast) s += ::nabla::detail::cat(" from rank ", d.v[3]);
+  if (kind == CollectiveKind::Broadcast || kind == CollectiveKind::Scatter) s += ::nabla::detail::cat(" from rank ", d.v[3]);
+  if (kind == CollectiveKind::Reduce || kind == CollectiveKind::Gather) s += ::nabla::detail::cat(" to rank ", d.v[3]);
   s += d.v[1] >= kOverNccl ? " over NCCL" : "";
   return s;
 }
