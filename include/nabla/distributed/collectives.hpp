@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "process_group.hpp"
+#include "transport.hpp"
 
 namespace nabla {
 namespace distributed {

@@ -13,6 +13,7 @@
 #include <memory>
 
 #include "process_group.hpp"
+#include "transport.hpp"
 
 namespace nabla {
 namespace distributed {
