@@ -9,6 +9,7 @@
 #   2. the test suite (CPU + CUDA column), --gtest_brief=1, counted from its XML report
 #   2a. the attention tests again with the opt-in CUDA flash kernels on (NABLA_CUDA_FLASH_ATTENTION=1)
 #   2b. nabla::distributed's tests as one rank on the GPU: the NCCL backend, then MPI staging
+#   2c. nabla's ResNet-18/50 against torchvision's own (its state_dict loaded unchanged, same logits)
 #   3. GPU benchmarks, nabla and PyTorch on the same shapes, same GPU, one run: ratios
 #   4. MNIST (cnn, batch 64, Adam) on the GPU, nabla's example beside the PyTorch twin
 #   4a. the same under --amp bf16 and f16 beside PyTorch's AMP recipe, and f16 + checkpointing
@@ -235,6 +236,19 @@ if [ -n "$dist_bin" ] && [ "$rounds" = 0 ] && [ $has_gpu = 1 ]; then
   done
 elif [ "$rounds" = 0 ]; then
   note "distributed: not run ($([ $has_gpu = 0 ] && echo 'no GPU' || echo 'no nabla_distributed_tests in the prep folder'))"
+fi
+
+# ---- 2c. nabla's ResNet against torchvision itself ------------------------------------------------
+# torchvision (there, beside PyTorch) writes ResNet-18/50 state_dicts with safetensors and float64
+# eval-mode logits; nabla loads them unchanged and must give the same logits (CPU float64 and
+# float32, and the GPU).
+if [ -n "$tests_bin" ] && [ "$rounds" = 0 ] && [ $has_gpu = 1 ]; then
+  run_step torchvision_ref 120 python3 "$root/tests/torchvision/make_reference.py" /tmp/nabla_tvref
+  run_step torchvision 120 env NABLA_TORCHVISION_REF=/tmp/nabla_tvref "$tests_bin" --gtest_filter='TorchvisionReference.*' \
+    --gtest_output=xml:"$logs/torchvision.xml"
+  note "torchvision: $(count_xml "$logs/torchvision.xml"); $(grep -o '\[ torchvision .*' "$logs/torchvision.log" | tr '\n' ' ')"
+elif [ "$rounds" = 0 ]; then
+  note "torchvision: not run ($([ $has_gpu = 0 ] && echo 'no GPU machine' || echo 'no nabla_tests'))"
 fi
 
 # ---- 3. benchmarks beside PyTorch --------------------------------------------------------------

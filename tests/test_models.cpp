@@ -4,6 +4,8 @@
 // (test_parity_conv.cpp); the whole net against LibTorch is in test_libtorch_conv.cpp.
 
 #include <cmath>
+#include <cstdio>
+#include <cstdlib>
 #include <sstream>
 
 #include <nabla/models/resnet.hpp>
@@ -160,6 +162,39 @@ TEST(ResNet, CheckpointRoundTripUnderTorchvisionNames) {
   // a file of another architecture is refused, naming the entry
   auto c = models::resnet34({.num_classes = 10, .cifar_stem = true});
   EXPECT_TRUE(throws_with<Error>([&] { load(*c, tmp / "r18.safetensors"); }, {"missing keys", "layer1.2.conv1.weight"}));
+}
+
+// Against torchvision itself, where PyTorch is (the GPU check runs tests/torchvision/make_reference.py
+// and sets NABLA_TORCHVISION_REF): a state_dict torchvision saved with safetensors.torch.save_file
+// loads unchanged (strict: every name, shape and dtype), and the eval-mode logits agree with
+// torchvision's float64 ones, in float64 (to rounding), in float32, and on a GPU when there is one.
+TEST(TorchvisionReference, ResNetStateDictLoadsAndLogitsMatch) {
+  const char* dir = std::getenv("NABLA_TORCHVISION_REF");
+  if (!dir || !*dir) GTEST_SKIP() << "set NABLA_TORCHVISION_REF to the output of tests/torchvision/make_reference.py";
+  for (const std::string arch : {"resnet18", "resnet50"}) {
+    SCOPED_TRACE(arch);
+    auto net = arch == "resnet18" ? models::resnet18() : models::resnet50();
+    load(*net, std::string(dir) + "/" + arch + ".safetensors");  // strict
+    EXPECT_EQ(net->bn1->num_batches_tracked.item<int64_t>(), 3);
+    net->eval();
+    io::SafetensorsFile ref = io::load_safetensors(std::string(dir) + "/" + arch + "_io.safetensors");
+    const Tensor x = ref.tensors.at("input"), want = ref.tensors.at("logits");
+    ASSERT_EQ(want.dtype(), kFloat64);
+    const double scale = want.abs().max().item<double>();
+    auto error = [&](const Tensor& y) { return (y.to(Device::cpu()).to(kFloat64) - want).abs().max().item<double>() / scale; };
+    NoGradGuard no_grad;
+    const double err32 = error(net->forward(x));
+    EXPECT_LT(err32, 1e-4) << "float32 logits vs torchvision's float64";
+    if (cuda::is_available()) {
+      net->to(Device::cuda());
+      EXPECT_LT(error(net->forward(x.to(Device::cuda()))), 1e-3) << "CUDA float32 logits vs torchvision's float64";
+      net->to(Device::cpu());
+    }
+    net->to(kFloat64);
+    const double err64 = error(net->forward(x.to(kFloat64)));
+    EXPECT_LT(err64, 1e-10) << "float64 logits vs torchvision's float64";
+    std::printf("[ torchvision %s ] max |logit error| / max |logit|: float64 %.2e, float32 %.2e\n", arch.c_str(), err64, err32);
+  }
 }
 
 TEST(ResNet, BadInputsGiveClearErrors) {
