@@ -98,6 +98,11 @@ std::vector<Impl<T>> impls() {
   std::vector<Impl<T>> v;
   v.push_back({"gemm", [](auto... a) { nabla::cpu::gemm<T>(a...); }});
   v.push_back({"gemm_native", [](auto... a) { nabla::cpu::gemm_native<T>(a...); }});
+  // the matrix-vector path directly (gemm() takes it for one row or column, but may hand
+  // strides it cannot use to the blocked kernel)
+  v.push_back({"try_gemv", [](auto... a) {
+                 if (!nabla::cpu::gemm_detail::try_gemv<T>(a...)) nabla::cpu::gemm_native<T>(a...);
+               }});
   // Exercise every kernel the host can execute, not just the one dispatch picks.
   const int best = int(nabla::cpu::gemm_detail::best_isa());
   for (int i = 0; i <= best; ++i) {
@@ -219,6 +224,20 @@ TYPED_TEST(GemmTest, TileEdgeSizes) {
     for (int64_t n : sizes)
       for (bool acc : {false, true})
         check<TypeParam>(m, n, 65, Layout::RowMajor, Layout::RowMajor, Layout::RowMajor, acc);
+}
+
+TYPED_TEST(GemmTest, MatrixVectorProductsEveryLayout) {
+  // One row or one column (gemm.hpp's try_gemv, gemv.hpp's loops): B contiguous along k (x @ W^T)
+  // or along n (x @ B), padded or neither; x and y strided; K around the vector width; N past the
+  // 2048-element block; large enough to split over threads.
+  for (int64_t n : {int64_t(1), int64_t(5), int64_t(33), int64_t(2500)})
+    for (int64_t k : {int64_t(1), int64_t(3), int64_t(17), int64_t(64), int64_t(301)})
+      for (Layout lb : kAllLayouts)
+        for (bool acc : {false, true}) {
+          check<TypeParam>(1, n, k, Layout::RowMajor, lb, Layout::RowMajor, acc);
+          check<TypeParam>(1, n, k, Layout::ColPadded, lb, Layout::ColPadded, acc);
+          check<TypeParam>(n, 1, k, Layout::Strided, lb, Layout::Strided, acc);
+        }
 }
 
 TYPED_TEST(GemmTest, TallAndSkinny) {

@@ -16,6 +16,7 @@
 #include <new>
 #include <thread>
 #include <type_traits>
+#include <vector>
 
 #if (defined(__x86_64__) || defined(__i386__)) && defined(__GNUC__)
 #define NABLA_GEMM_X86 1
@@ -29,6 +30,8 @@
 #ifdef _OPENMP
 #include <omp.h>
 #endif
+
+#include "gemv.hpp"  // after the ISA attributes: it compiles its loops once per ISA
 
 #ifdef NABLA_HAS_CBLAS
 #include <cblas.h>
@@ -629,6 +632,72 @@ inline bool try_cblas_rowmajor(int64_t M, int64_t N, int64_t K, const T* A, int6
 }
 #endif
 
+// C[M,N] (+)= A[M,K] B[K,N] when M or N is 1: a matrix-vector product, one pass over B in its
+// own layout (gemv.hpp's loops, for the best ISA here), split over threads by output. False when
+// the strides fit neither layout (then the blocked GEMM takes it). Used with or without CBLAS:
+// OpenBLAS 0.3.21's ?gemv measured no faster, and one path gives one set of roundings.
+template <class T>
+bool try_gemv(int64_t M, int64_t N, int64_t K, const T* A, int64_t rsA, int64_t csA, const T* B, int64_t rsB, int64_t csB,
+              T* C, int64_t rsC, int64_t csC, bool acc) {
+  if (M <= 0 || N <= 0 || K <= 0 || (M != 1 && N != 1)) return false;
+  if (M != 1) {  // a column: C^T [1, M] = B^T [1, K] A^T [K, M]
+    std::swap(M, N);
+    std::swap(A, B);
+    std::swap(rsA, csB);
+    std::swap(csA, rsB);
+    std::swap(rsC, csC);
+  }
+  // Now y[n] = C[n * csC] (n < N), x[k] = A[k * csA] (k < K), and B(k, n) = B[k * rsB + n * csB].
+  const bool dot = K == 1 || rsB == 1;   // each output reads a contiguous run of B
+  const bool axpy = N == 1 || csB == 1;  // each x[k] scales a contiguous run of B
+  if (!dot && !axpy) return false;
+  const int64_t ld = dot ? (N == 1 ? K : csB) : (K == 1 ? N : rsB);
+  if (ld < 1) return false;
+  const int nt = gemm_threads(1, N, K);
+  const int64_t chunk = (N + nt - 1) / std::max(nt, 1);
+  // The loops want x contiguous, and (for axpy) y contiguous: copies when they are not.
+  std::vector<T> xs;
+  const T* x = A;
+  if (K > 1 && csA != 1) {
+    xs.resize(size_t(K));
+    for (int64_t k = 0; k < K; ++k) xs[size_t(k)] = A[k * csA];
+    x = xs.data();
+  }
+  const int64_t incy = N == 1 ? 1 : csC;
+  const bool y_direct = dot || incy == 1;
+  std::vector<T> ys;
+  if (!y_direct) {
+    ys.resize(size_t(N));
+    if (acc)
+      for (int64_t n = 0; n < N; ++n) ys[size_t(n)] = C[n * incy];
+  }
+  const Isa isa = best_isa();
+  auto piece = [&](int64_t lo, int64_t hi) {
+    const T* b = B + (dot ? lo * ld : lo);
+    T* y = dot ? C + lo * incy : (y_direct ? C + lo : ys.data() + lo);
+    switch (isa) {
+#ifdef NABLA_GEMM_X86
+      case Isa::avx512: return gemv_detail::gemv_avx512<T>(dot, hi - lo, K, b, ld, x, y, incy, acc);
+      case Isa::avx2: return gemv_detail::gemv_avx2<T>(dot, hi - lo, K, b, ld, x, y, incy, acc);
+#endif
+      default: return gemv_detail::gemv_baseline<T>(dot, hi - lo, K, b, ld, x, y, incy, acc);
+    }
+  };
+#if defined(_OPENMP)
+  if (nt > 1) {
+#pragma omp parallel for num_threads(nt) schedule(static, 1)
+    for (int64_t lo = 0; lo < N; lo += chunk) piece(lo, std::min(N, lo + chunk));
+  } else {
+    piece(0, N);
+  }
+#else
+  piece(0, N);
+#endif
+  if (!y_direct)
+    for (int64_t n = 0; n < N; ++n) C[n * incy] = ys[size_t(n)];
+  return true;
+}
+
 }  // namespace gemm_detail
 
 // C[M,N] (+)= A[M,K] * B[K,N] with arbitrary element strides, using the library's own kernel.
@@ -645,6 +714,9 @@ void gemm_native(int64_t M, int64_t N, int64_t K, const T* A, int64_t rsA, int64
 template <class T>
 void gemm(int64_t M, int64_t N, int64_t K, const T* A, int64_t rsA, int64_t csA, const T* B,
           int64_t rsB, int64_t csB, T* C, int64_t rsC, int64_t csC, bool accumulate) {
+  if ((M == 1 || N == 1) &&
+      gemm_detail::try_gemv<T>(M, N, K, A, rsA, csA, B, rsB, csB, C, rsC, csC, accumulate))
+    return;
 #ifdef NABLA_HAS_CBLAS
   if (M > 0 && N > 0 && K > 0 && M <= INT_MAX && N <= INT_MAX && K <= INT_MAX) {
     using gemm_detail::try_cblas_rowmajor;
