@@ -11,8 +11,9 @@
 namespace nabla {
 namespace cuda {
 
-inline bool linear_forward_cuda(const Tensor& out, const Tensor& x, const Tensor& w, const Tensor& bias) {
+inline bool linear_forward_cuda(const Tensor& out, const Tensor& x, const Tensor& weight, const Tensor& bias) {
   NoGradGuard no_grad;
+  const Tensor w = weight.is_contiguous() ? weight : weight.contiguous();  // fused::linear passes it as it is
   const DType t = out.dtype();
   detail::DeviceGuard g(out.device().index);
   detail::LinearProblem pb{};

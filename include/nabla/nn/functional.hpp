@@ -17,8 +17,9 @@ namespace functional {
 
 namespace fused {
 
-// Shapes: x [M, K], w [N, K], bias [N], out [M, N]; all contiguous, of one dtype, on the table's
-// device. Overwrites out with x @ w^T + bias in one GEMM with the bias in its epilogue.
+// Shapes: x [M, K], w [N, K], bias [N], out [M, N], of one dtype, on the table's device; x,
+// bias and out contiguous, w with any strides (a kernel that needs it contiguous makes it so).
+// Overwrites out with x @ w^T + bias in one GEMM with the bias in its epilogue.
 struct LinearKernels {
   bool (*forward)(const Tensor& out, const Tensor& x, const Tensor& w, const Tensor& bias) = nullptr;
 };
@@ -39,7 +40,9 @@ inline Tensor linear(const Tensor& x, const Tensor& weight, const Tensor& bias) 
   if (!k || !k->forward) return Tensor();
   const int64_t K = weight.size(1), N = weight.size(0), M = x.numel() / K;
   Tensor out = empty({M, N}, x.options().requires_grad(false));
-  if (!k->forward(out, x.detach().reshape({M, K}).contiguous(), weight.detach().contiguous(), bias.detach().contiguous()))
+  // the weight goes as it is: a transposed view (GPT-2's Conv1D keeps [in, out]) is read through
+  // its strides on the CPU, not copied on every call; kernels that need it contiguous copy it
+  if (!k->forward(out, x.detach().reshape({M, K}).contiguous(), weight.detach(), bias.detach().contiguous()))
     return Tensor();
   linear_kernels().count(x.device());
   if (autograd::needs_grad(x, weight, bias))

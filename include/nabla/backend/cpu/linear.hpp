@@ -1,6 +1,7 @@
 #pragma once
 // linear's fused CPU kernel (nn/functional.hpp's fused::linear_kernels()): the bias is copied
-// into every output row and the GEMM accumulates x @ w^T onto it, so no second pass adds it.
+// into every output row and the GEMM accumulates x @ w^T onto it, so no second pass adds it. The
+// weight is read through its strides (a transposed view is not copied).
 // In bfloat16 the GEMM adds the bias to its float32 sums before rounding each output once.
 
 #include <algorithm>
@@ -14,16 +15,17 @@
 namespace nabla {
 namespace cpu {
 
+// x [M, K] and out [M, N] contiguous; w [N, K] with any strides (B = w^T: B(k, n) = w(n, k)).
 template <class T>
 void linear_forward_kernel(const Tensor& out, const Tensor& x, const Tensor& w, const Tensor& bias) {
-  const int64_t M = x.size(0), K = x.size(1), N = w.size(0);
+  const int64_t M = x.size(0), K = x.size(1), N = w.size(0), rsB = w.stride(1), csB = w.stride(0);
   T* o = out.data_ptr<T>();
   const T* b = bias.data_ptr<T>();
   for (int64_t i = 0; i < M; ++i) std::copy(b, b + N, o + i * N);
   if constexpr (std::is_same_v<T, BFloat16>)
-    gemm_bf16<BFloat16>(M, N, K, x.data_ptr<T>(), K, 1, w.data_ptr<T>(), 1, K, o, N, 1, true);
+    gemm_bf16<BFloat16>(M, N, K, x.data_ptr<T>(), K, 1, w.data_ptr<T>(), rsB, csB, o, N, 1, true);
   else
-    gemm<T>(M, N, K, x.data_ptr<T>(), K, 1, w.data_ptr<T>(), 1, K, o, N, 1, true);
+    gemm<T>(M, N, K, x.data_ptr<T>(), K, 1, w.data_ptr<T>(), rsB, csB, o, N, 1, true);
 }
 
 inline bool linear_forward_cpu(const Tensor& out, const Tensor& x, const Tensor& w, const Tensor& bias) {
