@@ -24,6 +24,7 @@ int main(int argc, char** argv) {
   try {
     // (inside the try: a rank can leave the barrier, and fail, before the others have left it)
     dist::barrier();
+    if (mode == "recv" && rank == 1) std::this_thread::sleep_for(std::chrono::milliseconds(500));  // the others are in recv by then
     if ((mode == "throw" || mode == "recv") && rank == 1) throw std::runtime_error("rank 1 fails on purpose");
     if ((mode == "hang" || mode == "recv_hang") && rank == 1) {
       std::this_thread::sleep_for(std::chrono::seconds(20));
